@@ -1,0 +1,1 @@
+"""Generated stubs of the llm_manager.v1 API (do not edit; run `make proto`)."""

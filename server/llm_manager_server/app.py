@@ -1,0 +1,159 @@
+"""Builds and serves the gRPC server: API services, health, reflection, interceptors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from grpc import aio
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.sdk.trace import TracerProvider
+
+from llm_manager.v1 import (
+    conversation_service_pb2,
+    conversation_service_pb2_grpc,
+    llm_manager_service_pb2,
+    llm_manager_service_pb2_grpc,
+)
+
+from .config import ConfigError, Settings, load_settings
+from .health import NOT_SERVING, SERVING, HealthMonitor
+from .interceptors import AccessLogInterceptor, DeadlineInterceptor, ErrorMappingInterceptor, request_id_var
+from .routing.registry import ModelRegistry
+from .routing.router import Router
+from .servicers.conversations import ConversationServicer
+from .servicers.llm_manager import Generator, LLMManagerServicer
+from .telemetry import build_tracer_provider
+
+log = logging.getLogger("llm_manager_server")
+
+API_SERVICES = (
+    llm_manager_service_pb2.DESCRIPTOR.services_by_name["LLMManagerService"].full_name,
+    conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
+)
+
+
+@dataclass
+class Application:
+    """The running service; ``start`` binds the port, ``stop`` drains and closes."""
+
+    settings: Settings
+    tracer_provider: TracerProvider = field(default_factory=TracerProvider)
+    server: aio.Server | None = None
+    port: int = 0
+    registry: ModelRegistry | None = None
+    health: health_aio.HealthServicer | None = None
+    monitor: HealthMonitor | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.registry = ModelRegistry.from_settings(settings)
+        router = Router(self.registry, settings.routing)
+        self.health = health_aio.HealthServicer()
+        self.monitor = HealthMonitor(self.registry, self.health, settings.routing.health_interval_s)
+        server = aio.server(
+            interceptors=[
+                aio_server_interceptor(tracer_provider=self.tracer_provider),
+                AccessLogInterceptor(),
+                DeadlineInterceptor(settings.routing.timeout_ms / 1000),
+                ErrorMappingInterceptor(),
+            ],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        llm_manager_service_pb2_grpc.add_LLMManagerServiceServicer_to_server(
+            LLMManagerServicer(Generator(router), self.registry), server
+        )
+        conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*API_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        if self.port == 0:
+            raise ConfigError("LLM_GRPC_PORT", f"cannot listen on {settings.host}:{settings.port}")
+        # Models not yet probed or loaded are NOT_SERVING until the first probe says otherwise.
+        await self.monitor.set_all([f"model/{name}" for name in self.registry.models], NOT_SERVING)
+        await self.monitor.set_all(("", *API_SERVICES), SERVING)
+        await server.start()
+        self.server = server
+        log.info("listening on %s with models %s", self.address, ", ".join(self.registry.models) or "(none)")
+        # Load in-process models and open connection pools after the port is up, so health
+        # probes see NOT_SERVING for a loading model rather than a refused connection.
+        await asyncio.gather(*(provider.start() for provider in self.registry.providers.values()))
+        await self.monitor.probe_once()
+        self.monitor.start()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: health NOT_SERVING at once, refuse new calls, let in-flight
+        calls finish within the grace period, then close providers."""
+        if self.server is None:
+            return
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        if self.monitor is not None:
+            await self.monitor.stop()
+        await self.server.stop(grace)
+        if self.registry is not None:
+            await asyncio.gather(*(p.close() for p in self.registry.providers.values()), return_exceptions=True)
+        self.tracer_provider.shutdown()
+        self.server = None
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        if self.server is not None:
+            await self.server.wait_for_termination()
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+async def serve(settings: Settings) -> None:
+    """Runs until SIGTERM or SIGINT, then drains gracefully."""
+    app = Application(settings, tracer_provider=build_tracer_provider())
+    await app.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("shutting down (grace %.1f s)", settings.grace_period_s)
+    await app.stop()
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"llm-manager: configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as error:
+        print(f"llm-manager: configuration error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["Application", "main", "serve"]

@@ -1,0 +1,349 @@
+"""Settings from the environment and an optional ``LLM_CONFIG_FILE``, validated at start.
+
+Precedence: environment variable > config file > built-in default. A bad value raises
+:class:`ConfigError`, whose one-line message names the variable (or file key) at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .domain.types import ProviderKind, RoutingStrategy
+
+
+class ConfigError(Exception):
+    """A bad setting; ``str()`` is one line naming the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class Secret:
+    """An API key. ``repr``/``str`` never show it; only :meth:`reveal` does."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class LlamaSettings:
+    """Local Llama-family models: an OpenAI-compatible endpoint or an in-process GGUF."""
+
+    endpoint: str | None = None
+    model_path: str | None = None
+    general_models: tuple[str, ...] = ()
+    sql_models: tuple[str, ...] = ()
+    context_length: int = 4096
+    threads: int = 0  # 0: the machine's cores
+    gpu_layers: int = 0
+    parallel: int = 2
+    max_queue: int = 16
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    api_key: Secret | None = None
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    max_tokens: int = 4096
+    temperature: float = 0.7
+
+
+@dataclass(frozen=True)
+class AnthropicSettings:
+    api_key: Secret | None = None
+    base_url: str = "https://api.anthropic.com"
+    model: str = "claude-sonnet-4-5"
+    max_tokens: int = 4096
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    strategy: RoutingStrategy = RoutingStrategy.BALANCED
+    fallback_order: tuple[ProviderKind, ...] = (ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC)
+    max_retries: int = 2
+    timeout_ms: int = 60_000
+    health_interval_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    enabled: bool = True
+    ttl_seconds: int = 3600
+    max_size: int = 1000
+    store: str = "memory"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: str = "data"
+    llama: LlamaSettings = field(default_factory=LlamaSettings)
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
+    anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    conversation_store: str = ""
+    log_level: str = "INFO"
+    grace_period_s: float = 10.0
+
+    @property
+    def conversation_store_url(self) -> str:
+        return self.conversation_store or f"sqlite:{Path(self.data_dir) / 'conversations.db'}"
+
+
+# --- value parsers: each raises ConfigError naming the variable -------------------------
+
+
+def _int(variable: str, raw: object, *, minimum: int, maximum: int | None = None) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ConfigError(variable, f"must be an integer, got {str(raw)!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(variable, f"must be {bound}, got {value}")
+    return value
+
+
+def _float(variable: str, raw: object, *, minimum: float, maximum: float) -> float:
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ConfigError(variable, f"must be a number, got {str(raw)!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(variable, f"must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _bool(variable: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(variable, f"must be true or false, got {str(raw)!r}")
+
+
+def _url(variable: str, raw: object) -> str:
+    text = str(raw).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(variable, f"must be an http(s) URL, got {text!r}")
+    return text
+
+
+def _strategy(variable: str, raw: object) -> RoutingStrategy:
+    text = str(raw).strip().lower().removeprefix("routing_strategy_")
+    try:
+        return RoutingStrategy(text)
+    except ValueError:
+        raise ConfigError(variable, f"must be one of cost, performance, balanced, got {str(raw)!r}") from None
+
+
+_PROVIDER_ALIASES = {
+    "local": ProviderKind.LOCAL,
+    "llama": ProviderKind.LOCAL,
+    "openai": ProviderKind.OPENAI,
+    "gpt": ProviderKind.OPENAI,
+    "anthropic": ProviderKind.ANTHROPIC,
+    "claude": ProviderKind.ANTHROPIC,
+}
+
+
+def _provider_order(variable: str, raw: object) -> tuple[ProviderKind, ...]:
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    order: list[ProviderKind] = []
+    for item in items:
+        name = str(item).strip().lower()
+        if name not in _PROVIDER_ALIASES:
+            raise ConfigError(variable, f"unknown provider {name!r} (use llama, gpt, claude)")
+        if _PROVIDER_ALIASES[name] not in order:
+            order.append(_PROVIDER_ALIASES[name])
+    if not order:
+        raise ConfigError(variable, "must name at least one provider")
+    return tuple(order)
+
+
+def _store(variable: str, raw: object, schemes: tuple[str, ...]) -> str:
+    text = str(raw).strip()
+    if text == "memory" or any(text.startswith(s) for s in schemes):
+        return text
+    raise ConfigError(variable, f"must be 'memory' or start with {' or '.join(schemes)}, got {text!r}")
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("LLM_CONFIG_FILE", f"cannot read {path!r}: {error.strerror}") from None
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as error:  # noqa: BLE001 - any parse error is a config error
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError("LLM_CONFIG_FILE", f"cannot parse {path!r}: {first_line}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("LLM_CONFIG_FILE", f"{path!r} must hold a mapping at the top level")
+    return data
+
+
+def _section(data: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
+    node: Any = data
+    for key in path:
+        node = node.get(key, {}) if isinstance(node, Mapping) else {}
+    if not isinstance(node, Mapping):
+        raise ConfigError("LLM_CONFIG_FILE", f"{'.'.join(path)} must be a mapping")
+    return node
+
+
+def _pick(section: Mapping[str, Any], *keys: str) -> Any:
+    """The first present key (camelCase as in the seed's LLMConfig, or snake_case)."""
+    for key in keys:
+        if key in section and section[key] is not None:
+            return section[key]
+    return None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Builds validated settings; raises :class:`ConfigError` on the first bad value."""
+    env = dict(os.environ if environ is None else environ)
+
+    def value(variable: str, file_section: Mapping[str, Any] | None = None, *keys: str) -> tuple[str, Any]:
+        """(name to blame, raw value): the environment wins over the file."""
+        raw = env.get(variable)
+        if raw is not None and raw.strip() != "":
+            return variable, raw
+        if file_section is not None:
+            found = _pick(file_section, *keys)
+            if found is not None:
+                return f"LLM_CONFIG_FILE {keys[0]}", found
+        return variable, None
+
+    file_data = _read_file(env["LLM_CONFIG_FILE"]) if env.get("LLM_CONFIG_FILE") else {}
+    llama_file = _section(file_data, "models", "llama")
+    gpt_file = _section(file_data, "models", "gpt")
+    claude_file = _section(file_data, "models", "claude")
+    routing_file = _section(file_data, "routing")
+    cache_file = _section(file_data, "cache")
+
+    defaults = Settings()
+
+    def parsed(variable: str, file_section: Mapping[str, Any] | None, keys: tuple[str, ...], parse: Any, default: Any) -> Any:
+        name, raw = value(variable, file_section, *keys)
+        return default if raw is None else parse(name, raw)
+
+    host = env.get("LLM_GRPC_HOST", "").strip() or defaults.host
+    port = parsed("LLM_GRPC_PORT", None, (), lambda n, r: _int(n, r, minimum=0, maximum=65535), defaults.port)
+
+    general = tuple(m for m in (env.get("LLM_GENERAL_MODEL_1", "").strip(), env.get("LLM_GENERAL_MODEL_2", "").strip()) if m)
+    sql = tuple(m for m in (env.get("LLM_SQL_MODEL_1", "").strip(), env.get("LLM_SQL_MODEL_2", "").strip()) if m)
+    file_model = _pick(llama_file, "model", "modelName", "model_name")
+    if not general and file_model:
+        general = (str(file_model),)
+
+    model_path = parsed("LLM_LOCAL_MODEL_PATH", llama_file, ("modelPath", "model_path"), lambda n, r: str(r).strip(), None)
+    if model_path is not None and not model_path.endswith(".gguf"):
+        raise ConfigError("LLM_LOCAL_MODEL_PATH", f"must name a .gguf file, got {model_path!r}")
+    ld = LlamaSettings()
+    llama = LlamaSettings(
+        endpoint=parsed("LM_STUDIO_ENDPOINT", llama_file, ("endpoint",), _url, None),
+        model_path=model_path,
+        general_models=general,
+        sql_models=sql,
+        context_length=parsed("LLM_LOCAL_CONTEXT_LENGTH", llama_file, ("contextLength", "context_length"), lambda n, r: _int(n, r, minimum=256, maximum=1 << 20), ld.context_length),
+        threads=parsed("LLM_LOCAL_THREADS", llama_file, ("threads",), lambda n, r: _int(n, r, minimum=0, maximum=1024), ld.threads),
+        gpu_layers=parsed("LLM_LOCAL_GPU_LAYERS", llama_file, ("gpuLayers", "gpu_layers"), lambda n, r: _int(n, r, minimum=-1, maximum=10_000), ld.gpu_layers),
+        parallel=parsed("LLM_LOCAL_PARALLEL", llama_file, ("parallel",), lambda n, r: _int(n, r, minimum=1, maximum=64), ld.parallel),
+        max_queue=parsed("LLM_LOCAL_MAX_QUEUE", llama_file, ("maxQueue", "max_queue"), lambda n, r: _int(n, r, minimum=0, maximum=100_000), ld.max_queue),
+    )
+
+    od = OpenAISettings()
+    openai_key = parsed("OPENAI_API_KEY", gpt_file, ("apiKey", "api_key"), lambda n, r: Secret(str(r).strip()), None)
+    openai = OpenAISettings(
+        api_key=openai_key,
+        base_url=parsed("OPENAI_BASE_URL", gpt_file, ("baseUrl", "base_url", "endpoint"), _url, od.base_url),
+        model=parsed("OPENAI_MODEL", gpt_file, ("model",), lambda n, r: str(r).strip(), od.model),
+        max_tokens=parsed("OPENAI_MAX_TOKENS", gpt_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), od.max_tokens),
+        temperature=parsed("OPENAI_TEMPERATURE", gpt_file, ("temperature",), lambda n, r: _float(n, r, minimum=0.0, maximum=2.0), od.temperature),
+    )
+
+    ad = AnthropicSettings()
+    claude_key_var = "CLAUDE_API_KEY" if env.get("CLAUDE_API_KEY", "").strip() else "ANTHROPIC_API_KEY"
+    claude_url_var = "CLAUDE_BASE_URL" if env.get("CLAUDE_BASE_URL", "").strip() else "ANTHROPIC_BASE_URL"
+    anthropic = AnthropicSettings(
+        api_key=parsed(claude_key_var, claude_file, ("apiKey", "api_key"), lambda n, r: Secret(str(r).strip()), None),
+        base_url=parsed(claude_url_var, claude_file, ("baseUrl", "base_url", "endpoint"), _url, ad.base_url),
+        model=parsed("CLAUDE_MODEL", claude_file, ("model",), lambda n, r: str(r).strip(), ad.model),
+        max_tokens=parsed("CLAUDE_MAX_TOKENS", claude_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), ad.max_tokens),
+    )
+
+    rd = RoutingSettings()
+    routing = RoutingSettings(
+        strategy=parsed("LLM_ROUTING_STRATEGY", routing_file, ("strategy",), _strategy, rd.strategy),
+        fallback_order=parsed("LLM_FALLBACK_ORDER", routing_file, ("fallbackOrder", "fallback_order"), _provider_order, rd.fallback_order),
+        max_retries=parsed("LLM_MAX_RETRIES", routing_file, ("maxRetries", "max_retries"), lambda n, r: _int(n, r, minimum=0, maximum=10), rd.max_retries),
+        timeout_ms=parsed("LLM_TIMEOUT_MS", routing_file, ("timeoutMs", "timeout_ms"), lambda n, r: _int(n, r, minimum=1, maximum=3_600_000), rd.timeout_ms),
+        health_interval_s=parsed("LLM_HEALTH_INTERVAL_SECONDS", routing_file, ("healthIntervalSeconds",), lambda n, r: _float(n, r, minimum=0.1, maximum=86_400.0), rd.health_interval_s),
+    )
+
+    cd = CacheSettings()
+    cache = CacheSettings(
+        enabled=parsed("LLM_CACHE_ENABLED", cache_file, ("enabled",), _bool, cd.enabled),
+        ttl_seconds=parsed("LLM_CACHE_TTL_SECONDS", cache_file, ("ttlSeconds", "ttl_seconds"), lambda n, r: _int(n, r, minimum=1), cd.ttl_seconds),
+        max_size=parsed("LLM_CACHE_MAX_SIZE", cache_file, ("maxSize", "max_size"), lambda n, r: _int(n, r, minimum=1), cd.max_size),
+        store=parsed("LLM_CACHE_STORE", cache_file, ("store",), lambda n, r: _store(n, r, ("redis://", "rediss://")), cd.store),
+    )
+
+    log_level = env.get("LLM_LOG_LEVEL", "").strip().upper() or defaults.log_level
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("LLM_LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    return Settings(
+        host=host,
+        port=port,
+        data_dir=env.get("LLM_DATA_DIR", "").strip() or defaults.data_dir,
+        llama=llama,
+        openai=openai,
+        anthropic=anthropic,
+        routing=routing,
+        cache=cache,
+        conversation_store=parsed(
+            "LLM_CONVERSATION_STORE", None, (), lambda n, r: _store(n, r, ("sqlite:", "postgres://", "postgresql://")), ""
+        ),
+        log_level=log_level,
+        grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
+    )

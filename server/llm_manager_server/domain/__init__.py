@@ -1,0 +1,1 @@
+"""Provider-neutral requests, replies and errors: what servicers, router and providers share."""

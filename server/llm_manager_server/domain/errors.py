@@ -1,0 +1,81 @@
+"""The seed's error kinds as one exception type.
+
+Every failure inside the service is an :class:`LLMError` with an :class:`ErrorKind`; the
+error-mapping interceptor turns it into a ``google.rpc.Status`` (see ``status.py``). Messages
+must never contain secrets: providers build them from status codes and the upstream's error
+text, never from request headers.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class ErrorKind(enum.Enum):
+    """Failure kinds; the value is the ``ErrorInfo.reason`` callers see."""
+
+    MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
+    TIMEOUT = "TIMEOUT"
+    CONTEXT_TOO_LARGE = "CONTEXT_TOO_LARGE"
+    CONFIGURATION_ERROR = "CONFIGURATION_ERROR"
+    NETWORK_ERROR = "NETWORK_ERROR"
+    ALL_MODELS_UNAVAILABLE = "ALL_MODELS_UNAVAILABLE"
+    CONVERSATION_NOT_FOUND = "CONVERSATION_NOT_FOUND"
+    # Not one of the seed's kinds: a local engine's request queue is full.
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+
+
+# Kinds worth another attempt at the same or the next model (408/409/429/5xx/network).
+RETRYABLE_KINDS = frozenset(
+    {
+        ErrorKind.MODEL_UNAVAILABLE,
+        ErrorKind.RATE_LIMIT_EXCEEDED,
+        ErrorKind.TIMEOUT,
+        ErrorKind.NETWORK_ERROR,
+        ErrorKind.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid request field, as ``google.rpc.BadRequest.FieldViolation``."""
+
+    field: str
+    description: str
+
+
+@dataclass
+class LLMError(Exception):
+    """A failure with its kind, a caller-safe message and structured details."""
+
+    kind: ErrorKind
+    message: str
+    model: str | None = None
+    # Seconds the provider asked us to wait (429 retry-after).
+    retry_after_s: float | None = None
+    field_violations: tuple[FieldViolation, ...] = ()
+    # Extra ErrorInfo metadata, e.g. token counts or each attempt's reason.
+    metadata: dict[str, str] = field(default_factory=dict)
+    # True when a provider rejected *our* credentials (FAILED_PRECONDITION, not UNAUTHENTICATED).
+    upstream_auth: bool = False
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.message}"
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+
+def invalid_request(*violations: FieldViolation) -> LLMError:
+    """An ``INVALID_REQUEST`` error listing every bad field."""
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return LLMError(ErrorKind.INVALID_REQUEST, f"invalid request: {summary}", field_violations=violations)

@@ -1,0 +1,131 @@
+"""Provider-neutral generation requests and replies."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Role(enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class ProviderKind(enum.Enum):
+    LOCAL = "local"
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class TaskType(enum.Enum):
+    GENERAL = "general"
+    ANALYSIS = "analysis"
+    UI_GENERATION = "ui_generation"
+    CONFIG_MANAGEMENT = "config_management"
+    SQL_GENERATION = "sql_generation"
+
+
+class RoutingStrategy(enum.Enum):
+    COST = "cost"
+    PERFORMANCE = "performance"
+    BALANCED = "balanced"
+
+
+class FinishReason(enum.Enum):
+    UNSPECIFIED = "unspecified"
+    STOP = "stop"
+    LENGTH = "length"
+    CONTENT_FILTER = "content_filter"
+    OTHER = "other"
+
+
+class ResponseFormat(enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """What the caller asked of the model; ``None`` leaves the provider's default."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    response_format: ResponseFormat = ResponseFormat.TEXT
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A validated request as the router sees it (system prompt first in ``messages``)."""
+
+    messages: tuple[Message, ...]
+    task_type: TaskType = TaskType.GENERAL
+    sampling: SamplingOptions = SamplingOptions()
+    model: str | None = None
+    strategy: RoutingStrategy | None = None
+    no_cache: bool = False
+    no_store: bool = False
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One request to one model: what a provider receives."""
+
+    model: str
+    messages: tuple[Message, ...]
+    sampling: SamplingOptions
+    # Seconds this attempt may take at most (already bounded by the caller's deadline).
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cache_creation_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A provider's complete answer."""
+
+    text: str
+    model: str
+    usage: Usage
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """One piece of a provider stream: new text, and on the final piece usage and finish."""
+
+    text: str = ""
+    model: str | None = None
+    usage: Usage | None = None
+    finish_reason: FinishReason | None = None
+
+
+@dataclass
+class CallMetadata:
+    """How an answer was produced (filled by the router)."""
+
+    model_chain: list[str] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)
+    retry_count: int = 0
+    fallback_used: bool = False
+    cached: bool = False
+    strategy: RoutingStrategy = RoutingStrategy.BALANCED
+    provider: ProviderKind | None = None
+    routing_reason: str = ""
+    cost_usd: float = 0.0

