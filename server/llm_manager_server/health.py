@@ -65,7 +65,7 @@ class HealthMonitor:
                 pass
             self._task = None
 
-    async def set_all(self, services: Iterable[str], status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+    async def set_all(self, services: Iterable[str], status: int) -> None:
         for service in services:
             await self._servicer.set(service, status)
 

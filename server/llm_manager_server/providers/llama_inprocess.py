@@ -67,6 +67,7 @@ class LlamaInProcessProvider:
         gpu_layers: int = 0,
         parallel: int = 2,
         max_queue: int = 16,
+        verbose: bool = False,
     ) -> None:
         self._model_path = model_path
         self._model_name = model_name
@@ -75,6 +76,7 @@ class LlamaInProcessProvider:
         self._gpu_layers = gpu_layers
         self._parallel = parallel
         self._max_queue = max_queue
+        self._verbose = verbose
         self._engine: Any = None
         self._load_error: str | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -121,6 +123,8 @@ class LlamaInProcessProvider:
         params.n_gpu_layers = self._gpu_layers
         params.cpuparams.n_threads = self._threads
         params.cpuparams_batch.n_threads = self._threads
+        # llama.cpp logs every slot event at its default verbosity; errors reach us as replies.
+        params.verbosity = 3 if self._verbose else 0
         # The engine always opens an HTTP listener; keep it on loopback.
         params.hostnames = ["127.0.0.1"]
         params.port = 0

@@ -83,6 +83,8 @@ class Router:
     def plan(self, request: GenerationRequest) -> RoutePlan:
         strategy = request.strategy or self._settings.strategy
         if request.model:
+            # A pinned model is tried even when its last probe failed: the caller asked for it,
+            # and its own error says more than "no model available".
             entry = self._registry.resolve(request.model)
             return RoutePlan((entry,), strategy, f"model {request.model!r} pinned by the caller")
         names = self._chain_names(request.task_type)
@@ -118,7 +120,8 @@ class Router:
         self._latency[model] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
     def _backoff(self, attempt: int) -> float:
-        return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * (0.5 + self._rng.random() / 2)
+        delay: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * (0.5 + self._rng.random() / 2)
+        return delay
 
     @staticmethod
     def _remaining(deadline: float) -> float:

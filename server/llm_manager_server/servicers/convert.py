@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable
 
-from llm_manager.v1 import common_pb2
+from llm_manager.v1 import common_pb2, llm_manager_service_pb2
 
 from ..domain.errors import FieldViolation, invalid_request
 from ..domain.types import (
@@ -59,21 +59,7 @@ PROVIDER_TO_PROTO = {
 }
 
 
-class GenerateLike(Protocol):
-    """GenerateRequest and StreamGenerateRequest share these fields."""
-
-    @property
-    def prompt(self) -> str: ...
-    @property
-    def system(self) -> str: ...
-    @property
-    def task_type(self) -> common_pb2.TaskType.ValueType: ...
-    @property
-    def preferences(self) -> common_pb2.GenerationPreferences: ...
-    @property
-    def cache_control(self) -> common_pb2.CacheControl: ...
-
-    def HasField(self, field_name: str) -> bool: ...
+GenerateLike = llm_manager_service_pb2.GenerateRequest | llm_manager_service_pb2.StreamGenerateRequest
 
 
 def task_from_proto(value: int, violations: list[FieldViolation], field: str = "task_type") -> TaskType:
@@ -126,9 +112,11 @@ def sampling_from_proto(
     return sampling, strategy
 
 
-def messages_from_proto(messages: object, violations: list[FieldViolation], field: str = "messages") -> list[Message]:
+def messages_from_proto(
+    messages: Iterable[common_pb2.ChatMessage], violations: list[FieldViolation], field: str = "messages"
+) -> list[Message]:
     result: list[Message] = []
-    for index, message in enumerate(messages):  # type: ignore[call-overload]
+    for index, message in enumerate(messages):
         if message.role not in _ROLES:
             violations.append(FieldViolation(f"{field}[{index}].role", "must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"))
             continue
@@ -139,7 +127,7 @@ def messages_from_proto(messages: object, violations: list[FieldViolation], fiel
     return result
 
 
-def generation_request(request: GenerateLike, messages: object) -> GenerationRequest:
+def generation_request(request: GenerateLike, messages: Iterable[common_pb2.ChatMessage]) -> GenerationRequest:
     """Validates a (Stream)GenerateRequest; raises INVALID_REQUEST listing every bad field."""
     violations: list[FieldViolation] = []
     chat = messages_from_proto(messages, violations)

@@ -1,0 +1,181 @@
+// Command example-peer shows how a Go service calls llm-manager: it lists the
+// configured models, asks for one complete answer, then streams a second
+// answer chunk by chunk.
+//
+// Usage:
+//
+//	go run ./cmd/example-peer -addr 127.0.0.1:50051 -prompt "Say hello."
+//
+// On failure it prints the gRPC status code, its message and the
+// google.rpc.ErrorInfo reason (for example MODEL_UNAVAILABLE), and exits 1.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	llmv1 "github.com/llm-manager/llm-manager/clients/go/llmmanagerv1"
+)
+
+// maxTokens bounds each answer so the example finishes quickly on any model.
+const maxTokens = 128
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:50051", "llm-manager server address (host:port)")
+	prompt := flag.String("prompt", "Explain in two sentences what a gRPC deadline is.", "prompt to send")
+	timeout := flag.Duration("timeout", 60*time.Second, "deadline for all calls together")
+	flag.Parse()
+
+	// The deadline travels with every call: the server stops its work for
+	// the call (including the upstream model request) once it passes.
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+
+	out := bufio.NewWriter(os.Stdout)
+	err := run(ctx, *addr, *prompt, out)
+	out.Flush()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, describe(err))
+		os.Exit(1)
+	}
+}
+
+// run calls ListModels, Generate and StreamGenerate on the server at addr and
+// writes what they return to out. Streamed text is written, and out flushed
+// when it can be, as each chunk arrives.
+func run(ctx context.Context, addr, prompt string, out io.Writer) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	defer conn.Close()
+	client := llmv1.NewLLMManagerServiceClient(conn)
+
+	models, err := client.ListModels(ctx, &llmv1.ListModelsRequest{})
+	if err != nil {
+		return &callError{rpc: "ListModels", err: err}
+	}
+	fmt.Fprintln(out, "models:")
+	for _, model := range models.GetModels() {
+		fmt.Fprintf(out, "  %s  %s  context_window=%d  %s\n",
+			model.GetName(), model.GetProvider(), model.GetContextWindow(), model.GetHealthState())
+	}
+
+	preferences := &llmv1.GenerationPreferences{MaxTokens: proto.Int32(maxTokens)}
+	answer, err := client.Generate(ctx, &llmv1.GenerateRequest{Prompt: prompt, Preferences: preferences})
+	if err != nil {
+		return &callError{rpc: "Generate", err: err}
+	}
+	fmt.Fprintln(out, "generate:")
+	fmt.Fprintf(out, "  text: %s\n", strings.TrimSpace(answer.GetText()))
+	fmt.Fprintf(out, "  model: %s\n", answer.GetModel())
+	fmt.Fprintf(out, "  %s finish_reason=%s\n", formatUsage(answer.GetUsage()), answer.GetFinishReason())
+	fmt.Fprintf(out, "  %s\n", formatMetadata(answer.GetMetadata()))
+
+	// The stream bypasses the response cache so that its text is really
+	// generated incrementally rather than replayed from Generate's answer.
+	stream, err := client.StreamGenerate(ctx, &llmv1.StreamGenerateRequest{
+		Prompt:       prompt,
+		Preferences:  preferences,
+		CacheControl: &llmv1.CacheControl{NoCache: true},
+	})
+	if err != nil {
+		return &callError{rpc: "StreamGenerate", err: err}
+	}
+	fmt.Fprint(out, "stream: ")
+	var last *llmv1.StreamGenerateResponse
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			fmt.Fprintln(out)
+			return &callError{rpc: "StreamGenerate", err: err}
+		}
+		if text := chunk.GetText(); text != "" {
+			fmt.Fprint(out, text)
+			flush(out)
+		}
+		last = chunk
+	}
+	fmt.Fprintln(out)
+	if last == nil {
+		return errors.New("StreamGenerate: the stream ended without a message")
+	}
+	fmt.Fprintf(out, "  model: %s\n", last.GetModel())
+	fmt.Fprintf(out, "  %s finish_reason=%s\n", formatUsage(last.GetUsage()), last.GetFinishReason())
+	fmt.Fprintf(out, "  %s time_to_first_token_ms=%d\n",
+		formatMetadata(last.GetMetadata()), last.GetMetadata().GetTimeToFirstTokenMs())
+	return nil
+}
+
+// flush pushes buffered output to the terminal, for writers that buffer.
+func flush(out io.Writer) {
+	if flusher, ok := out.(interface{ Flush() error }); ok {
+		_ = flusher.Flush()
+	}
+}
+
+func formatUsage(usage *llmv1.Usage) string {
+	return fmt.Sprintf("usage: prompt_tokens=%d completion_tokens=%d total_tokens=%d cost_usd=%g",
+		usage.GetPromptTokens(), usage.GetCompletionTokens(), usage.GetTotalTokens(), usage.GetCostUsd())
+}
+
+func formatMetadata(metadata *llmv1.ResponseMetadata) string {
+	return fmt.Sprintf("latency_ms=%d cached=%t model_chain=%v fallback_used=%t request_id=%s",
+		metadata.GetLatencyMs(), metadata.GetCached(), metadata.GetModelChain(),
+		metadata.GetFallbackUsed(), metadata.GetRequestId())
+}
+
+// callError records which RPC failed, keeping the gRPC status error intact.
+type callError struct {
+	rpc string
+	err error
+}
+
+func (e *callError) Error() string { return e.rpc + ": " + e.err.Error() }
+func (e *callError) Unwrap() error { return e.err }
+
+// describe renders a failed call as its gRPC code, message and the reason of
+// its google.rpc.ErrorInfo detail (plus any other standard details).
+func describe(err error) string {
+	var call *callError
+	if !errors.As(err, &call) {
+		return "error: " + err.Error()
+	}
+	st := status.Convert(call.err)
+	var text strings.Builder
+	fmt.Fprintf(&text, "%s failed\n  code: %s\n  message: %s", call.rpc, st.Code(), st.Message())
+	for _, detail := range st.Details() {
+		switch detail := detail.(type) {
+		case *errdetails.ErrorInfo:
+			fmt.Fprintf(&text, "\n  reason: %s (domain %s)", detail.GetReason(), detail.GetDomain())
+			for _, key := range slices.Sorted(maps.Keys(detail.GetMetadata())) {
+				fmt.Fprintf(&text, "\n    %s: %s", key, detail.GetMetadata()[key])
+			}
+		case *errdetails.BadRequest:
+			for _, violation := range detail.GetFieldViolations() {
+				fmt.Fprintf(&text, "\n  field %s: %s", violation.GetField(), violation.GetDescription())
+			}
+		case *errdetails.RetryInfo:
+			fmt.Fprintf(&text, "\n  retry after: %s", detail.GetRetryDelay().AsDuration())
+		}
+	}
+	return text.String()
+}
