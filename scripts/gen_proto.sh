@@ -5,8 +5,13 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-"$root/.venv/bin/python"}
-gobin=${GOBIN:-"$(go env GOPATH)/bin"}
-export PATH="$gobin:$root/.venv/bin:$PATH"
+if [ -z "${GOBIN:-}" ]; then
+  GOBIN="$root/.tools/bin"
+  [ -x "$GOBIN/protoc-gen-go" ] || GOBIN="$(go env GOPATH)/bin"
+fi
+gobin=$GOBIN
+# protoc-gen-mypy lives beside the venv's python.
+export PATH="$gobin:$(dirname "$python"):$PATH"
 
 py_out="$root/clients/python"
 go_out="$root/clients/go"

