@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llm_manager_server.config import ConfigError, Secret, load_settings
-from llm_manager_server.domain.types import ProviderKind, RoutingStrategy
+from llm_manager_server.domain.types import ProviderKind, RoutingStrategy, TaskType
 
 
 def test_defaults_need_no_environment() -> None:
@@ -127,7 +127,8 @@ cache: {enabled: true, ttlSeconds: 30, maxSize: 5}
     assert settings.openai.max_tokens == 1000
     assert settings.anthropic.model == "claude-3-opus-latest" and settings.anthropic.max_tokens == 2000
     assert settings.routing.strategy is RoutingStrategy.PERFORMANCE
-    assert settings.routing.fallback_order == (ProviderKind.ANTHROPIC, ProviderKind.OPENAI, ProviderKind.LOCAL)
+    assert settings.routing.chains[TaskType.GENERAL] == (ProviderKind.ANTHROPIC, ProviderKind.OPENAI, ProviderKind.LOCAL)
+    assert settings.routing.chains[TaskType.ANALYSIS] == (ProviderKind.ANTHROPIC, ProviderKind.OPENAI, ProviderKind.LOCAL)
     assert (settings.routing.max_retries, settings.routing.timeout_ms) == (1, 9000)
     assert (settings.cache.ttl_seconds, settings.cache.max_size) == (30, 5)
 

@@ -14,7 +14,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .domain.types import ProviderKind, RoutingStrategy
+from .catalog import Price
+from .domain.types import ProviderKind, RoutingStrategy, TaskType
+
+_LOCAL, _GPT, _CLAUDE = ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC
+# The contract's default routing table. SQL generation tries LLM_SQL_MODEL_1/2 first, then
+# this chain (the general one unless overridden).
+DEFAULT_CHAINS: dict[TaskType, tuple[ProviderKind, ...]] = {
+    TaskType.ANALYSIS: (_CLAUDE, _GPT, _LOCAL),
+    TaskType.UI_GENERATION: (_GPT, _CLAUDE, _LOCAL),
+    TaskType.CONFIG_MANAGEMENT: (_LOCAL, _GPT, _CLAUDE),
+    TaskType.GENERAL: (_LOCAL, _GPT, _CLAUDE),
+    TaskType.SQL_GENERATION: (_LOCAL, _GPT, _CLAUDE),
+}
 
 
 class ConfigError(Exception):
@@ -83,10 +95,18 @@ class AnthropicSettings:
 @dataclass(frozen=True)
 class RoutingSettings:
     strategy: RoutingStrategy = RoutingStrategy.BALANCED
-    fallback_order: tuple[ProviderKind, ...] = (ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC)
+    # Provider order per task type (the contract's table unless overridden).
+    chains: Mapping[TaskType, tuple[ProviderKind, ...]] = field(default_factory=lambda: dict(DEFAULT_CHAINS))
     max_retries: int = 2
     timeout_ms: int = 60_000
     health_interval_s: float = 15.0
+    # Consecutive failures that open a model's circuit, and how long it stays open.
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    # A stream that produces nothing for this long is aborted as TIMEOUT.
+    stall_timeout_s: float = 30.0
+    # The longest 429 retry-after the router waits for before moving to the next model.
+    max_retry_wait_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,9 @@ class CacheSettings:
     enabled: bool = True
     ttl_seconds: int = 3600
     max_size: int = 1000
+    # Total bytes of cached replies kept in memory, so a few huge replies cannot exhaust
+    # memory; also the largest single reply stored in Redis.
+    max_bytes: int = 64 * 1024 * 1024
     store: str = "memory"
 
 
@@ -110,6 +133,8 @@ class Settings:
     conversation_store: str = ""
     log_level: str = "INFO"
     grace_period_s: float = 10.0
+    # LLM_PRICES_FILE: (model-name prefix, price) pairs merged over the shipped price table.
+    price_overrides: tuple[tuple[str, Price], ...] = ()
 
     @property
     def conversation_store_url(self) -> str:
@@ -221,6 +246,56 @@ def _read_file(path: str) -> dict[str, Any]:
     return data
 
 
+_PRICE_FIELDS = {
+    "input": "input_per_million",
+    "output": "output_per_million",
+    "cached_input": "cached_input_per_million",
+    "cache_write": "cache_write_per_million",
+}
+
+
+def _read_prices_file(path: str) -> tuple[tuple[str, Price], ...]:
+    """``LLM_PRICES_FILE``: a JSON or YAML mapping of model-name prefix -> ``{input, output,
+    cached_input, cache_write}`` in US dollars per million tokens. ``input`` and ``output``
+    are required; ``cached_input`` defaults to ``input`` (no discount), ``cache_write`` to
+    ``input``."""
+    variable = "LLM_PRICES_FILE"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(variable, f"cannot read {path!r}: {error.strerror}") from None
+    try:
+        import yaml
+
+        # YAML is a superset of JSON, so one parser reads both.
+        data = yaml.safe_load(text)
+    except Exception as error:  # noqa: BLE001 - any parse error is a config error
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(variable, f"cannot parse {path!r}: {first_line}") from None
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError(variable, f"{path!r} must map model-name prefixes to prices")
+    prices: list[tuple[str, Price]] = []
+    for prefix, entry in data.items():
+        if not isinstance(prefix, str) or not prefix.strip():
+            raise ConfigError(variable, f"model-name prefix {prefix!r} must be a non-empty string")
+        if not isinstance(entry, Mapping):
+            raise ConfigError(variable, f"{prefix!r} must map to {{input, output, cached_input}}")
+        unknown = set(entry) - set(_PRICE_FIELDS)
+        if unknown:
+            raise ConfigError(variable, f"{prefix!r} has unknown field(s) {', '.join(sorted(map(str, unknown)))} (use {', '.join(_PRICE_FIELDS)})")
+        values: dict[str, float] = {}
+        for key, raw in entry.items():
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0:
+                raise ConfigError(variable, f"{prefix}.{key} must be a non-negative number of dollars per million tokens, got {raw!r}")
+            values[_PRICE_FIELDS[key]] = float(raw)
+        for required in ("input", "output"):
+            if _PRICE_FIELDS[required] not in values:
+                raise ConfigError(variable, f"{prefix!r} needs {required!r}")
+        values.setdefault("cached_input_per_million", values["input_per_million"])
+        prices.append((prefix.strip().lower(), Price(**values)))
+    return tuple(prices)
+
+
 def _section(data: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
     node: Any = data
     for key in path:
@@ -236,6 +311,22 @@ def _pick(section: Mapping[str, Any], *keys: str) -> Any:
         if key in section and section[key] is not None:
             return section[key]
     return None
+
+
+def _chains(env: Mapping[str, str], routing_file: Mapping[str, Any]) -> dict[TaskType, tuple[ProviderKind, ...]]:
+    """The routing table: contract defaults; ``fallbackOrder`` (LLM_FALLBACK_ORDER) replaces the
+    general chain; ``LLM_ROUTE_<TASK>`` or the file's ``routing.chains.<task>`` replace one task's."""
+    chains = dict(DEFAULT_CHAINS)
+    order_raw = env.get("LLM_FALLBACK_ORDER", "").strip() or _pick(routing_file, "fallbackOrder", "fallback_order")
+    if order_raw:
+        chains[TaskType.GENERAL] = chains[TaskType.SQL_GENERATION] = _provider_order("LLM_FALLBACK_ORDER", order_raw)
+    file_chains = _section(routing_file, "chains")
+    for task in TaskType:
+        variable = f"LLM_ROUTE_{task.name}"
+        raw = env.get(variable, "").strip() or _pick(file_chains, task.value, task.value.replace("_", "-"))
+        if raw:
+            chains[task] = _provider_order(variable, raw)
+    return chains
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -314,10 +405,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     rd = RoutingSettings()
     routing = RoutingSettings(
         strategy=parsed("LLM_ROUTING_STRATEGY", routing_file, ("strategy",), _strategy, rd.strategy),
-        fallback_order=parsed("LLM_FALLBACK_ORDER", routing_file, ("fallbackOrder", "fallback_order"), _provider_order, rd.fallback_order),
+        chains=_chains(env, routing_file),
         max_retries=parsed("LLM_MAX_RETRIES", routing_file, ("maxRetries", "max_retries"), lambda n, r: _int(n, r, minimum=0, maximum=10), rd.max_retries),
         timeout_ms=parsed("LLM_TIMEOUT_MS", routing_file, ("timeoutMs", "timeout_ms"), lambda n, r: _int(n, r, minimum=1, maximum=3_600_000), rd.timeout_ms),
         health_interval_s=parsed("LLM_HEALTH_INTERVAL_SECONDS", routing_file, ("healthIntervalSeconds",), lambda n, r: _float(n, r, minimum=0.1, maximum=86_400.0), rd.health_interval_s),
+        breaker_failures=parsed("LLM_BREAKER_FAILURES", routing_file, ("breakerFailures",), lambda n, r: _int(n, r, minimum=1, maximum=1000), rd.breaker_failures),
+        breaker_cooldown_s=parsed("LLM_BREAKER_COOLDOWN_SECONDS", routing_file, ("breakerCooldownSeconds",), lambda n, r: _float(n, r, minimum=0.0, maximum=86_400.0), rd.breaker_cooldown_s),
+        stall_timeout_s=parsed("LLM_STREAM_STALL_TIMEOUT_MS", routing_file, ("streamStallTimeoutMs",), lambda n, r: _int(n, r, minimum=1, maximum=3_600_000) / 1000, rd.stall_timeout_s),
+        max_retry_wait_s=parsed("LLM_MAX_RETRY_WAIT_MS", routing_file, ("maxRetryWaitMs",), lambda n, r: _int(n, r, minimum=0, maximum=3_600_000) / 1000, rd.max_retry_wait_s),
     )
 
     cd = CacheSettings()
@@ -325,6 +420,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         enabled=parsed("LLM_CACHE_ENABLED", cache_file, ("enabled",), _bool, cd.enabled),
         ttl_seconds=parsed("LLM_CACHE_TTL_SECONDS", cache_file, ("ttlSeconds", "ttl_seconds"), lambda n, r: _int(n, r, minimum=1), cd.ttl_seconds),
         max_size=parsed("LLM_CACHE_MAX_SIZE", cache_file, ("maxSize", "max_size"), lambda n, r: _int(n, r, minimum=1), cd.max_size),
+        max_bytes=parsed("LLM_CACHE_MAX_BYTES", cache_file, ("maxBytes", "max_bytes"), lambda n, r: _int(n, r, minimum=1024), cd.max_bytes),
         store=parsed("LLM_CACHE_STORE", cache_file, ("store",), lambda n, r: _store(n, r, ("redis://", "rediss://")), cd.store),
     )
 
@@ -346,4 +442,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         log_level=log_level,
         grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
+        price_overrides=_read_prices_file(env["LLM_PRICES_FILE"].strip()) if env.get("LLM_PRICES_FILE", "").strip() else (),
     )

@@ -63,6 +63,9 @@ class LLMError(Exception):
     metadata: dict[str, str] = field(default_factory=dict)
     # True when a provider rejected *our* credentials (FAILED_PRECONDITION, not UNAUTHENTICATED).
     upstream_auth: bool = False
+    # False when retrying the same model cannot help although the kind is retryable
+    # (e.g. HTTP 404 "no such model": unavailable, but not transiently).
+    transient: bool = True
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -72,7 +75,7 @@ class LLMError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.kind in RETRYABLE_KINDS
+        return self.transient and self.kind in RETRYABLE_KINDS
 
 
 def invalid_request(*violations: FieldViolation) -> LLMError:

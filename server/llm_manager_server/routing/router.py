@@ -1,11 +1,17 @@
-"""Chooses candidate models per request and walks them with retries and fallback.
+"""Chooses candidate models per request and walks them with retries, breakers and fallback.
 
-Chains (contract): analysis Claude -> GPT -> local; ui-generation GPT -> Claude -> local;
-config-management and general local -> GPT -> Claude; sql-generation LLM_SQL_MODEL_1 ->
-LLM_SQL_MODEL_2 -> the general chain. Within a provider's place in a chain, the model
-preference variables (LLM_GENERAL_MODEL_*/LLM_SQL_MODEL_*) naming that provider's models win
-over the provider's own model variable. ``balanced`` keeps the chain order (local first);
-``cost`` orders by expected price; ``performance`` by measured latency.
+Chains come from ``RoutingSettings.chains`` (the contract's table by default). Within a
+provider's place in a chain, the model preference variables (LLM_GENERAL_MODEL_*,
+LLM_SQL_MODEL_*) naming that provider's models win over the provider's own model variable;
+SQL generation tries LLM_SQL_MODEL_1/2 before its chain. Candidates must be configured,
+not known unhealthy, not behind an open circuit, and have a context window large enough
+for the request; they are then ordered by the strategy (see ``strategy.py``).
+
+Failures: retryable kinds (429, 5xx, network, timeout) are retried on the same model with
+exponential backoff and jitter up to ``max_retries``; a 429's retry-after is waited for
+when it fits ``max_retry_wait_s`` and the deadline, otherwise the router moves on at once.
+Every other failure but INVALID_REQUEST moves on to the next candidate. The caller's
+deadline bounds everything.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ..catalog import provider_for_model
@@ -25,27 +32,23 @@ from ..domain.types import (
     Completion,
     GenerationRequest,
     ModelCall,
-    ProviderKind,
     RoutingStrategy,
     StreamDelta,
     TaskType,
 )
+from .breaker import CircuitBreaker, CircuitState
 from .registry import ModelEntry, ModelRegistry
+from .stats import ModelStats
+from .strategy import Candidate, estimate_prompt_tokens, rank
 
 log = logging.getLogger(__name__)
 
-TASK_CHAINS: dict[TaskType, tuple[ProviderKind, ...]] = {
-    TaskType.ANALYSIS: (ProviderKind.ANTHROPIC, ProviderKind.OPENAI, ProviderKind.LOCAL),
-    TaskType.UI_GENERATION: (ProviderKind.OPENAI, ProviderKind.ANTHROPIC, ProviderKind.LOCAL),
-    TaskType.CONFIG_MANAGEMENT: (ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC),
-    TaskType.GENERAL: (ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC),
-    TaskType.SQL_GENERATION: (ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC),
-}
-
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
-# Rough prompt size used for cost ordering: ~4 characters a token.
-CHARS_PER_TOKEN = 4
+# Failures that say nothing about the model's health: they never trip its breaker.
+_NOT_THE_MODELS_FAULT = frozenset(
+    {ErrorKind.INVALID_REQUEST, ErrorKind.CONTEXT_TOO_LARGE, ErrorKind.RATE_LIMIT_EXCEEDED, ErrorKind.RESOURCE_EXHAUSTED}
+)
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,42 @@ class RoutePlan:
 
 
 class Router:
-    def __init__(self, registry: ModelRegistry, settings: RoutingSettings, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        settings: RoutingSettings,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._registry = registry
         self._settings = settings
         self._rng = rng or random.Random()
-        # Exponentially weighted moving average of latency per model, seconds.
-        self._latency: dict[str, float] = {}
+        self._clock = clock
+        self._sleep = sleep
+        self.stats: defaultdict[str, ModelStats] = defaultdict(ModelStats)
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def breaker(self, model: str) -> CircuitBreaker:
+        if model not in self._breakers:
+            breaker = CircuitBreaker(self._settings.breaker_failures, self._settings.breaker_cooldown_s, self._clock)
+
+            def announce(state: CircuitState, name: str = model) -> None:
+                log.warning("circuit of model %s is now %s", name, state.value)
+
+            breaker.subscribe(announce)
+            self._breakers[model] = breaker
+        return self._breakers[model]
+
+    def circuit_detail(self, model: str) -> str | None:
+        """A human-readable note when the model's circuit is not closed."""
+        breaker = self._breakers.get(model)
+        if breaker is None or breaker.state is CircuitState.CLOSED:
+            return None
+        if breaker.state is CircuitState.HALF_OPEN:
+            return f"circuit half-open: next call probes the model (last error: {breaker.last_error})"
+        return f"circuit open for {breaker.remaining_open_s():.0f} s after {breaker.consecutive_failures} failures (last error: {breaker.last_error})"
 
     # --- planning -------------------------------------------------------------------------
 
@@ -69,55 +102,74 @@ class Router:
         llama = self._registry.settings.llama
         names: list[str] = []
         if task is TaskType.SQL_GENERATION:
-            names.extend(self._usable(llama.sql_models))
-        for kind in TASK_CHAINS[task]:
+            names.extend(n for n in llama.sql_models if n in self._registry.models)
+        for kind in self._settings.chains[task]:
             if kind not in self._registry.providers:
                 continue
-            preferred = [m for m in self._usable(llama.general_models) if provider_for_model(m) is kind]
+            preferred = [m for m in llama.general_models if m in self._registry.models and provider_for_model(m) is kind]
             names.extend(preferred or [self._registry.default_models[kind]])
         return list(dict.fromkeys(names))
 
-    def _usable(self, names: tuple[str, ...]) -> list[str]:
-        return [n for n in names if n in self._registry.models]
-
-    def plan(self, request: GenerationRequest) -> RoutePlan:
+    def plan(self, request: GenerationRequest, *, streaming: bool = False) -> RoutePlan:
         strategy = request.strategy or self._settings.strategy
         if request.model:
-            # A pinned model is tried even when its last probe failed: the caller asked for it,
-            # and its own error says more than "no model available".
+            # A pinned model is tried even when its last probe failed: the caller asked for
+            # it, and its own error says more than "no model available". An open circuit
+            # still fails fast.
             entry = self._registry.resolve(request.model)
+            if not self.breaker(entry.name).allows_call():
+                raise LLMError(
+                    ErrorKind.MODEL_UNAVAILABLE,
+                    f"model {entry.name!r} is failing: {self.circuit_detail(entry.name)}",
+                    model=entry.name,
+                    retry_after_s=self.breaker(entry.name).remaining_open_s(),
+                )
             return RoutePlan((entry,), strategy, f"model {request.model!r} pinned by the caller")
-        names = self._chain_names(request.task_type)
-        entries = [self._registry.models[n] for n in names]
-        down = [e for e in entries if not e.available]
-        entries = [e for e in entries if e.available]
-        if strategy is RoutingStrategy.COST:
-            prompt_tokens = sum(len(m.content) for m in request.messages) // CHARS_PER_TOKEN + 1
-            completion_tokens = request.sampling.max_tokens or 256
-            entries.sort(key=lambda e: e.price.input_per_million * prompt_tokens + e.price.output_per_million * completion_tokens)
-            order = "cheapest expected price first"
-        elif strategy is RoutingStrategy.PERFORMANCE:
-            entries.sort(key=lambda e: self._latency.get(e.name, float("inf")))
-            order = "lowest measured latency first (unmeasured last)"
-        else:
-            order = "task chain order, local first"
-        reason = f"task {request.task_type.value}: {order}"
-        if down:
-            reason += "; skipped unhealthy " + ", ".join(f"{e.name} ({e.health_detail or e.health})" for e in down)
-        if not entries:
-            raise LLMError(
-                ErrorKind.ALL_MODELS_UNAVAILABLE,
-                "no model can serve this request: " + (reason if down else "no provider is configured"),
-                metadata={f"model.{e.name}": e.health_detail or e.health for e in down},
+        prompt_tokens = estimate_prompt_tokens(request.messages)
+        needed = prompt_tokens + (request.sampling.max_tokens or 0)
+        usable: list[ModelEntry] = []
+        skipped: dict[str, str] = {}
+        for name in self._chain_names(request.task_type):
+            entry = self._registry.models[name]
+            if not entry.available:
+                skipped[name] = f"unhealthy: {entry.health_detail or entry.health}"
+            elif not self.breaker(name).allows_call():
+                skipped[name] = self.circuit_detail(name) or "circuit open"
+            elif entry.context_window < needed:
+                skipped[name] = f"context window {entry.context_window} < ~{needed} tokens needed"
+            else:
+                usable.append(entry)
+        if not usable:
+            raise self._nothing_usable(skipped, prompt_tokens, needed)
+        ranked = rank(
+            [Candidate(e.name, e.price, self.stats[e.name]) for e in usable],
+            strategy,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=request.sampling.max_tokens,
+            streaming=streaming,
+        )
+        by_name = {e.name: e for e in usable}
+        reason = f"task {request.task_type.value}, strategy {strategy.value}: " + "; ".join(s.explanation for s in ranked)
+        if skipped:
+            reason += " | skipped " + "; ".join(f"{name} ({why})" for name, why in skipped.items())
+        log.debug("route plan: %s", reason)
+        return RoutePlan(tuple(by_name[s.name] for s in ranked), strategy, reason)
+
+    @staticmethod
+    def _nothing_usable(skipped: dict[str, str], prompt_tokens: int, needed: int) -> LLMError:
+        if skipped and all(why.startswith("context window") for why in skipped.values()):
+            return LLMError(
+                ErrorKind.CONTEXT_TOO_LARGE,
+                f"the request needs ~{needed} tokens, more than any configured model's context window",
+                metadata={"prompt_tokens": str(prompt_tokens), "needed_tokens": str(needed)} | {f"model.{n}": w for n, w in skipped.items()},
             )
-        log.debug("route plan: %s -> %s", reason, [e.name for e in entries])
-        return RoutePlan(tuple(entries), strategy, reason)
+        return LLMError(
+            ErrorKind.ALL_MODELS_UNAVAILABLE,
+            "no model can serve this request: " + ("; ".join(f"{n}: {w}" for n, w in skipped.items()) or "no provider is configured"),
+            metadata={f"model.{n}": w for n, w in skipped.items()},
+        )
 
     # --- execution ------------------------------------------------------------------------
-
-    def _record_latency(self, model: str, seconds: float) -> None:
-        previous = self._latency.get(model)
-        self._latency[model] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
     def _backoff(self, attempt: int) -> float:
         delay: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt) * (0.5 + self._rng.random() / 2)
@@ -133,21 +185,39 @@ class Router:
             raise LLMError(ErrorKind.TIMEOUT, "the deadline passed before the model answered", model=entry.name)
         return ModelCall(entry.name, request.messages, request.sampling, timeout_s=remaining)
 
-    def _start(self, request: GenerationRequest, metadata: CallMetadata) -> RoutePlan:
-        plan = self.plan(request)
+    def _start(self, request: GenerationRequest, metadata: CallMetadata, *, streaming: bool) -> RoutePlan:
+        plan = self.plan(request, streaming=streaming)
         metadata.strategy = plan.strategy
         metadata.candidates = [e.name for e in plan.candidates]
         metadata.routing_reason = plan.reason
         return plan
 
-    async def _wait_before_retry(self, error: LLMError, attempt: int, deadline: float) -> bool:
-        """Sleeps before retrying the same model; False when the retry is not worth it."""
+    def _failed(self, entry: ModelEntry, error: LLMError, deadline: float) -> None:
+        breaker = self.breaker(entry.name)
+        caller_ran_out = error.kind is ErrorKind.TIMEOUT and self._remaining(deadline) <= 0
+        if error.kind in _NOT_THE_MODELS_FAULT or caller_ran_out:
+            breaker.probe_in_flight = False
+            return
+        self.stats[entry.name].record_failure()
+        breaker.on_failure(f"{error.kind.value}: {error.message[:120]}")
+
+    def _succeeded(self, entry: ModelEntry, latency_s: float, first_token_s: float | None = None) -> None:
+        self.stats[entry.name].record_success(latency_s, first_token_s)
+        self.breaker(entry.name).on_success()
+
+    async def _retry_same_model(self, error: LLMError, attempt: int, deadline: float) -> bool:
+        """Sleeps before retrying the same model; False when the router should move on."""
         if not error.retryable or attempt >= self._settings.max_retries:
             return False
-        delay = error.retry_after_s if error.retry_after_s is not None else self._backoff(attempt)
+        if error.retry_after_s is not None:
+            if error.retry_after_s > self._settings.max_retry_wait_s:
+                return False  # a long rate-limit pause: another model answers sooner
+            delay = error.retry_after_s
+        else:
+            delay = self._backoff(attempt)
         if delay >= self._remaining(deadline):
-            return False  # would outlive the caller: move on to the next model now
-        await asyncio.sleep(delay)
+            return False  # would outlive the caller
+        await self._sleep(delay)
         return True
 
     @staticmethod
@@ -160,32 +230,42 @@ class Router:
             metadata={f"attempt.{i + 1}": f"{m}: {e.kind.value}: {e.message[:200]}" for i, (m, e) in enumerate(failures)},
         )
 
-    def _note_attempt(self, entry: ModelEntry, metadata: CallMetadata, plan: RoutePlan) -> None:
+    def _admit(self, entry: ModelEntry, plan: RoutePlan, metadata: CallMetadata, failures: list[tuple[str, LLMError]]) -> bool:
+        """Records the attempt; False when the model's circuit opened since planning."""
+        breaker = self.breaker(entry.name)
+        if not breaker.allows_call():
+            failures.append((entry.name, LLMError(ErrorKind.MODEL_UNAVAILABLE, self.circuit_detail(entry.name) or "circuit open", model=entry.name)))
+            return False
+        breaker.on_call()
         metadata.model_chain.append(entry.name)
         metadata.provider = entry.provider_kind
         metadata.fallback_used = entry is not plan.candidates[0]
+        return True
 
     async def generate(self, request: GenerationRequest, deadline: float, metadata: CallMetadata) -> Completion:
-        plan = self._start(request, metadata)
+        plan = self._start(request, metadata, streaming=False)
         failures: list[tuple[str, LLMError]] = []
         for entry in plan.candidates:
             attempt = 0
-            while True:
-                self._note_attempt(entry, metadata, plan)
-                started = time.monotonic()
+            while self._admit(entry, plan, metadata, failures):
+                started = self._clock()
                 try:
                     completion = await entry.provider.generate(self._call(entry, request, deadline))
                 except LLMError as error:
+                    self._failed(entry, error, deadline)
                     log.info("model %s attempt %d failed: %s", entry.name, attempt + 1, error)
                     if error.kind is ErrorKind.INVALID_REQUEST:
                         raise
-                    if await self._wait_before_retry(error, attempt, deadline):
+                    if await self._retry_same_model(error, attempt, deadline):
                         attempt += 1
                         metadata.retry_count += 1
                         continue
                     failures.append((entry.name, error))
                     break
-                self._record_latency(entry.name, time.monotonic() - started)
+                except asyncio.CancelledError:
+                    self.breaker(entry.name).probe_in_flight = False
+                    raise
+                self._succeeded(entry, self._clock() - started)
                 metadata.cost_usd = entry.price.cost(completion.usage)
                 return completion
         raise self._final_error(failures)
@@ -193,38 +273,62 @@ class Router:
     async def stream(self, request: GenerationRequest, deadline: float, metadata: CallMetadata) -> AsyncIterator[StreamDelta]:
         """Deltas of the first model that starts streaming.
 
-        Failures before the first text fall back like ``generate``; a failure after text was
-        sent is raised with ``partial_output`` metadata (the caller already has part of an
-        answer, so no other model may silently continue it).
+        Failures before the first text fall back like ``generate``. A failure after text was
+        sent is raised with ``partial_output`` metadata: the caller already holds part of an
+        answer, so no other model may silently continue it. A stream silent for longer than
+        ``stall_timeout_s`` fails as TIMEOUT (before the first text too).
         """
-        plan = self._start(request, metadata)
+        plan = self._start(request, metadata, streaming=True)
         failures: list[tuple[str, LLMError]] = []
         for entry in plan.candidates:
             attempt = 0
-            while True:
-                self._note_attempt(entry, metadata, plan)
-                started = time.monotonic()
-                sent_text = False
+            while self._admit(entry, plan, metadata, failures):
+                started = self._clock()
+                first_token_s: float | None = None
                 try:
-                    async for delta in entry.provider.stream(self._call(entry, request, deadline)):
-                        sent_text = sent_text or bool(delta.text)
+                    async for delta in self._guarded(entry, self._call(entry, request, deadline)):
+                        if delta.text and first_token_s is None:
+                            first_token_s = self._clock() - started
                         if delta.usage is not None:
                             metadata.cost_usd = entry.price.cost(delta.usage)
                         yield delta
                 except LLMError as error:
-                    if sent_text:
+                    self._failed(entry, error, deadline)
+                    if first_token_s is not None:
                         error.metadata["partial_output"] = "true"
                         error.message = f"stream broke after partial output: {error.message}"
                         raise
                     log.info("model %s stream attempt %d failed: %s", entry.name, attempt + 1, error)
                     if error.kind is ErrorKind.INVALID_REQUEST:
                         raise
-                    if await self._wait_before_retry(error, attempt, deadline):
+                    if await self._retry_same_model(error, attempt, deadline):
                         attempt += 1
                         metadata.retry_count += 1
                         continue
                     failures.append((entry.name, error))
                     break
-                self._record_latency(entry.name, time.monotonic() - started)
+                except (asyncio.CancelledError, GeneratorExit):
+                    self.breaker(entry.name).probe_in_flight = False
+                    raise
+                self._succeeded(entry, self._clock() - started, first_token_s)
                 return
         raise self._final_error(failures)
+
+    async def _guarded(self, entry: ModelEntry, call: ModelCall) -> AsyncIterator[StreamDelta]:
+        """The provider's stream with a stall timeout between pieces; always closed."""
+        stall_s = self._settings.stall_timeout_s
+        iterator = aiter(entry.provider.stream(call))
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(stall_s):
+                        delta = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise LLMError(
+                        ErrorKind.TIMEOUT, f"model {entry.name!r} stalled: nothing for {stall_s:g} s", model=entry.name
+                    ) from None
+                yield delta
+        finally:
+            await iterator.aclose()  # type: ignore[attr-defined]
