@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,7 +19,8 @@ def main() -> int:
     address = f"127.0.0.1:{os.environ.get('LLM_GRPC_PORT', '50051')}"
     try:
         with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
+            stub: Any = health_pb2_grpc.HealthStub(channel)  # the type stubs omit the methods
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
     except grpc.RpcError as error:
         print(f"unhealthy: {error.code().name}", file=sys.stderr)
         return 1

@@ -1,32 +1,55 @@
-"""OpenTelemetry set-up: a tracer provider for the server's spans.
+"""OpenTelemetry: tracer and meter providers, and the GenAI span and metrics per model call.
 
-Spans always exist (so trace context flows from callers into the server and on to
-providers); they are exported by OTLP only when the standard ``OTEL_*`` variables ask for it
-(``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), else nowhere.
+Spans always exist (trace context flows from callers into the server and on to providers
+as W3C ``traceparent``); they and the metrics are exported by OTLP only when the standard
+``OTEL_*`` variables ask for it (``OTEL_EXPORTER_OTLP_ENDPOINT`` or the per-signal
+endpoints), else nowhere. Prompt and reply text are recorded only with
+``LLM_TELEMETRY_RECORD_CONTENT=true``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
+from opentelemetry import trace
+from opentelemetry.metrics import Meter, MeterProvider, NoOpMeterProvider
+from opentelemetry.propagate import inject
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from . import __version__
+from . import __version__, genai
+from .domain.errors import LLMError
+from .domain.types import FinishReason, ModelCall, ProviderKind, Usage
 
 log = logging.getLogger(__name__)
+
+PROVIDER_NAMES = {ProviderKind.LOCAL: "local", ProviderKind.OPENAI: "openai", ProviderKind.ANTHROPIC: "anthropic"}
+
+
+def _exporting(env: Mapping[str, str], signal: str) -> bool:
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+
+
+def _resource(env: Mapping[str, str]) -> Resource:
+    return Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "llm-manager"), "service.version": __version__})
 
 
 def build_tracer_provider(
     environ: Mapping[str, str] | None = None, extra_processors: tuple[SpanProcessor, ...] = ()
 ) -> TracerProvider:
     env = os.environ if environ is None else environ
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "llm-manager"), "service.version": __version__})
-    provider = TracerProvider(resource=resource)
-    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    provider = TracerProvider(resource=_resource(env))
+    if _exporting(env, "TRACES"):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
@@ -34,3 +57,131 @@ def build_tracer_provider(
     for processor in extra_processors:
         provider.add_span_processor(processor)
     return provider
+
+
+def build_meter_provider(environ: Mapping[str, str] | None = None, extra_readers: tuple[MetricReader, ...] = ()) -> MeterProvider:
+    env = os.environ if environ is None else environ
+    readers: list[MetricReader] = list(extra_readers)
+    if _exporting(env, "METRICS"):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        log.info("exporting metrics by OTLP")
+    if not readers:
+        return NoOpMeterProvider()
+    return SdkMeterProvider(metric_readers=readers, resource=_resource(env))
+
+
+@dataclass
+class Attempt:
+    """One model call being observed; the router reports its outcome."""
+
+    span: Span
+    attributes: dict[str, str]
+    started: float = field(default_factory=time.perf_counter)
+    first_chunk_s: float | None = None
+
+    def first_chunk(self) -> None:
+        if self.first_chunk_s is None:
+            self.first_chunk_s = time.perf_counter() - self.started
+
+
+class Telemetry:
+    """Creates the per-model-call spans and records the GenAI metrics."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        *,
+        record_content: bool = False,
+    ) -> None:
+        self.tracer: Tracer = (tracer_provider or trace.NoOpTracerProvider()).get_tracer("llm_manager_server", __version__)
+        meter: Meter = (meter_provider or NoOpMeterProvider()).get_meter("llm_manager_server", __version__)
+        self._record_content = record_content
+        self._duration = meter.create_histogram(
+            genai.METRIC_OPERATION_DURATION, unit="s", description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=list(genai.DURATION_BUCKETS),
+        )
+        self._tokens = meter.create_histogram(
+            genai.METRIC_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=list(genai.TOKEN_BUCKETS),
+        )
+        self._first_chunk = meter.create_histogram(
+            genai.METRIC_TIME_TO_FIRST_CHUNK, unit="s", description="Time to the first chunk of a streamed answer",
+            explicit_bucket_boundaries_advisory=list(genai.DURATION_BUCKETS),
+        )
+        self._cost = meter.create_counter(genai.METRIC_COST, unit="USD", description="Price of model calls from the price table")
+        self._cache = meter.create_counter(genai.METRIC_CACHE_LOOKUPS, unit="{lookup}", description="Response cache lookups by result")
+
+    @contextmanager
+    def attempt(
+        self, call: ModelCall, provider: ProviderKind, *, attempt: int, fallback: bool, streaming: bool, candidates: list[str], strategy: str
+    ) -> Iterator[Attempt]:
+        """A CLIENT span ``chat <model>`` around one model call; on exit it records the
+        duration metric, and marks the span failed when an ``LLMError`` escapes."""
+        attributes = {
+            genai.OPERATION_NAME: genai.OPERATION_CHAT,
+            genai.PROVIDER_NAME: PROVIDER_NAMES[provider],
+            genai.REQUEST_MODEL: call.model,
+        }
+        span = self.tracer.start_span(f"{genai.OPERATION_CHAT} {call.model}", kind=SpanKind.CLIENT, attributes=attributes)
+        sampling = call.sampling
+        for key, value in (
+            (genai.REQUEST_MAX_TOKENS, sampling.max_tokens),
+            (genai.REQUEST_TEMPERATURE, sampling.temperature),
+            (genai.REQUEST_TOP_P, sampling.top_p),
+            (genai.REQUEST_SEED, sampling.seed),
+        ):
+            if value is not None:
+                span.set_attribute(key, value)
+        if sampling.stop:
+            span.set_attribute(genai.REQUEST_STOP_SEQUENCES, list(sampling.stop))
+        span.set_attributes(
+            {genai.ATTEMPT: attempt, genai.FALLBACK: fallback, genai.STREAMING: streaming, genai.CANDIDATES: candidates, genai.STRATEGY: strategy}
+        )
+        if self._record_content:
+            span.set_attribute(genai.INPUT_MESSAGES, json.dumps([{"role": m.role.value, "content": m.content} for m in call.messages]))
+        observed = Attempt(span, dict(attributes))
+        try:
+            yield observed
+        except LLMError as error:
+            observed.attributes[genai.ERROR_TYPE] = error.kind.value
+            span.set_attribute(genai.ERROR_TYPE, error.kind.value)
+            span.set_status(Status(StatusCode.ERROR, error.kind.value))
+            raise
+        except BaseException as error:
+            observed.attributes[genai.ERROR_TYPE] = type(error).__name__
+            span.set_attribute(genai.ERROR_TYPE, type(error).__name__)
+            raise
+        finally:
+            self._duration.record(time.perf_counter() - observed.started, observed.attributes)
+            span.end()
+
+    def succeeded(self, observed: Attempt, *, model: str, usage: Usage | None, finish: FinishReason | None, cost_usd: float, text: str | None = None) -> None:
+        span = observed.span
+        observed.attributes[genai.RESPONSE_MODEL] = model
+        span.set_attribute(genai.RESPONSE_MODEL, model)
+        if finish is not None:
+            span.set_attribute(genai.RESPONSE_FINISH_REASONS, [finish.value])
+        if usage is not None:
+            span.set_attributes({genai.USAGE_INPUT_TOKENS: usage.prompt_tokens, genai.USAGE_OUTPUT_TOKENS: usage.completion_tokens})
+            self._tokens.record(usage.prompt_tokens, {**observed.attributes, genai.TOKEN_TYPE: "input"})
+            self._tokens.record(usage.completion_tokens, {**observed.attributes, genai.TOKEN_TYPE: "output"})
+        if observed.first_chunk_s is not None:
+            self._first_chunk.record(observed.first_chunk_s, observed.attributes)
+        if cost_usd:
+            self._cost.add(cost_usd, {genai.REQUEST_MODEL: observed.attributes[genai.REQUEST_MODEL]})
+        if self._record_content and text is not None:
+            span.set_attribute(genai.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": text}]))
+
+    def cache_lookup(self, hit: bool) -> None:
+        self._cache.add(1, {"result": "hit" if hit else "miss"})
+        trace.get_current_span().set_attribute(genai.CACHE_HIT, hit)
+
+    @staticmethod
+    def trace_headers(observed: Attempt) -> dict[str, str]:
+        """W3C trace context of the model-call span, for the provider's HTTP request."""
+        headers: dict[str, str] = {}
+        inject(headers, context=trace.set_span_in_context(observed.span))
+        return headers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -85,6 +86,8 @@ class ModelCall:
     sampling: SamplingOptions
     # Seconds this attempt may take at most (already bounded by the caller's deadline).
     timeout_s: float | None = None
+    # W3C trace context of this call's span, sent as HTTP headers to the provider.
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

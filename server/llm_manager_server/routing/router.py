@@ -22,7 +22,8 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 
 from ..catalog import provider_for_model
 from ..config import RoutingSettings
@@ -36,6 +37,7 @@ from ..domain.types import (
     StreamDelta,
     TaskType,
 )
+from ..telemetry import Attempt, Telemetry
 from .breaker import CircuitBreaker, CircuitState
 from .registry import ModelEntry, ModelRegistry
 from .stats import ModelStats
@@ -67,12 +69,14 @@ class Router:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._registry = registry
         self._settings = settings
         self._rng = rng or random.Random()
         self._clock = clock
         self._sleep = sleep
+        self._telemetry = telemetry or Telemetry()
         self.stats: defaultdict[str, ModelStats] = defaultdict(ModelStats)
         self._breakers: dict[str, CircuitBreaker] = {}
 
@@ -250,7 +254,13 @@ class Router:
             while self._admit(entry, plan, metadata, failures):
                 started = self._clock()
                 try:
-                    completion = await entry.provider.generate(self._call(entry, request, deadline))
+                    call = self._call(entry, request, deadline)
+                    with self._observe(entry, call, plan, metadata, streaming=False) as observed:
+                        completion = await entry.provider.generate(replace(call, trace_headers=self._telemetry.trace_headers(observed)))
+                        cost = entry.price.cost(completion.usage)
+                        self._telemetry.succeeded(
+                            observed, model=completion.model, usage=completion.usage, finish=completion.finish_reason, cost_usd=cost, text=completion.text
+                        )
                 except LLMError as error:
                     self._failed(entry, error, deadline)
                     log.info("model %s attempt %d failed: %s", entry.name, attempt + 1, error)
@@ -266,7 +276,7 @@ class Router:
                     self.breaker(entry.name).probe_in_flight = False
                     raise
                 self._succeeded(entry, self._clock() - started)
-                metadata.cost_usd = entry.price.cost(completion.usage)
+                metadata.cost_usd = cost
                 return completion
         raise self._final_error(failures)
 
@@ -286,12 +296,25 @@ class Router:
                 started = self._clock()
                 first_token_s: float | None = None
                 try:
-                    async for delta in self._guarded(entry, self._call(entry, request, deadline)):
-                        if delta.text and first_token_s is None:
-                            first_token_s = self._clock() - started
-                        if delta.usage is not None:
-                            metadata.cost_usd = entry.price.cost(delta.usage)
-                        yield delta
+                    call = self._call(entry, request, deadline)
+                    with self._observe(entry, call, plan, metadata, streaming=True) as observed:
+                        final = StreamDelta()
+                        call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
+                        async for delta in self._guarded(entry, call):
+                            if delta.text and first_token_s is None:
+                                first_token_s = self._clock() - started
+                                observed.first_chunk()
+                            if delta.usage is not None:
+                                metadata.cost_usd = entry.price.cost(delta.usage)
+                            final = StreamDelta(
+                                model=delta.model or final.model,
+                                usage=delta.usage or final.usage,
+                                finish_reason=delta.finish_reason or final.finish_reason,
+                            )
+                            yield delta
+                        self._telemetry.succeeded(
+                            observed, model=final.model or entry.name, usage=final.usage, finish=final.finish_reason, cost_usd=metadata.cost_usd
+                        )
                 except LLMError as error:
                     self._failed(entry, error, deadline)
                     if first_token_s is not None:
@@ -313,6 +336,17 @@ class Router:
                 self._succeeded(entry, self._clock() - started, first_token_s)
                 return
         raise self._final_error(failures)
+
+    def _observe(self, entry: ModelEntry, call: ModelCall, plan: RoutePlan, metadata: CallMetadata, *, streaming: bool) -> AbstractContextManager[Attempt]:
+        return self._telemetry.attempt(
+            call,
+            entry.provider_kind,
+            attempt=len(metadata.model_chain),
+            fallback=metadata.fallback_used,
+            streaming=streaming,
+            candidates=metadata.candidates,
+            strategy=plan.strategy.value,
+        )
 
     async def _guarded(self, entry: ModelEntry, call: ModelCall) -> AsyncIterator[StreamDelta]:
         """The provider's stream with a stall timeout between pieces; always closed."""
