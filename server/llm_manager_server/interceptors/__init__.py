@@ -18,6 +18,8 @@ from ..status import to_grpc_status
 
 log = logging.getLogger("llm_manager_server.access")
 
+API_METHOD_PREFIX = "/llm_manager.v1."
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # Absolute deadline (event-loop time) of the current call: the client's, capped by LLM_TIMEOUT_MS.
 deadline_var: contextvars.ContextVar[float] = contextvars.ContextVar("deadline", default=float("inf"))
@@ -62,9 +64,11 @@ class _WrappingInterceptor(aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
+        # Only this service's own API: health and reflection stream with context.write()
+        # (not generators) and need neither a deadline nor domain-error mapping.
+        if handler is None or not method.startswith(API_METHOD_PREFIX):
+            return handler
         return _wrap(handler, lambda b: self.unary(method, b), lambda b: self.stream(method, b))
 
 
