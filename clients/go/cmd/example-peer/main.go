@@ -6,6 +6,12 @@
 //
 //	go run ./cmd/example-peer -addr 127.0.0.1:50051 -prompt "Say hello."
 //
+// With -trace (the default) all calls run under one OpenTelemetry span named
+// "example-peer", whose trace id is printed first as "trace_id: <32 hex>", and
+// each call carries a W3C traceparent header so that the server's spans
+// continue that trace. The peer's own spans are exported by OTLP/gRPC only when
+// OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set.
+//
 // On failure it prints the gRPC status code, its message and the
 // google.rpc.ErrorInfo reason (for example MODEL_UNAVAILABLE), and exits 1.
 package main
@@ -39,27 +45,56 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:50051", "llm-manager server address (host:port)")
 	prompt := flag.String("prompt", "Explain in two sentences what a gRPC deadline is.", "prompt to send")
 	timeout := flag.Duration("timeout", 60*time.Second, "deadline for all calls together")
+	traced := flag.Bool("trace", true, "trace the calls with OpenTelemetry (W3C traceparent); export the peer's spans by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 	flag.Parse()
+	os.Exit(peer(*addr, *prompt, *timeout, *traced))
+}
 
+// peer runs the example and returns the process exit code. It returns rather
+// than exits so that the tracer provider is shut down, flushing any spans
+// still to be exported, on every path.
+func peer(addr, prompt string, timeout time.Duration, traced bool) int {
 	// The deadline travels with every call: the server stops its work for
 	// the call (including the upstream model request) once it passes.
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
 	out := bufio.NewWriter(os.Stdout)
-	err := run(ctx, *addr, *prompt, out)
-	out.Flush()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, describe(err))
-		os.Exit(1)
+	defer out.Flush()
+
+	var err error
+	if traced {
+		provider, setupErr := newTracerProvider(ctx)
+		if setupErr != nil {
+			fmt.Fprintln(os.Stderr, "error: set up tracing:", setupErr)
+			return 1
+		}
+		defer shutdownTracerProvider(provider)
+		err = runTraced(ctx, provider, addr, prompt, out)
+	} else {
+		err = run(ctx, addr, prompt, out)
 	}
+	if err != nil {
+		out.Flush()
+		fmt.Fprintln(os.Stderr, describe(err))
+		return 1
+	}
+	return 0
 }
 
 // run calls ListModels, Generate and StreamGenerate on the server at addr and
 // writes what they return to out. Streamed text is written, and out flushed
-// when it can be, as each chunk arrives.
+// when it can be, as each chunk arrives. It does not trace the calls; see
+// runTraced.
 func run(ctx context.Context, addr, prompt string, out io.Writer) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return callServer(ctx, addr, prompt, out)
+}
+
+// callServer does the work of run, dialling addr with the extra options given
+// (runTraced adds its stats handler).
+func callServer(ctx context.Context, addr, prompt string, out io.Writer, options ...grpc.DialOption) error {
+	options = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, options...)
+	conn, err := grpc.NewClient(addr, options...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", addr, err)
 	}
