@@ -1,12 +1,14 @@
 """Model facts the service ships with: provider by name, context windows and prices.
 
 Prices are US dollars per million tokens from the providers' public price lists (2025);
-local models cost nothing. Unknown cloud models fall back to their family's entry so a new
-model name still gets a sensible window and a non-zero price.
+local models cost nothing unless the operator's price file says otherwise. Unknown cloud
+models fall back to their family's entry so a new model name still gets a sensible window
+and a non-zero price. ``LLM_PRICES_FILE`` entries are merged over the shipped table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .domain.types import ProviderKind, Usage
@@ -17,13 +19,18 @@ class Price:
     input_per_million: float = 0.0
     output_per_million: float = 0.0
     cached_input_per_million: float = 0.0
+    # Anthropic bills prompt-cache writes above the input rate; None means the input rate.
+    cache_write_per_million: float | None = None
 
     def cost(self, usage: Usage) -> float:
-        """The price of ``usage``; cached prompt tokens are billed at the cached rate."""
-        uncached = max(usage.prompt_tokens - usage.cached_prompt_tokens, 0)
+        """The price of ``usage``: cache reads at the cached rate, cache writes at the write
+        rate, the rest of the prompt at the input rate (``prompt_tokens`` includes both)."""
+        cache_write_rate = self.input_per_million if self.cache_write_per_million is None else self.cache_write_per_million
+        uncached = max(usage.prompt_tokens - usage.cached_prompt_tokens - usage.cache_creation_tokens, 0)
         total = (
             uncached * self.input_per_million
             + usage.cached_prompt_tokens * self.cached_input_per_million
+            + usage.cache_creation_tokens * cache_write_rate
             + usage.completion_tokens * self.output_per_million
         )
         return total / 1_000_000
@@ -56,14 +63,18 @@ _CLOUD_FACTS: dict[str, ModelFacts] = {
     "o3-mini": ModelFacts(200_000, Price(1.10, 4.40, 0.55)),
     "o3": ModelFacts(200_000, Price(2.00, 8.00, 0.50)),
     "o4-mini": ModelFacts(200_000, Price(1.10, 4.40, 0.275)),
-    "claude-3-haiku": ModelFacts(200_000, Price(0.25, 1.25, 0.03)),
-    "claude-3-5-haiku": ModelFacts(200_000, Price(0.80, 4.00, 0.08)),
-    "claude-haiku-4-5": ModelFacts(200_000, Price(1.00, 5.00, 0.10)),
-    "claude-3-opus": ModelFacts(200_000, Price(15.00, 75.00, 1.50)),
-    "claude-opus-4": ModelFacts(200_000, Price(15.00, 75.00, 1.50)),
-    "claude-opus-4-5": ModelFacts(200_000, Price(5.00, 25.00, 0.50)),
-    "claude-": ModelFacts(200_000, Price(3.00, 15.00, 0.30)),
+    # Anthropic: cache reads 0.1x input, 5-minute cache writes 1.25x input.
+    "claude-3-haiku": ModelFacts(200_000, Price(0.25, 1.25, 0.03, 0.30)),
+    "claude-3-5-haiku": ModelFacts(200_000, Price(0.80, 4.00, 0.08, 1.00)),
+    "claude-haiku-4-5": ModelFacts(200_000, Price(1.00, 5.00, 0.10, 1.25)),
+    "claude-3-opus": ModelFacts(200_000, Price(15.00, 75.00, 1.50, 18.75)),
+    "claude-opus-4": ModelFacts(200_000, Price(15.00, 75.00, 1.50, 18.75)),
+    "claude-opus-4-5": ModelFacts(200_000, Price(5.00, 25.00, 0.50, 6.25)),
+    "claude-opus-4-6": ModelFacts(200_000, Price(5.00, 25.00, 0.50, 6.25)),
+    "claude-": ModelFacts(200_000, Price(3.00, 15.00, 0.30, 3.75)),
 }
+
+_UNKNOWN_CLOUD = ModelFacts(128_000, Price(2.50, 10.00, 1.25))
 
 
 def provider_for_model(name: str) -> ProviderKind:
@@ -76,12 +87,27 @@ def provider_for_model(name: str) -> ProviderKind:
     return ProviderKind.LOCAL
 
 
-def facts_for(name: str, *, local_context_window: int) -> ModelFacts:
-    """Context window and price of a model by name."""
-    if provider_for_model(name) is ProviderKind.LOCAL:
-        return ModelFacts(local_context_window, FREE)
+def _longest_prefix(name: str, prefixes: Mapping[str, object]) -> str | None:
+    matches = [prefix for prefix in prefixes if name.startswith(prefix.lower())]
+    return max(matches, key=len) if matches else None
+
+
+def facts_for(name: str, *, local_context_window: int, price_overrides: Mapping[str, Price] | None = None) -> ModelFacts:
+    """Context window and price of a model by name.
+
+    ``price_overrides`` (model-name prefix -> price, from ``LLM_PRICES_FILE``) are merged over
+    the shipped table and the longest matching prefix wins, so an override for ``gpt-4o``
+    does not reprice ``gpt-4o-mini``, which has an entry of its own.
+    """
     lowered = name.lower()
-    matches = [prefix for prefix in _CLOUD_FACTS if lowered.startswith(prefix)]
-    if matches:
-        return _CLOUD_FACTS[max(matches, key=len)]
-    return ModelFacts(128_000, Price(2.50, 10.00, 1.25))
+    if provider_for_model(name) is ProviderKind.LOCAL:
+        window, price, shipped_prefix = local_context_window, FREE, ""
+    else:
+        shipped = _longest_prefix(lowered, _CLOUD_FACTS)
+        facts = _CLOUD_FACTS[shipped] if shipped else _UNKNOWN_CLOUD
+        window, price, shipped_prefix = facts.context_window, facts.price, shipped or ""
+    overrides = price_overrides or {}
+    overridden = _longest_prefix(lowered, overrides)
+    if overridden is not None and len(overridden) >= len(shipped_prefix):
+        price = overrides[overridden]
+    return ModelFacts(window, price)

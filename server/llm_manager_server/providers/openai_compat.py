@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from ..config import Secret
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, StreamDelta
+from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta
 from . import openai_wire
 from .base import HealthReport
 from .sse import IncompleteStreamError, iter_sse
@@ -30,6 +31,15 @@ def normalize_base_url(url: str) -> str:
     """``http://host:1234`` -> ``http://host:1234/v1``; a URL with a path is kept as is."""
     url = url.rstrip("/")
     return url if urlsplit(url).path not in ("", "/") else url + "/v1"
+
+
+def with_defaults(sampling: SamplingOptions, *, max_tokens: int | None, temperature: float | None) -> SamplingOptions:
+    """The caller's sampling options, with the configured defaults where the caller gave none."""
+    return replace(
+        sampling,
+        max_tokens=sampling.max_tokens if sampling.max_tokens is not None else max_tokens,
+        temperature=sampling.temperature if sampling.temperature is not None else temperature,
+    )
 
 
 class OpenAICompatibleProvider:
@@ -44,6 +54,8 @@ class OpenAICompatibleProvider:
         label: str = "local",
         connect_error_kind: ErrorKind = ErrorKind.MODEL_UNAVAILABLE,
         health_timeout_s: float = 2.0,
+        default_max_tokens: int | None = None,
+        default_temperature: float | None = None,
     ) -> None:
         self._kind = kind
         self._base_url = normalize_base_url(base_url)
@@ -51,7 +63,12 @@ class OpenAICompatibleProvider:
         self._label = label
         self._connect_error_kind = connect_error_kind
         self._health_timeout_s = health_timeout_s
+        self._default_max_tokens = default_max_tokens
+        self._default_temperature = default_temperature
         self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatibleProvider(kind={self._kind.value}, base_url={self._base_url!r}, api_key={self._api_key!r})"
 
     @property
     def kind(self) -> ProviderKind:
@@ -84,6 +101,10 @@ class OpenAICompatibleProvider:
     def _secrets(self) -> tuple[str, ...]:
         return (self._api_key.reveal(),) if self._api_key else ()
 
+    def _body(self, call: ModelCall, *, stream: bool) -> dict[str, Any]:
+        sampling = with_defaults(call.sampling, max_tokens=self._default_max_tokens, temperature=self._default_temperature)
+        return openai_wire.chat_body(replace(call, sampling=sampling), stream=stream)
+
     def _transport_error(self, error: BaseException, model: str) -> LLMError:
         if isinstance(error, asyncio.TimeoutError):
             return LLMError(ErrorKind.TIMEOUT, f"{self._label} model {model!r} did not answer in time", model=model)
@@ -93,6 +114,8 @@ class OpenAICompatibleProvider:
                 f"{self._label} model {model!r} is unreachable at {self._base_url}: {error.strerror or 'connection failed'}",
                 model=model,
             )
+        # A local server that drops the connection is as good as down; a cloud API doing it
+        # is a network failure worth a retry.
         return LLMError(
             ErrorKind.NETWORK_ERROR if self._kind is not ProviderKind.LOCAL else ErrorKind.MODEL_UNAVAILABLE,
             f"{self._label} model {model!r}: connection lost ({type(error).__name__})",
@@ -107,12 +130,20 @@ class OpenAICompatibleProvider:
             response.status, body, response.headers, model=model, provider_label=self._label, secrets=self._secrets()
         )
 
+    def _post(self, call: ModelCall, body: Mapping[str, Any]) -> Any:
+        # trace_headers carry the attempt's W3C trace context (traceparent), so a traced
+        # upstream joins the caller's trace.
+        return self._client().post(
+            f"{self._base_url}/chat/completions",
+            json=body,
+            headers=dict(call.trace_headers),
+            timeout=aiohttp.ClientTimeout(total=call.timeout_s),
+        )
+
     async def generate(self, call: ModelCall) -> Completion:
-        body = openai_wire.chat_body(call, stream=False)
+        body = self._body(call, stream=False)
         try:
-            async with self._client().post(
-                f"{self._base_url}/chat/completions", json=body, timeout=aiohttp.ClientTimeout(total=call.timeout_s)
-            ) as response:
+            async with self._post(call, body) as response:
                 await self._raise_for_status(response, call.model)
                 payload = await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
@@ -121,41 +152,61 @@ class OpenAICompatibleProvider:
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} sent a reply that is not JSON", model=call.model) from None
         if not isinstance(payload, dict):
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} sent an unexpected reply", model=call.model)
+        if isinstance(payload.get("error"), Mapping):  # some proxies answer 200 with an error object
+            raise openai_wire.stream_error(payload["error"], model=call.model, provider_label=self._label, secrets=self._secrets())
         completion = openai_wire.parse_completion(payload, call.model)
         # Local servers report file paths or aliases; callers know the model by our name.
         return replace(completion, model=call.model) if self._kind is ProviderKind.LOCAL else completion
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
-        body = openai_wire.chat_body(call, stream=True)
-        finished = False
+        """Text deltas as they arrive, then one final delta with usage and finish reason
+        (OpenAI sends the finish chunk before the usage chunk; callers get them together)."""
+        body = self._body(call, stream=True)
+        done = False
+        final = StreamDelta()
         try:
-            async with self._client().post(
-                f"{self._base_url}/chat/completions", json=body, timeout=aiohttp.ClientTimeout(total=call.timeout_s)
-            ) as response:
+            async with self._post(call, body) as response:
                 await self._raise_for_status(response, call.model)
-                finish: FinishReason | None = None
                 async for event in iter_sse(response.content.iter_any()):
                     if event.data.strip() == "[DONE]":
-                        finished = True
+                        done = True
                         break
-                    try:
-                        chunk = json.loads(event.data)
-                    except ValueError:
-                        raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} sent a malformed stream event", model=call.model) from None
-                    if not isinstance(chunk, dict):
+                    delta = self._parse_event(event.event, event.data, call.model)
+                    if delta is None:
                         continue
-                    delta = openai_wire.parse_chunk(chunk)
-                    finish = delta.finish_reason or finish
-                    if self._kind is ProviderKind.LOCAL:
-                        delta = replace(delta, model=call.model)
-                    if delta.text or delta.usage or delta.finish_reason:
-                        yield delta
-                if not finished and finish is None:
-                    raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} ended its stream before finishing", model=call.model)
+                    final = StreamDelta(
+                        model=delta.model or final.model,
+                        usage=delta.usage or final.usage,
+                        finish_reason=delta.finish_reason or final.finish_reason,
+                    )
+                    if delta.text:
+                        yield StreamDelta(text=delta.text, model=delta.model)
         except IncompleteStreamError:
-            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} ended its stream mid-event", model=call.model) from None
+            raise self._cut_stream_error(call.model, "mid-event") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise self._transport_error(error, call.model) from None
+        if not done and final.finish_reason is None:
+            raise self._cut_stream_error(call.model, "before the model finished")
+        yield replace(final, finish_reason=final.finish_reason or FinishReason.UNSPECIFIED)
+
+    def _parse_event(self, event_name: str, data: str, model: str) -> StreamDelta | None:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {model!r} sent a malformed stream event", model=model) from None
+        if not isinstance(chunk, dict):
+            return None
+        error = chunk.get("error")
+        if event_name == "error" or isinstance(error, Mapping):
+            raise openai_wire.stream_error(
+                error if isinstance(error, Mapping) else chunk, model=model, provider_label=self._label, secrets=self._secrets()
+            )
+        delta = openai_wire.parse_chunk(chunk)
+        return replace(delta, model=model) if self._kind is ProviderKind.LOCAL else delta
+
+    def _cut_stream_error(self, model: str, where: str) -> LLMError:
+        kind = ErrorKind.NETWORK_ERROR if self._kind is not ProviderKind.LOCAL else ErrorKind.MODEL_UNAVAILABLE
+        return LLMError(kind, f"{self._label} model {model!r} ended its stream {where}", model=model)
 
     async def health(self) -> HealthReport:
         try:

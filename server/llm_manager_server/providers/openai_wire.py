@@ -2,24 +2,32 @@
 
 Shared by every OpenAI-compatible backend: OpenAI itself, LM Studio, llama.cpp server,
 Ollama's ``/v1``, vLLM, and the in-process llama.cpp engine (which emits the same dicts).
+Reference: the ``createChatCompletion`` operation and ``Error`` schema of OpenAI's OpenAPI
+description (github.com/openai/openai-openapi).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..domain.errors import ErrorKind, LLMError
+from ..domain.errors import ErrorKind, FieldViolation, LLMError
 from ..domain.types import (
     Completion,
     FinishReason,
+    Message,
     ModelCall,
     ResponseFormat,
+    Role,
     StreamDelta,
     Usage,
 )
 from ..redaction import redact
+
+# Upstream error text is cut to this many characters before it reaches a status message.
+MAX_UPSTREAM_MESSAGE = 300
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -29,6 +37,20 @@ _FINISH_REASONS = {
     "function_call": FinishReason.OTHER,
 }
 
+# OpenAI's reasoning models (o-series, gpt-5 family) reject ``max_tokens`` and (some of them)
+# ``temperature``, ``top_p`` and ``stop``, and take system instructions as ``developer``. The
+# gpt-5 chat variants accept both forms, so treating the whole family alike only drops
+# sampling knobs there rather than risking a 400 elsewhere.
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+# OpenAI rejects json_object mode unless a message mentions JSON; this instruction is added
+# when none does, so a caller asking for JSON never gets a 400 for it.
+JSON_INSTRUCTION = "Respond with a single valid JSON object."
+
+
+def is_reasoning_model(model: str) -> bool:
+    return model.lower().startswith(_REASONING_PREFIXES)
+
 
 def map_finish_reason(raw: object) -> FinishReason:
     if raw is None or raw == "":
@@ -36,21 +58,30 @@ def map_finish_reason(raw: object) -> FinishReason:
     return _FINISH_REASONS.get(str(raw), FinishReason.OTHER)
 
 
+def _wire_messages(call: ModelCall, *, reasoning: bool) -> list[dict[str, str]]:
+    messages: tuple[Message, ...] = call.messages
+    if call.sampling.response_format is ResponseFormat.JSON_OBJECT and not any("json" in m.content.lower() for m in messages):
+        messages = (Message(Role.SYSTEM, JSON_INSTRUCTION), *messages)
+    system_role = "developer" if reasoning else "system"
+    return [{"role": system_role if m.role is Role.SYSTEM else m.role.value, "content": m.content} for m in messages]
+
+
 def chat_body(call: ModelCall, *, stream: bool, include_stream_usage: bool = True) -> dict[str, Any]:
     """The JSON body of ``POST /chat/completions`` for ``call``."""
-    body: dict[str, Any] = {
-        "model": call.model,
-        "messages": [{"role": m.role.value, "content": m.content} for m in call.messages],
-    }
+    reasoning = is_reasoning_model(call.model)
+    body: dict[str, Any] = {"model": call.model, "messages": _wire_messages(call, reasoning=reasoning)}
     sampling = call.sampling
     if sampling.max_tokens is not None:
-        body["max_tokens"] = sampling.max_tokens
-    if sampling.temperature is not None:
-        body["temperature"] = sampling.temperature
-    if sampling.top_p is not None:
-        body["top_p"] = sampling.top_p
-    if sampling.stop:
-        body["stop"] = list(sampling.stop)
+        # max_tokens is deprecated and refused by reasoning models; older OpenAI-compatible
+        # servers know only max_tokens, so it stays for everything else.
+        body["max_completion_tokens" if reasoning else "max_tokens"] = sampling.max_tokens
+    if not reasoning:
+        if sampling.temperature is not None:
+            body["temperature"] = sampling.temperature
+        if sampling.top_p is not None:
+            body["top_p"] = sampling.top_p
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
     if sampling.seed is not None:
         body["seed"] = sampling.seed
     if sampling.response_format is ResponseFormat.JSON_OBJECT:
@@ -62,18 +93,23 @@ def chat_body(call: ModelCall, *, stream: bool, include_stream_usage: bool = Tru
     return body
 
 
+def _count(raw: Mapping[str, Any], key: str) -> int:
+    value = raw.get(key)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
 def parse_usage(raw: object) -> Usage | None:
+    """``usage`` as reported; ``prompt_tokens`` already includes the cached ones."""
     if not isinstance(raw, Mapping):
         return None
-    prompt = int(raw.get("prompt_tokens") or 0)
-    completion = int(raw.get("completion_tokens") or 0)
+    prompt = _count(raw, "prompt_tokens")
+    completion = _count(raw, "completion_tokens")
     details = raw.get("prompt_tokens_details")
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, Mapping) else 0
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=int(raw.get("total_tokens") or prompt + completion),
-        cached_prompt_tokens=cached,
+        total_tokens=_count(raw, "total_tokens") or prompt + completion,
+        cached_prompt_tokens=_count(details, "cached_tokens") if isinstance(details, Mapping) else 0,
     )
 
 
@@ -83,20 +119,26 @@ def parse_completion(body: Mapping[str, Any], requested_model: str) -> Completio
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
         raise LLMError(ErrorKind.MODEL_UNAVAILABLE, "model reply had no choices", model=requested_model)
     choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), Mapping) else {}
-    content = message.get("content") if isinstance(message, Mapping) else None
+    message = choice.get("message")
+    message = message if isinstance(message, Mapping) else {}
+    content = message.get("content")
+    finish = map_finish_reason(choice.get("finish_reason"))
+    refusal = message.get("refusal")
+    if not isinstance(content, str) and isinstance(refusal, str) and refusal:
+        # A refusal replaces the content; callers see it as text stopped by the content filter.
+        content, finish = refusal, FinishReason.CONTENT_FILTER
     return Completion(
         text=content if isinstance(content, str) else "",
         model=str(body.get("model") or requested_model),
         usage=parse_usage(body.get("usage")) or Usage(),
-        finish_reason=map_finish_reason(choice.get("finish_reason")),
+        finish_reason=finish,
     )
 
 
-def parse_chunk(body: Mapping[str, Any]) -> StreamDelta:
-    """One ``chat.completion.chunk`` as a :class:`StreamDelta`."""
+def parse_chunk(body: Mapping[str, Any], *, provider_label: str = "upstream", secrets: tuple[str, ...] = ()) -> StreamDelta:
+    """One ``chat.completion.chunk`` as a :class:`StreamDelta`; an ``error`` object raises."""
     if isinstance(body.get("error"), Mapping):
-        raise stream_error(body["error"], model=str(body.get("model") or ""))
+        raise stream_error(body["error"], model=str(body.get("model") or ""), provider_label=provider_label, secrets=secrets)
     text = ""
     finish: FinishReason | None = None
     choices = body.get("choices")
@@ -120,12 +162,13 @@ def _error_object(body_text: str) -> Mapping[str, Any]:
     try:
         parsed = json.loads(body_text)
     except ValueError:
-        return {"message": body_text.strip()[:300]}
-    if isinstance(parsed, Mapping) and isinstance(parsed.get("error"), Mapping):
-        return parsed["error"]
-    if isinstance(parsed, Mapping) and isinstance(parsed.get("error"), str):
-        return {"message": parsed["error"]}
-    return parsed if isinstance(parsed, Mapping) else {"message": str(parsed)[:300]}
+        return {"message": body_text.strip()[:MAX_UPSTREAM_MESSAGE]}
+    error = parsed.get("error") if isinstance(parsed, Mapping) else None
+    if isinstance(error, Mapping):
+        return error
+    if isinstance(error, str):
+        return {"message": error}
+    return parsed if isinstance(parsed, Mapping) else {"message": str(parsed)[:MAX_UPSTREAM_MESSAGE]}
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -143,6 +186,38 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+# "This model's maximum context length is 8192 tokens. However, your messages resulted in
+# 8227 tokens." / "... However, you requested 4972 tokens (3222 in the messages, 1750 in the
+# completion)." Newer wordings without numbers simply yield no counts.
+_CONTEXT_LIMIT = re.compile(r"maximum context length is (\d+) tokens", re.IGNORECASE)
+_MESSAGES_RESULTED = re.compile(r"messages resulted in (\d+) tokens", re.IGNORECASE)
+_REQUESTED = re.compile(r"you requested (\d+) tokens(?: \((\d+) in the messages, (\d+) in the completion\))?", re.IGNORECASE)
+
+
+def context_overflow_metadata(message: str) -> dict[str, str]:
+    """Token counts named in an OpenAI ``context_length_exceeded`` message."""
+    metadata: dict[str, str] = {}
+    if limit := _CONTEXT_LIMIT.search(message):
+        metadata["context_window"] = limit.group(1)
+    if resulted := _MESSAGES_RESULTED.search(message):
+        metadata["prompt_tokens"] = resulted.group(1)
+    if requested := _REQUESTED.search(message):
+        metadata["requested_tokens"] = requested.group(1)
+        if requested.group(2):
+            metadata["prompt_tokens"] = requested.group(2)
+            metadata["max_tokens"] = requested.group(3)
+    return metadata
+
+
+def _is_context_overflow(error: Mapping[str, Any], lowered_message: str) -> bool:
+    return (
+        error.get("code") == "context_length_exceeded"
+        or error.get("type") == "exceed_context_size_error"  # llama.cpp server
+        or "maximum context length" in lowered_message
+        or "context window" in lowered_message
+    )
+
+
 def http_error(
     status: int,
     body_text: str,
@@ -153,34 +228,81 @@ def http_error(
     secrets: tuple[str, ...] = (),
 ) -> LLMError:
     """Maps an HTTP error reply of an OpenAI-compatible API to an :class:`LLMError`."""
-    error = _error_object(body_text)
-    upstream_message = redact(str(error.get("message") or "").strip(), *secrets)[:300]
-    code = str(error.get("code") or "")
-    error_type = str(error.get("type") or "")
-    message = f"{provider_label} model {model!r} returned HTTP {status}" + (f": {upstream_message}" if upstream_message else "")
-    lowered = upstream_message.lower()
-    if code == "context_length_exceeded" or error_type == "exceed_context_size_error" or "context length" in lowered or "context window" in lowered:
-        metadata = {}
-        # llama.cpp server reports n_prompt_tokens and n_ctx.
-        if error.get("n_prompt_tokens") is not None:
+    return _map_error(
+        status,
+        _error_object(body_text),
+        headers,
+        model=model,
+        summary=f"{provider_label} model {model!r} returned HTTP {status}",
+        secrets=secrets,
+    )
+
+
+def _map_error(
+    status: int, error: Mapping[str, Any], headers: Mapping[str, str], *, model: str, summary: str, secrets: tuple[str, ...]
+) -> LLMError:
+    upstream_message = redact(str(error.get("message") or "").strip(), *secrets)[:MAX_UPSTREAM_MESSAGE]
+    message = summary + (f": {upstream_message}" if upstream_message else "")
+    metadata: dict[str, str] = {"upstream_status": str(status)}
+    if error.get("code"):
+        metadata["upstream_code"] = redact(str(error["code"]), *secrets)[:100]
+    request_id = headers.get("x-request-id")
+    if request_id:
+        metadata["upstream_request_id"] = request_id[:100]
+    if _is_context_overflow(error, upstream_message.lower()):
+        metadata.update(context_overflow_metadata(upstream_message))
+        # llama.cpp server reports n_prompt_tokens and n_ctx as fields.
+        if isinstance(error.get("n_prompt_tokens"), int):
             metadata["prompt_tokens"] = str(error["n_prompt_tokens"])
-        if error.get("n_ctx") is not None:
+        if isinstance(error.get("n_ctx"), int):
             metadata["context_window"] = str(error["n_ctx"])
         return LLMError(ErrorKind.CONTEXT_TOO_LARGE, message, model=model, metadata=metadata)
     if status in (401, 403):
-        return LLMError(ErrorKind.AUTHENTICATION_FAILED, message, model=model, upstream_auth=True)
+        return LLMError(ErrorKind.AUTHENTICATION_FAILED, message, model=model, metadata=metadata, upstream_auth=True)
     if status == 429:
-        return LLMError(ErrorKind.RATE_LIMIT_EXCEEDED, message, model=model, retry_after_s=retry_after_seconds(headers))
+        return LLMError(
+            ErrorKind.RATE_LIMIT_EXCEEDED, message, model=model, metadata=metadata, retry_after_s=retry_after_seconds(headers)
+        )
     if status == 408:
-        return LLMError(ErrorKind.TIMEOUT, message, model=model)
-    if status in (404, 409) or status >= 500:
-        return LLMError(ErrorKind.MODEL_UNAVAILABLE, message, model=model)
-    return LLMError(ErrorKind.INVALID_REQUEST, message, model=model)
+        return LLMError(ErrorKind.TIMEOUT, message, model=model, metadata=metadata)
+    if status == 404:
+        # No such model (or a base URL without /v1) at this provider: retrying cannot help,
+        # the next candidate might.
+        return LLMError(ErrorKind.CONFIGURATION_ERROR, message, model=model, metadata=metadata)
+    if status == 409 or status >= 500:
+        return LLMError(ErrorKind.MODEL_UNAVAILABLE, message, model=model, metadata=metadata)
+    param = error.get("param")
+    violation = FieldViolation(
+        f"upstream.{param}" if isinstance(param, str) and param else "upstream", upstream_message or f"rejected with HTTP {status}"
+    )
+    return LLMError(ErrorKind.INVALID_REQUEST, message, model=model, metadata=metadata, field_violations=(violation,))
 
 
-def stream_error(error: Mapping[str, Any], *, model: str) -> LLMError:
-    """An ``error`` object received inside a stream."""
-    message = redact(str(error.get("message") or "stream error"))[:300]
+# An error object inside a stream has no HTTP status of its own; its type tells which it
+# would have been (OpenAI's error types, plus llama.cpp's integer ``code``).
+_STATUS_BY_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "requests": 429,
+    "tokens": 429,
+    "insufficient_quota": 429,
+    "server_error": 500,
+}
+
+
+def stream_error(
+    error: Mapping[str, Any], *, model: str, provider_label: str = "upstream", secrets: tuple[str, ...] = ()
+) -> LLMError:
+    """An ``error`` object received inside a stream (after HTTP 200): never a silent end."""
     code = error.get("code")
-    status = code if isinstance(code, int) else 500
-    return http_error(status, json.dumps({"error": {**error, "message": message}}), {}, model=model, provider_label="upstream")
+    status = code if isinstance(code, int) and 400 <= code <= 599 else _STATUS_BY_ERROR_TYPE.get(str(error.get("type")), 500)
+    mapped = _map_error(
+        status, error, {}, model=model, summary=f"{provider_label} model {model!r} sent an error mid-stream", secrets=secrets
+    )
+    # The HTTP status was 200; the one above is only inferred from the error's type.
+    mapped.metadata.pop("upstream_status", None)
+    mapped.metadata["upstream_error_type"] = str(error.get("type") or "unknown")[:100]
+    return mapped

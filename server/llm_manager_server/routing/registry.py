@@ -10,6 +10,7 @@ from ..catalog import Price, facts_for, provider_for_model
 from ..config import Settings
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import ProviderKind
+from ..providers.anthropic import AnthropicProvider
 from ..providers.base import Provider
 from ..providers.llama_inprocess import BUNDLED_MODEL_NAME, LlamaInProcessProvider, bundled_model_path
 from ..providers.openai_compat import OpenAICompatibleProvider
@@ -78,6 +79,7 @@ class ModelRegistry:
                     gpu_layers=llama.gpu_layers,
                     parallel=llama.parallel,
                     max_queue=llama.max_queue,
+                    verbose=settings.log_level == "DEBUG",
                 )
                 registry.local_is_inprocess = True
                 registry.default_models[ProviderKind.LOCAL] = name
@@ -89,11 +91,21 @@ class ModelRegistry:
                 api_key=settings.openai.api_key,
                 label="openai",
                 connect_error_kind=ErrorKind.NETWORK_ERROR,
+                # OPENAI_MAX_TOKENS / OPENAI_TEMPERATURE apply where the caller gives none.
+                default_max_tokens=settings.openai.max_tokens,
+                default_temperature=settings.openai.temperature,
             )
             registry.default_models[ProviderKind.OPENAI] = settings.openai.model
             registry.add(settings.openai.model)
         if settings.anthropic.api_key is not None:
-            log.warning("CLAUDE_API_KEY is set, but this build has no Anthropic backend yet; Claude is skipped")
+            # Connect errors are NETWORK_ERROR inside the provider (a cloud API, not a local server).
+            registry.providers[ProviderKind.ANTHROPIC] = AnthropicProvider(
+                api_key=settings.anthropic.api_key,
+                base_url=settings.anthropic.base_url,
+                default_max_tokens=settings.anthropic.max_tokens,
+            )
+            registry.default_models[ProviderKind.ANTHROPIC] = settings.anthropic.model
+            registry.add(settings.anthropic.model)
         for name in (*llama.general_models, *llama.sql_models):
             if provider_for_model(name) in registry.providers and not (
                 registry.local_is_inprocess and provider_for_model(name) is ProviderKind.LOCAL
@@ -106,7 +118,9 @@ class ModelRegistry:
         if name in self.models:
             return self.models[name]
         kind = provider_for_model(name)
-        facts = facts_for(name, local_context_window=self.settings.llama.context_length)
+        facts = facts_for(
+            name, local_context_window=self.settings.llama.context_length, price_overrides=dict(self.settings.price_overrides)
+        )
         entry = ModelEntry(name, kind, self.providers[kind], facts.context_window, facts.price)
         self.models[name] = entry
         return entry
