@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +28,13 @@ from .http_fake import (
     recorded_events,
     split_inside_multibyte_characters,
 )
+
+
+
+@dataclass(frozen=True)
+class _Answer:
+    text: str
+    counts: TokenCounts
 
 PROVIDER = "openai"
 REQUEST_ID = "req_7c2f3d1e9b8a4f60a1d2c3b4e5f60718"
@@ -117,6 +125,8 @@ class FakeOpenAI(FakeHTTPServer):
         captured = await self.capture(request)
         reply = self._rejected_key(request) or self.next_planned()
         body = captured.body if isinstance(captured.body, dict) else {}
+        if isinstance(reply, _Answer):  # the same answer, in the shape the request asked for
+            reply = self._stream_reply([reply.text], reply.counts) if body.get("stream") else self._json_answer(reply.text, reply.counts)
         if reply is None and not (isinstance(body.get("model"), str) and isinstance(body.get("messages"), list) and body["messages"]):
             reply = json_reply(
                 400,
@@ -132,15 +142,23 @@ class FakeOpenAI(FakeHTTPServer):
     # --- scenarios: each plans the reply to the next generation request -----------------
 
     def reply_text(self, text: str, counts: TokenCounts) -> None:
+        """The next request gets ``text``: as a chat.completion object, or streamed when it
+        asks for a stream (local providers read complete answers from streams)."""
+        self.plan(_Answer(text, counts))  # type: ignore[arg-type]
+
+    def _json_answer(self, text: str, counts: TokenCounts) -> PlannedReply:
         body = fixture_json(PROVIDER, "chat_completion.json")
         body["choices"][0]["message"]["content"] = text
         body["usage"] = _usage(counts)
-        self.plan(json_reply(200, body, self._headers()))
+        return json_reply(200, body, self._headers())
 
-    def stream_text(self, pieces: list[str], counts: TokenCounts, *, split_utf8: bool = False) -> None:
+    def _stream_reply(self, pieces: list[str], counts: TokenCounts, *, split_utf8: bool = False) -> PlannedReply:
         events = (*chunk_events(pieces, counts), b"data: [DONE]\n\n")
         chunks = split_inside_multibyte_characters(b"".join(events)) if split_utf8 else events
-        self.plan(event_stream_reply(chunks, headers=self._headers()))
+        return event_stream_reply(chunks, headers=self._headers())
+
+    def stream_text(self, pieces: list[str], counts: TokenCounts, *, split_utf8: bool = False) -> None:
+        self.plan(self._stream_reply(pieces, counts, split_utf8=split_utf8))
 
     def fail_auth(self) -> None:
         self.plan(json_reply(401, error_body("error_invalid_api_key.json"), self._headers()))

@@ -19,7 +19,7 @@ import aiohttp
 
 from ..config import Secret
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta
+from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta, Usage
 from . import openai_wire
 from .base import HealthReport
 from .sse import IncompleteStreamError, iter_sse
@@ -141,6 +141,8 @@ class OpenAICompatibleProvider:
         )
 
     async def generate(self, call: ModelCall) -> Completion:
+        if self._kind is ProviderKind.LOCAL:
+            return await self._generate_by_streaming(call)
         body = self._body(call, stream=False)
         try:
             async with self._post(call, body) as response:
@@ -157,6 +159,22 @@ class OpenAICompatibleProvider:
         completion = openai_wire.parse_completion(payload, call.model)
         # Local servers report file paths or aliases; callers know the model by our name.
         return replace(completion, model=call.model) if self._kind is ProviderKind.LOCAL else completion
+
+    async def _generate_by_streaming(self, call: ModelCall) -> Completion:
+        """A complete answer read from a stream. Local servers (llama.cpp, LM Studio) go on
+        generating a plain request after its client has gone; a stream's closed connection
+        makes them stop at the next token, so a cancelled call frees the model at once."""
+        pieces: list[str] = []
+        final = StreamDelta()
+        async for delta in self.stream(call):
+            pieces.append(delta.text)
+            final = delta if delta.finish_reason is not None else final
+        return Completion(
+            text="".join(pieces),
+            model=call.model,
+            usage=final.usage or Usage(),
+            finish_reason=final.finish_reason or FinishReason.UNSPECIFIED,
+        )
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
         """Text deltas as they arrive, then one final delta with usage and finish reason
