@@ -156,9 +156,7 @@ class OpenAICompatibleProvider:
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} sent an unexpected reply", model=call.model)
         if isinstance(payload.get("error"), Mapping):  # some proxies answer 200 with an error object
             raise openai_wire.stream_error(payload["error"], model=call.model, provider_label=self._label, secrets=self._secrets())
-        completion = openai_wire.parse_completion(payload, call.model)
-        # Local servers report file paths or aliases; callers know the model by our name.
-        return replace(completion, model=call.model) if self._kind is ProviderKind.LOCAL else completion
+        return openai_wire.parse_completion(payload, call.model)
 
     async def _generate_by_streaming(self, call: ModelCall) -> Completion:
         """A complete answer read from a stream. Local servers (llama.cpp, LM Studio) go on
