@@ -88,7 +88,7 @@ class OpenAISettings:
 class AnthropicSettings:
     api_key: Secret | None = None
     base_url: str = "https://api.anthropic.com"
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     max_tokens: int = 4096
 
 
