@@ -12,7 +12,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 
 from llm_manager.v1 import (
@@ -22,7 +22,10 @@ from llm_manager.v1 import (
     llm_manager_service_pb2_grpc,
 )
 
+from .cache import ResponseCache, build_response_cache
+from .cache.redis_store import redacted_url
 from .config import ConfigError, Settings, load_settings
+from .conversations import ConversationStore, conversation_store_for
 from .health import NOT_SERVING, SERVING, HealthMonitor
 from .interceptors import AccessLogInterceptor, DeadlineInterceptor, ErrorMappingInterceptor, request_id_var
 from .routing.registry import ModelRegistry
@@ -50,20 +53,52 @@ class Application:
     registry: ModelRegistry | None = None
     health: health_aio.HealthServicer | None = None
     monitor: HealthMonitor | None = None
+    # Read by telemetry: ``response_cache.stats`` holds the hit/miss/error counters.
+    response_cache: ResponseCache | None = None
+    conversation_store: ConversationStore | None = None
 
     @property
     def address(self) -> str:
         return f"{self.settings.host}:{self.port}"
 
+    async def _open_conversation_store(self) -> ConversationStore:
+        """Opens the store and runs its migrations; a failure stops start-up with one line."""
+        url = self.settings.conversation_store_url
+        store = conversation_store_for(url)
+        try:
+            await store.open()
+        except Exception as error:  # noqa: BLE001 - any failure to open is a configuration error
+            await store.close()
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ConfigError("LLM_CONVERSATION_STORE", f"cannot open {redacted_url(url)}: {detail}") from None
+        return store
+
     async def start(self) -> None:
+        self.conversation_store = await self._open_conversation_store()
+        try:
+            await self._start_serving(self.conversation_store)
+        except BaseException:
+            # The SQLite store's worker thread is not a daemon: left open, it would keep a
+            # process whose start-up failed from exiting.
+            await self.conversation_store.close()
+            raise
+
+    async def _start_serving(self, conversation_store: ConversationStore) -> None:
         settings = self.settings
         self.registry = ModelRegistry.from_settings(settings)
         router = Router(self.registry, settings.routing)
+        self.response_cache = build_response_cache(settings.cache, default_strategy=settings.routing.strategy)
+        generator = Generator(router, self.response_cache)
         self.health = health_aio.HealthServicer()
         self.monitor = HealthMonitor(self.registry, self.health, settings.routing.health_interval_s)
         server = aio.server(
             interceptors=[
-                aio_server_interceptor(tracer_provider=self.tracer_provider),
+                # Traces this service's API. Health and reflection stay untraced: the aio
+                # instrumentation breaks handlers that stream with context.write(), such as
+                # Health.Watch (opentelemetry-python-contrib #3066).
+                aio_server_interceptor(  # type: ignore[no-untyped-call]
+                    tracer_provider=self.tracer_provider, filter_=filters.service_prefix("llm_manager.v1.")
+                ),
                 AccessLogInterceptor(),
                 DeadlineInterceptor(settings.routing.timeout_ms / 1000),
                 ErrorMappingInterceptor(),
@@ -71,9 +106,11 @@ class Application:
             options=[("grpc.so_reuseport", 0)],
         )
         llm_manager_service_pb2_grpc.add_LLMManagerServiceServicer_to_server(
-            LLMManagerServicer(Generator(router), self.registry), server
+            LLMManagerServicer(generator, self.registry), server
         )
-        conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(), server)
+        conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
+            ConversationServicer(conversation_store, generator), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*API_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
@@ -106,6 +143,10 @@ class Application:
         await self.server.stop(grace)
         if self.registry is not None:
             await asyncio.gather(*(p.close() for p in self.registry.providers.values()), return_exceptions=True)
+        if self.response_cache is not None:
+            await self.response_cache.close()
+        if self.conversation_store is not None:
+            await self.conversation_store.close()
         self.tracer_provider.shutdown()
         self.server = None
         log.info("stopped")

@@ -1,0 +1,69 @@
+"""The response cache key: a hash of everything in a request that can change the answer.
+
+The key is built by walking every field of :class:`GenerationRequest` and
+:class:`SamplingOptions` by introspection, so a field added later is part of the key by
+default (a new field can only cause misses, never a wrong hit). Only fields that cannot
+change the answer are left out: the per-request cache controls themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from typing import Any
+
+from ..domain.types import GenerationRequest, Message, RoutingStrategy, SamplingOptions
+
+# Bump when the key's document or the stored entry's shape changes, so old entries (in a
+# shared Redis, say) are never read by a server that would misread them.
+KEY_VERSION = 1
+
+# Request fields that steer the cache, not the model.
+EXCLUDED_REQUEST_FIELDS = frozenset({"no_cache", "no_store"})
+
+
+def _normalized(value: Any) -> Any:
+    """A JSON-friendly, canonical form of one field's value."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Message):
+        return [value.role.value, value.content]
+    if isinstance(value, float):
+        return value + 0.0  # -0.0 and 0.0 are the same temperature
+    if isinstance(value, (tuple, list)):
+        return [_normalized(item) for item in value]
+    return value
+
+
+def _sampling_document(sampling: SamplingOptions) -> dict[str, Any]:
+    document = {f.name: _normalized(getattr(sampling, f.name)) for f in dataclasses.fields(sampling)}
+    # Stop sequences are a set to every provider: order and repeats cannot change the answer.
+    document["stop"] = sorted(set(sampling.stop))
+    return document
+
+
+def key_document(request: GenerationRequest, default_strategy: RoutingStrategy) -> dict[str, Any]:
+    """The normalized request the key hashes (exposed for tests and debugging)."""
+    document: dict[str, Any] = {"version": KEY_VERSION}
+    for f in dataclasses.fields(request):
+        if f.name in EXCLUDED_REQUEST_FIELDS:
+            continue
+        value = getattr(request, f.name)
+        if f.name == "sampling":
+            document[f.name] = _sampling_document(value)
+        elif f.name == "strategy":
+            # No strategy means the server's default: the same request either way.
+            document[f.name] = _normalized(value or default_strategy)
+        else:
+            document[f.name] = _normalized(value)
+    return document
+
+
+def cache_key(request: GenerationRequest, default_strategy: RoutingStrategy) -> str:
+    """A SHA-256 hex digest of the normalized request."""
+    encoded = json.dumps(
+        key_document(request, default_strategy), ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()

@@ -1,0 +1,52 @@
+"""The conversation store contract shared by the memory, SQLite and PostgreSQL stores.
+
+Durability rules every store keeps:
+
+- ``begin_turn`` stores the user's message and takes the conversation's *turn lease* in
+  one transaction, before the model is called; a crash after it keeps the message.
+- ``end_turn`` stores the reply (if any) and releases the lease in one transaction, so a
+  reply is either absent or whole: a crash mid-reply leaves no half-written turn.
+- While one turn holds the lease, no other turn can begin on that conversation (in any
+  process sharing the store), so concurrent turns are ordered and none is lost. The lease
+  expires on its own (after the turn's deadline) in case its holder died.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from .model import Conversation, PageCursor
+
+
+class ConversationStore(Protocol):
+    async def open(self) -> None:
+        """Connects and runs schema migrations; called once before serving."""
+
+    async def close(self) -> None: ...
+
+    async def create(self, *, system: str, metadata: Mapping[str, str]) -> Conversation: ...
+
+    async def get(self, conversation_id: str, *, with_messages: bool = True) -> Conversation:
+        """Raises ``LLMError(CONVERSATION_NOT_FOUND)`` for an unknown id."""
+        ...
+
+    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool) -> list[Conversation]:
+        """Up to ``limit`` conversations after the cursor, most recently updated first."""
+        ...
+
+    async def delete(self, conversation_id: str) -> None:
+        """Deletes a conversation and its messages; raises CONVERSATION_NOT_FOUND."""
+        ...
+
+    async def begin_turn(self, conversation_id: str, user_message: str, *, turn_id: str, lease_s: float) -> Conversation | None:
+        """Takes the turn lease and stores the user's message; returns the conversation with
+        every message (the new one last), or ``None`` while another turn holds the lease.
+        Raises CONVERSATION_NOT_FOUND."""
+        ...
+
+    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: str | None) -> None:
+        """Stores the assistant's ``reply`` (``None``: no reply, the turn failed) and releases
+        the lease. With a reply, raises CONVERSATION_NOT_FOUND if the conversation was
+        deleted meanwhile, and TIMEOUT if the lease had expired (the reply is not stored)."""
+        ...

@@ -1,0 +1,91 @@
+"""Conversations in this process's memory: for tests and throwaway runs (lost on exit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from ..domain.errors import ErrorKind, LLMError
+from ..domain.types import Role
+from .model import Conversation, PageCursor, StoredMessage, new_conversation_id, not_found, now_us, sort_key
+
+
+@dataclass
+class _Record:
+    conversation: Conversation
+    messages: list[StoredMessage] = field(default_factory=list)
+    turn_id: str | None = None
+    turn_expires_us: int = 0
+
+
+class MemoryConversationStore:
+    """Every method runs without awaiting, so each is atomic on the event loop."""
+
+    def __init__(self, *, clock: Callable[[], int] = now_us) -> None:
+        self._clock = clock
+        self._records: dict[str, _Record] = {}
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def _record(self, conversation_id: str) -> _Record:
+        record = self._records.get(conversation_id)
+        if record is None:
+            raise not_found(conversation_id)
+        return record
+
+    @staticmethod
+    def _view(record: _Record, with_messages: bool) -> Conversation:
+        return replace(record.conversation, messages=tuple(record.messages) if with_messages else ())
+
+    async def create(self, *, system: str, metadata: Mapping[str, str]) -> Conversation:
+        now = self._clock()
+        conversation = Conversation(new_conversation_id(), system, dict(metadata), now, now)
+        self._records[conversation.id] = _Record(conversation)
+        return conversation
+
+    async def get(self, conversation_id: str, *, with_messages: bool = True) -> Conversation:
+        return self._view(self._record(conversation_id), with_messages)
+
+    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool) -> list[Conversation]:
+        ordered = sorted(self._records.values(), key=lambda r: sort_key(r.conversation), reverse=True)
+        if after is not None:
+            ordered = [r for r in ordered if sort_key(r.conversation) < (after.update_time_us, after.id)]
+        return [self._view(r, with_messages) for r in ordered[:limit]]
+
+    async def delete(self, conversation_id: str) -> None:
+        self._record(conversation_id)
+        del self._records[conversation_id]
+
+    def _touch(self, record: _Record, now: int) -> None:
+        record.conversation = replace(record.conversation, update_time_us=now)
+
+    async def begin_turn(self, conversation_id: str, user_message: str, *, turn_id: str, lease_s: float) -> Conversation | None:
+        record = self._record(conversation_id)
+        now = self._clock()
+        if record.turn_id is not None and record.turn_expires_us > now:
+            return None
+        record.turn_id = turn_id
+        record.turn_expires_us = now + int(lease_s * 1_000_000)
+        record.messages.append(StoredMessage(Role.USER, user_message, now))
+        self._touch(record, now)
+        return self._view(record, True)
+
+    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: str | None) -> None:
+        record = self._records.get(conversation_id)
+        if record is None:
+            if reply is not None:
+                raise not_found(conversation_id)
+            return
+        if record.turn_id != turn_id:
+            if reply is not None:
+                raise LLMError(ErrorKind.TIMEOUT, "the reply took longer than the turn's lease; it was not stored")
+            return
+        record.turn_id = None
+        if reply is not None:
+            now = self._clock()
+            record.messages.append(StoredMessage(Role.ASSISTANT, reply, now))
+            self._touch(record, now)

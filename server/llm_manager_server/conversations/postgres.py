@@ -1,0 +1,209 @@
+"""Conversations in PostgreSQL (asyncpg), shared by several server replicas.
+
+Migrations run on open under a transaction-scoped advisory lock, so replicas starting
+together apply each migration once. Turn leases live in the conversation row: the
+conditional ``UPDATE`` that takes one is atomic under READ COMMITTED (the row lock makes a
+second taker re-check the condition), so two replicas can never both begin a turn.
+Timestamps are microseconds from the server's clock, like the other stores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from ..domain.errors import ErrorKind, LLMError
+from ..domain.types import Role
+from .model import (
+    Conversation,
+    PageCursor,
+    StoredMessage,
+    attach_messages,
+    new_conversation_id,
+    not_found,
+    now_us,
+    store_unavailable,
+)
+
+# Each entry: (version, statements). Append only; never edit an applied migration.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE conversations (
+                id TEXT PRIMARY KEY,
+                system TEXT NOT NULL,
+                metadata JSONB NOT NULL,
+                create_time_us BIGINT NOT NULL,
+                update_time_us BIGINT NOT NULL,
+                turn_id TEXT,
+                turn_expires_us BIGINT
+            )""",
+            "CREATE INDEX conversations_recent ON conversations (update_time_us DESC, id DESC)",
+            """CREATE TABLE conversation_messages (
+                conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+                content TEXT NOT NULL,
+                create_time_us BIGINT NOT NULL,
+                PRIMARY KEY (conversation_id, seq)
+            )""",
+        ),
+    ),
+)
+
+# Any constant shared by all replicas; names the advisory lock that serializes migrations.
+MIGRATION_LOCK_ID = 0x11A_C0_17E5
+_COLUMNS = "id, system, metadata::text, create_time_us, update_time_us"
+# Failures worth a retry by the caller (UNAVAILABLE), not a bug.
+_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+
+
+def _conversation(row: asyncpg.Record) -> Conversation:
+    return Conversation(row[0], row[1], dict(json.loads(row[2])), row[3], row[4])
+
+
+class PostgresConversationStore:
+    def __init__(self, dsn: str, *, clock: Callable[[], int] = now_us, min_connections: int = 1, max_connections: int = 10) -> None:
+        self._dsn = dsn
+        self._clock = clock
+        self._min_connections = min_connections
+        self._max_connections = max_connections
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=self._min_connections, max_size=self._max_connections, command_timeout=30
+        )
+        async with self._transaction() as connection:
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS llm_manager_schema_migrations (version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)"
+            )
+            current = await connection.fetchval("SELECT COALESCE(MAX(version), 0) FROM llm_manager_schema_migrations")
+            newest = MIGRATIONS[-1][0]
+            if current > newest:
+                raise RuntimeError(f"the conversation database has schema version {current}, newer than this server's {newest}")
+            for version, statements in MIGRATIONS:
+                if version > current:
+                    for statement in statements:
+                        await connection.execute(statement)
+                    await connection.execute("INSERT INTO llm_manager_schema_migrations VALUES ($1, $2)", version, self._clock())
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        if self._pool is None:
+            raise RuntimeError("the conversation store is not open")
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                yield connection
+        except _UNAVAILABLE as error:
+            raise store_unavailable(error) from error
+
+    @staticmethod
+    async def _messages(connection: asyncpg.pool.PoolConnectionProxy, ids: Sequence[str]) -> dict[str, list[StoredMessage]]:
+        found: dict[str, list[StoredMessage]] = {conversation_id: [] for conversation_id in ids}
+        if ids:
+            rows = await connection.fetch(
+                "SELECT conversation_id, role, content, create_time_us FROM conversation_messages "
+                "WHERE conversation_id = ANY($1::text[]) ORDER BY conversation_id, seq",
+                list(ids),
+            )
+            for row in rows:
+                found[row[0]].append(StoredMessage(Role(row[1]), row[2], row[3]))
+        return found
+
+    async def _read(self, connection: asyncpg.pool.PoolConnectionProxy, conversation_id: str, with_messages: bool) -> Conversation:
+        row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM conversations WHERE id = $1", conversation_id)
+        if row is None:
+            raise not_found(conversation_id)
+        conversation = _conversation(row)
+        if not with_messages:
+            return conversation
+        return attach_messages([conversation], await self._messages(connection, [conversation.id]))[0]
+
+    async def create(self, *, system: str, metadata: Mapping[str, str]) -> Conversation:
+        now = self._clock()
+        conversation = Conversation(new_conversation_id(), system, dict(metadata), now, now)
+        async with self._transaction() as connection:
+            await connection.execute(
+                "INSERT INTO conversations (id, system, metadata, create_time_us, update_time_us) VALUES ($1, $2, $3::jsonb, $4, $5)",
+                conversation.id, system, json.dumps(conversation.metadata), now, now,
+            )
+        return conversation
+
+    async def get(self, conversation_id: str, *, with_messages: bool = True) -> Conversation:
+        async with self._transaction() as connection:
+            return await self._read(connection, conversation_id, with_messages)
+
+    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool) -> list[Conversation]:
+        async with self._transaction() as connection:
+            if after is None:
+                rows = await connection.fetch(
+                    f"SELECT {_COLUMNS} FROM conversations ORDER BY update_time_us DESC, id DESC LIMIT $1", limit
+                )
+            else:
+                rows = await connection.fetch(
+                    f"SELECT {_COLUMNS} FROM conversations WHERE (update_time_us, id) < ($1, $2) "
+                    "ORDER BY update_time_us DESC, id DESC LIMIT $3",
+                    after.update_time_us, after.id, limit,
+                )
+            page = [_conversation(row) for row in rows]
+            if not with_messages:
+                return page
+            return attach_messages(page, await self._messages(connection, [c.id for c in page]))
+
+    async def delete(self, conversation_id: str) -> None:
+        async with self._transaction() as connection:
+            deleted = await connection.fetchval("DELETE FROM conversations WHERE id = $1 RETURNING id", conversation_id)
+            if deleted is None:
+                raise not_found(conversation_id)
+
+    @staticmethod
+    async def _append(connection: asyncpg.pool.PoolConnectionProxy, conversation_id: str, role: Role, content: str, now: int) -> None:
+        await connection.execute(
+            "INSERT INTO conversation_messages (conversation_id, seq, role, content, create_time_us) "
+            "SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM conversation_messages WHERE conversation_id = $1",
+            conversation_id, role.value, content, now,
+        )
+
+    async def begin_turn(self, conversation_id: str, user_message: str, *, turn_id: str, lease_s: float) -> Conversation | None:
+        now = self._clock()
+        async with self._transaction() as connection:
+            taken = await connection.fetchval(
+                "UPDATE conversations SET turn_id = $1, turn_expires_us = $2, update_time_us = $3 "
+                "WHERE id = $4 AND (turn_id IS NULL OR turn_expires_us <= $3) RETURNING id",
+                turn_id, now + int(lease_s * 1_000_000), now, conversation_id,
+            )
+            if taken is None:
+                await self._read(connection, conversation_id, False)  # raises NOT_FOUND if it is gone
+                return None
+            await self._append(connection, conversation_id, Role.USER, user_message, now)
+            return await self._read(connection, conversation_id, True)
+
+    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: str | None) -> None:
+        now = self._clock()
+        async with self._transaction() as connection:
+            if reply is None:
+                await connection.execute(
+                    "UPDATE conversations SET turn_id = NULL, turn_expires_us = NULL WHERE id = $1 AND turn_id = $2",
+                    conversation_id, turn_id,
+                )
+                return
+            released = await connection.fetchval(
+                "UPDATE conversations SET turn_id = NULL, turn_expires_us = NULL, update_time_us = $1 "
+                "WHERE id = $2 AND turn_id = $3 RETURNING id",
+                now, conversation_id, turn_id,
+            )
+            if released is None:
+                await self._read(connection, conversation_id, False)
+                raise LLMError(ErrorKind.TIMEOUT, "the reply took longer than the turn's lease; it was not stored")
+            await self._append(connection, conversation_id, Role.ASSISTANT, reply, now)

@@ -1,0 +1,219 @@
+"""Conversations in a SQLite file: the default store, for one server process.
+
+aiosqlite runs every statement on its own thread, so the event loop never waits on disk.
+One connection serves the process; an ``asyncio.Lock`` makes each transaction exclusive on
+it (SQLite serializes writers anyway). WAL journal with ``synchronous=FULL``: a committed
+transaction survives a crash, even of the machine, and readers do not block the writer.
+
+The file belongs to one process: on open, turn leases left by a crashed predecessor are
+cleared so its conversations are usable at once. Several replicas need PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ..domain.errors import ErrorKind, LLMError
+from ..domain.types import Role
+from .model import (
+    Conversation,
+    PageCursor,
+    StoredMessage,
+    attach_messages,
+    new_conversation_id,
+    not_found,
+    now_us,
+    store_unavailable,
+)
+
+# Each entry: (version, statements). Append only; never edit an applied migration.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE conversations (
+                id TEXT PRIMARY KEY,
+                system TEXT NOT NULL,
+                metadata TEXT NOT NULL,
+                create_time_us INTEGER NOT NULL,
+                update_time_us INTEGER NOT NULL,
+                turn_id TEXT,
+                turn_expires_us INTEGER
+            )""",
+            "CREATE INDEX conversations_recent ON conversations (update_time_us DESC, id DESC)",
+            """CREATE TABLE conversation_messages (
+                conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+                content TEXT NOT NULL,
+                create_time_us INTEGER NOT NULL,
+                PRIMARY KEY (conversation_id, seq)
+            )""",
+        ),
+    ),
+)
+
+_COLUMNS = "id, system, metadata, create_time_us, update_time_us"
+
+
+def _conversation(row: Sequence[Any]) -> Conversation:
+    return Conversation(str(row[0]), str(row[1]), dict(json.loads(row[2])), int(row[3]), int(row[4]))
+
+
+class SqliteConversationStore:
+    def __init__(self, path: str, *, clock: Callable[[], int] = now_us) -> None:
+        self._path = path
+        self._clock = clock
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; each one is an explicit BEGIN.
+        self._db = await aiosqlite.connect(self._path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=5000"):
+            await self._db.execute(f"PRAGMA {pragma}")
+        async with self._transaction() as db:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_us INTEGER NOT NULL)")
+            async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cursor:
+                row = await cursor.fetchone()
+            current = int(row[0]) if row else 0
+            newest = MIGRATIONS[-1][0]
+            if current > newest:
+                raise RuntimeError(f"the conversation database {self._path!r} has schema version {current}, newer than this server's {newest}")
+            for version, statements in MIGRATIONS:
+                if version > current:
+                    for statement in statements:
+                        await db.execute(statement)
+                    await db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, self._clock()))
+            await db.execute("UPDATE conversations SET turn_id = NULL, turn_expires_us = NULL WHERE turn_id IS NOT NULL")
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @asynccontextmanager
+    async def _transaction(self, *, write: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        if self._db is None:
+            raise RuntimeError("the conversation store is not open")
+        db = self._db
+        async with self._lock:
+            try:
+                # IMMEDIATE takes the write lock up front, so a read-then-write cannot fail
+                # half-way on a lock upgrade; DEFERRED suffices for a consistent read.
+                await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield db
+                await db.execute("COMMIT")
+            except BaseException as error:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                if isinstance(error, sqlite3.OperationalError):
+                    raise store_unavailable(error) from error
+                raise
+
+    @staticmethod
+    async def _one(db: aiosqlite.Connection, sql: str, parameters: Sequence[Any]) -> Any:
+        async with db.execute(sql, parameters) as cursor:
+            return await cursor.fetchone()
+
+    @staticmethod
+    async def _messages(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, list[StoredMessage]]:
+        found: dict[str, list[StoredMessage]] = {conversation_id: [] for conversation_id in ids}
+        if not ids:
+            return found
+        marks = ", ".join("?" for _ in ids)
+        sql = f"SELECT conversation_id, role, content, create_time_us FROM conversation_messages WHERE conversation_id IN ({marks}) ORDER BY conversation_id, seq"
+        async with db.execute(sql, tuple(ids)) as cursor:
+            async for row in cursor:
+                found[str(row[0])].append(StoredMessage(Role(row[1]), str(row[2]), int(row[3])))
+        return found
+
+    async def _read(self, db: aiosqlite.Connection, conversation_id: str, with_messages: bool) -> Conversation:
+        row = await self._one(db, f"SELECT {_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,))
+        if row is None:
+            raise not_found(conversation_id)
+        conversation = _conversation(row)
+        if not with_messages:
+            return conversation
+        return attach_messages([conversation], await self._messages(db, [conversation.id]))[0]
+
+    async def create(self, *, system: str, metadata: Mapping[str, str]) -> Conversation:
+        now = self._clock()
+        conversation = Conversation(new_conversation_id(), system, dict(metadata), now, now)
+        async with self._transaction() as db:
+            await db.execute(
+                f"INSERT INTO conversations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                (conversation.id, system, json.dumps(conversation.metadata), now, now),
+            )
+        return conversation
+
+    async def get(self, conversation_id: str, *, with_messages: bool = True) -> Conversation:
+        async with self._transaction(write=False) as db:
+            return await self._read(db, conversation_id, with_messages)
+
+    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool) -> list[Conversation]:
+        where = ""
+        parameters: list[int | str] = [limit]
+        if after is not None:
+            where = "WHERE update_time_us < ? OR (update_time_us = ? AND id < ?)"
+            parameters = [after.update_time_us, after.update_time_us, after.id, limit]
+        sql = f"SELECT {_COLUMNS} FROM conversations {where} ORDER BY update_time_us DESC, id DESC LIMIT ?"
+        async with self._transaction(write=False) as db:
+            async with db.execute(sql, parameters) as cursor:
+                page = [_conversation(row) async for row in cursor]
+            if not with_messages:
+                return page
+            return attach_messages(page, await self._messages(db, [c.id for c in page]))
+
+    async def delete(self, conversation_id: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM conversation_messages WHERE conversation_id = ?", (conversation_id,))
+            cursor = await db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            if cursor.rowcount == 0:
+                raise not_found(conversation_id)
+
+    @staticmethod
+    async def _append(db: aiosqlite.Connection, conversation_id: str, role: Role, content: str, now: int) -> None:
+        await db.execute(
+            "INSERT INTO conversation_messages (conversation_id, seq, role, content, create_time_us) "
+            "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM conversation_messages WHERE conversation_id = ?",
+            (conversation_id, role.value, content, now, conversation_id),
+        )
+
+    async def begin_turn(self, conversation_id: str, user_message: str, *, turn_id: str, lease_s: float) -> Conversation | None:
+        now = self._clock()
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE conversations SET turn_id = ?, turn_expires_us = ?, update_time_us = ? "
+                "WHERE id = ? AND (turn_id IS NULL OR turn_expires_us <= ?)",
+                (turn_id, now + int(lease_s * 1_000_000), now, conversation_id, now),
+            )
+            if cursor.rowcount == 0:
+                await self._read(db, conversation_id, False)  # raises NOT_FOUND if it is gone
+                return None
+            await self._append(db, conversation_id, Role.USER, user_message, now)
+            return await self._read(db, conversation_id, True)
+
+    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: str | None) -> None:
+        now = self._clock()
+        async with self._transaction() as db:
+            if reply is None:
+                await db.execute("UPDATE conversations SET turn_id = NULL, turn_expires_us = NULL WHERE id = ? AND turn_id = ?", (conversation_id, turn_id))
+                return
+            cursor = await db.execute(
+                "UPDATE conversations SET turn_id = NULL, turn_expires_us = NULL, update_time_us = ? WHERE id = ? AND turn_id = ?",
+                (now, conversation_id, turn_id),
+            )
+            if cursor.rowcount == 0:
+                await self._read(db, conversation_id, False)
+                raise LLMError(ErrorKind.TIMEOUT, "the reply took longer than the turn's lease; it was not stored")
+            await self._append(db, conversation_id, Role.ASSISTANT, reply, now)
