@@ -100,7 +100,7 @@ async def test_embedded_default_serves_over_grpc(start_app: StartApp, connect: C
     reply = await stubs.llm.Generate(api.GenerateRequest(prompt="Say hi", preferences=common_pb2.GenerationPreferences(max_tokens=8)))
     assert reply.text and reply.model == BUNDLED_MODEL_NAME and reply.usage.completion_tokens > 0
     assert list(reply.metadata.model_chain) == [BUNDLED_MODEL_NAME]
-    chunks = [m async for m in stubs.llm.StreamGenerate(api.StreamGenerateRequest(prompt=COUNTING, preferences=common_pb2.GenerationPreferences(max_tokens=16)))]
+    chunks = [m async for m in stubs.llm.StreamGenerate(api.StreamGenerateRequest(prompt=COUNTING, preferences=common_pb2.GenerationPreferences(max_tokens=16, temperature=0)))]
     assert len([c for c in chunks if c.text]) >= 5 and chunks[-1].usage.completion_tokens == 16
     # A local model name other than the loaded one is refused clearly.
     with pytest.raises(grpc.aio.AioRpcError) as raised:

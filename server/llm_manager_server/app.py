@@ -13,6 +13,8 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from llm_manager.v1 import (
@@ -32,7 +34,7 @@ from .routing.registry import ModelRegistry
 from .routing.router import Router
 from .servicers.conversations import ConversationServicer
 from .servicers.llm_manager import Generator, LLMManagerServicer
-from .telemetry import build_tracer_provider
+from .telemetry import Telemetry, build_meter_provider, build_tracer_provider
 
 log = logging.getLogger("llm_manager_server")
 
@@ -48,6 +50,7 @@ class Application:
 
     settings: Settings
     tracer_provider: TracerProvider = field(default_factory=TracerProvider)
+    meter_provider: MeterProvider = field(default_factory=NoOpMeterProvider)
     server: aio.Server | None = None
     port: int = 0
     registry: ModelRegistry | None = None
@@ -86,8 +89,11 @@ class Application:
     async def _start_serving(self, conversation_store: ConversationStore) -> None:
         settings = self.settings
         self.registry = ModelRegistry.from_settings(settings)
-        router = Router(self.registry, settings.routing)
+        telemetry = Telemetry(self.tracer_provider, self.meter_provider, record_content=settings.telemetry_record_content)
+        router = Router(self.registry, settings.routing, telemetry=telemetry)
         self.response_cache = build_response_cache(settings.cache, default_strategy=settings.routing.strategy)
+        if self.response_cache is not None:
+            telemetry.observe_cache(self.response_cache.stats.snapshot)
         generator = Generator(router, self.response_cache)
         self.health = health_aio.HealthServicer()
         self.monitor = HealthMonitor(self.registry, self.health, settings.routing.health_interval_s)
@@ -115,9 +121,12 @@ class Application:
         reflection.enable_server_reflection(
             (*API_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        try:
+            self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+        except RuntimeError:  # grpc raises when the address is taken or invalid
+            self.port = 0
         if self.port == 0:
-            raise ConfigError("LLM_GRPC_PORT", f"cannot listen on {settings.host}:{settings.port}")
+            raise ConfigError("LLM_GRPC_PORT", f"cannot listen on {settings.host}:{settings.port} (in use, or not an address here)")
         # Models not yet probed or loaded are NOT_SERVING until the first probe says otherwise.
         await self.monitor.set_all([f"model/{name}" for name in self.registry.models], NOT_SERVING)
         await self.monitor.set_all(("", *API_SERVICES), SERVING)
@@ -147,7 +156,10 @@ class Application:
             await self.response_cache.close()
         if self.conversation_store is not None:
             await self.conversation_store.close()
-        self.tracer_provider.shutdown()
+        # Flushing exports over the network: off the event loop.
+        await asyncio.to_thread(self.tracer_provider.shutdown)
+        if isinstance(self.meter_provider, SdkMeterProvider):
+            await asyncio.to_thread(self.meter_provider.shutdown)
         self.server = None
         log.info("stopped")
 
@@ -171,7 +183,7 @@ def configure_logging(level: str) -> None:
 
 async def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then drains gracefully."""
-    app = Application(settings, tracer_provider=build_tracer_provider())
+    app = Application(settings, tracer_provider=build_tracer_provider(), meter_provider=build_meter_provider())
     await app.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -133,6 +133,8 @@ class Settings:
     conversation_store: str = ""
     log_level: str = "INFO"
     grace_period_s: float = 10.0
+    # Record prompt and reply text on spans (off: they may hold personal data).
+    telemetry_record_content: bool = False
     # LLM_PRICES_FILE: (model-name prefix, price) pairs merged over the shipped price table.
     price_overrides: tuple[tuple[str, Price], ...] = ()
 
@@ -441,6 +443,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "LLM_CONVERSATION_STORE", None, (), lambda n, r: _store(n, r, ("sqlite:", "postgres://", "postgresql://")), ""
         ),
         log_level=log_level,
+        telemetry_record_content=parsed("LLM_TELEMETRY_RECORD_CONTENT", None, (), _bool, False),
         grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
         price_overrides=_read_prices_file(env["LLM_PRICES_FILE"].strip()) if env.get("LLM_PRICES_FILE", "").strip() else (),
     )

@@ -13,12 +13,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
-from opentelemetry.metrics import Meter, MeterProvider, NoOpMeterProvider
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, NoOpMeterProvider, Observation
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -111,8 +111,8 @@ class Telemetry:
             genai.METRIC_TIME_TO_FIRST_CHUNK, unit="s", description="Time to the first chunk of a streamed answer",
             explicit_bucket_boundaries_advisory=list(genai.DURATION_BUCKETS),
         )
+        self._meter = meter
         self._cost = meter.create_counter(genai.METRIC_COST, unit="USD", description="Price of model calls from the price table")
-        self._cache = meter.create_counter(genai.METRIC_CACHE_LOOKUPS, unit="{lookup}", description="Response cache lookups by result")
 
     @contextmanager
     def attempt(
@@ -175,9 +175,18 @@ class Telemetry:
         if self._record_content and text is not None:
             span.set_attribute(genai.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": text}]))
 
-    def cache_lookup(self, hit: bool) -> None:
-        self._cache.add(1, {"result": "hit" if hit else "miss"})
-        trace.get_current_span().set_attribute(genai.CACHE_HIT, hit)
+    def observe_cache(self, snapshot: Callable[[], Mapping[str, float]]) -> None:
+        """Publishes the response cache's counters (``hits``, ``misses``, ``errors``, ...) as
+        ``llm_manager.cache.lookups{result=...}``, read when metrics are collected."""
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            counts = snapshot()
+            results = {"hits": "hit", "misses": "miss", "errors": "error"}
+            return [Observation(counts[key], {"result": result}) for key, result in results.items() if key in counts]
+
+        self._meter.create_observable_counter(
+            genai.METRIC_CACHE_LOOKUPS, callbacks=[observe], unit="{lookup}", description="Response cache lookups by result"
+        )
 
     @staticmethod
     def trace_headers(observed: Attempt) -> dict[str, str]:

@@ -30,6 +30,7 @@ class Seen:
     stream: bool
     body: dict[str, Any]
     at: float
+    headers: dict[str, str] = field(default_factory=dict)
     disconnected_at: float | None = None
 
 
@@ -76,7 +77,7 @@ class FaultServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        seen = Seen(body.get("model", ""), bool(body.get("stream")), body, time.monotonic())
+        seen = Seen(body.get("model", ""), bool(body.get("stream")), body, time.monotonic(), dict(request.headers))
         self.requests.append(seen)
         behaviour = self._next(seen.model)
         try:

@@ -9,10 +9,12 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from grpc import aio
+from opentelemetry import trace
 
 from llm_manager.v1 import llm_manager_service_pb2, llm_manager_service_pb2_grpc
 
 from ..cache import CachedAnswer, ResponseCache
+from .. import genai
 from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
 from ..domain.types import CallMetadata, FinishReason, GenerationRequest, Usage
 from ..interceptors import deadline_var, request_id_var
@@ -121,7 +123,12 @@ class Generator:
             model=metadata.model_chain[-1] if metadata.model_chain else None,
         )
 
+    @property
+    def router(self) -> Router:
+        return self._router
+
     def _replayed(self, answer: CachedAnswer, metadata: CallMetadata) -> CachedAnswer:
+        trace.get_current_span().set_attribute(genai.CACHE_HIT, True)
         metadata.cached = True
         metadata.model_chain = []
         metadata.candidates = []
@@ -315,13 +322,15 @@ class LLMManagerServicer(llm_manager_service_pb2_grpc.LLMManagerServiceServicer)
     ) -> llm_manager_service_pb2.ListModelsResponse:
         entries = list(self._registry.models.values())
         start, end = page_bounds(request.page_size, request.page_token, len(entries))
+        circuit = {e.name: self._generator.router.circuit_detail(e.name) for e in entries[start:end]}
         models = [
             llm_manager_service_pb2.Model(
                 name=entry.name,
                 provider=convert.PROVIDER_TO_PROTO[entry.provider_kind],
                 context_window=entry.context_window,
-                health_state=_HEALTH_TO_PROTO[entry.health],
-                health_detail=entry.health_detail,
+                # An open circuit makes a model that answers probes unusable all the same.
+                health_state=_HEALTH_TO_PROTO[HealthState.UNHEALTHY if circuit.get(entry.name) else entry.health],
+                health_detail=circuit.get(entry.name) or entry.health_detail,
                 price=llm_manager_service_pb2.ModelPrice(
                     input_per_million_usd=entry.price.input_per_million,
                     output_per_million_usd=entry.price.output_per_million,
