@@ -269,7 +269,9 @@ async def test_answers_keep_flowing_while_redis_is_down() -> None:
     await cache.close()
 
 
-def test_context_window_is_the_smallest_among_the_candidates() -> None:
+def test_context_window_is_the_first_candidates() -> None:
     router = FakeRouter()
     router.windows = (200_000, 2048, 128_000)
+    assert generator(router, None).context_window(request()) == 200_000
+    router.windows = (2048, 200_000)
     assert generator(router, None).context_window(request()) == 2048

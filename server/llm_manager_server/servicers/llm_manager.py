@@ -110,10 +110,14 @@ class Generator:
         return self._cache
 
     def context_window(self, request: GenerationRequest) -> int:
-        """The smallest context window among the models the router would try for
-        ``request``, so whichever of them answers, the prompt fits. Raises the router's
-        error when no model can serve it."""
-        return min(entry.context_window for entry in self._router.plan(request).candidates)
+        """The context window of the model the router would choose first for ``request``.
+
+        Conversations are trimmed to the chosen model's window, not to the smallest in the
+        chain: an analysis conversation answered by Claude keeps 200k tokens of history
+        rather than a local model's 4k. A fallback whose window is too small is then skipped
+        by the router's context check instead of answering without the history. Raises the
+        router's error when no model can serve the request."""
+        return self._router.plan(request).candidates[0].context_window
 
     @staticmethod
     def _timeout(metadata: CallMetadata, what: str) -> LLMError:
