@@ -14,7 +14,7 @@ COPY server server
 RUN pip install --no-deps ./clients/python ./server
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 llm
+RUN useradd --create-home --uid 10001 --user-group llm
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -22,7 +22,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     LLM_GRPC_PORT=50051 \
     LLM_DATA_DIR=/var/lib/llm-manager
 RUN mkdir -p /var/lib/llm-manager && chown llm /var/lib/llm-manager
-USER llm
+USER 10001:10001
 WORKDIR /home/llm
 EXPOSE 50051
 VOLUME ["/var/lib/llm-manager"]
