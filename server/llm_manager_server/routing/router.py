@@ -224,6 +224,21 @@ class Router:
         await self._sleep(delay)
         return True
 
+    async def _after_failure(
+        self, entry: ModelEntry, error: LLMError, attempt: int, deadline: float, metadata: CallMetadata, failures: list[tuple[str, LLMError]]
+    ) -> bool:
+        """Books a failed attempt; True to retry the same model (after the backoff), False to
+        move on to the next candidate. The caller's own mistakes are raised at once."""
+        self._failed(entry, error, deadline)
+        log.info("model %s attempt %d failed: %s", entry.name, attempt + 1, error)
+        if error.kind is ErrorKind.INVALID_REQUEST:
+            raise error
+        if await self._retry_same_model(error, attempt, deadline):
+            metadata.retry_count += 1
+            return True
+        failures.append((entry.name, error))
+        return False
+
     @staticmethod
     def _final_error(failures: list[tuple[str, LLMError]]) -> LLMError:
         if len(failures) == 1:
@@ -262,15 +277,9 @@ class Router:
                             observed, model=completion.model, usage=completion.usage, finish=completion.finish_reason, cost_usd=cost, text=completion.text
                         )
                 except LLMError as error:
-                    self._failed(entry, error, deadline)
-                    log.info("model %s attempt %d failed: %s", entry.name, attempt + 1, error)
-                    if error.kind is ErrorKind.INVALID_REQUEST:
-                        raise
-                    if await self._retry_same_model(error, attempt, deadline):
+                    if await self._after_failure(entry, error, attempt, deadline, metadata, failures):
                         attempt += 1
-                        metadata.retry_count += 1
                         continue
-                    failures.append((entry.name, error))
                     break
                 except asyncio.CancelledError:
                     self.breaker(entry.name).probe_in_flight = False
@@ -316,19 +325,14 @@ class Router:
                             observed, model=final.model or entry.name, usage=final.usage, finish=final.finish_reason, cost_usd=metadata.cost_usd
                         )
                 except LLMError as error:
-                    self._failed(entry, error, deadline)
                     if first_token_s is not None:
+                        self._failed(entry, error, deadline)
                         error.metadata["partial_output"] = "true"
                         error.message = f"stream broke after partial output: {error.message}"
                         raise
-                    log.info("model %s stream attempt %d failed: %s", entry.name, attempt + 1, error)
-                    if error.kind is ErrorKind.INVALID_REQUEST:
-                        raise
-                    if await self._retry_same_model(error, attempt, deadline):
+                    if await self._after_failure(entry, error, attempt, deadline, metadata, failures):
                         attempt += 1
-                        metadata.retry_count += 1
                         continue
-                    failures.append((entry.name, error))
                     break
                 except (asyncio.CancelledError, GeneratorExit):
                     self.breaker(entry.name).probe_in_flight = False
