@@ -20,6 +20,7 @@ from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Completion, ModelCall, ProviderKind, StreamDelta
 from . import anthropic_wire
 from .base import HealthReport
+from .http import UpstreamSession
 from .sse import IncompleteStreamError, iter_sse
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,13 @@ class AnthropicProvider:
         self._base_url = normalize_base_url(base_url)
         self._default_max_tokens = default_max_tokens
         self._health_timeout_s = health_timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self._upstream = UpstreamSession(
+            label=LABEL,
+            base_url=self._base_url,
+            headers={"x-api-key": api_key.reveal(), "anthropic-version": anthropic_wire.ANTHROPIC_VERSION},
+            unreachable=ErrorKind.NETWORK_ERROR,
+            connection_lost=ErrorKind.NETWORK_ERROR,
+        )
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(base_url={self._base_url!r}, api_key={self._api_key!r})"
@@ -63,26 +70,10 @@ class AnthropicProvider:
         return self._base_url
 
     async def start(self) -> None:
-        if self._session is None:
-            # No session-wide timeout: every call sets its own from the caller's deadline.
-            self._session = aiohttp.ClientSession(
-                headers={
-                    "x-api-key": self._api_key.reveal(),
-                    "anthropic-version": anthropic_wire.ANTHROPIC_VERSION,
-                },
-                timeout=aiohttp.ClientTimeout(total=None),
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-            )
+        await self._upstream.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise LLMError(ErrorKind.CONFIGURATION_ERROR, "anthropic provider used before start()")
-        return self._session
+        await self._upstream.close()
 
     def _secrets(self) -> tuple[str, ...]:
         return (self._api_key.reveal(),)
@@ -90,23 +81,12 @@ class AnthropicProvider:
     def _post(self, call: ModelCall, *, stream: bool) -> Any:
         body = anthropic_wire.messages_body(call, default_max_tokens=self._default_max_tokens, stream=stream)
         # trace_headers carry the attempt's W3C trace context (traceparent).
-        return self._client().post(
+        return self._upstream.client.post(
             f"{self._base_url}/v1/messages",
             json=body,
             headers=dict(call.trace_headers),
             timeout=aiohttp.ClientTimeout(total=call.timeout_s),
         )
-
-    def _transport_error(self, error: BaseException, model: str) -> LLMError:
-        if isinstance(error, asyncio.TimeoutError):
-            return LLMError(ErrorKind.TIMEOUT, f"{LABEL} model {model!r} did not answer in time", model=model)
-        if isinstance(error, aiohttp.ClientConnectorError):
-            return LLMError(
-                ErrorKind.NETWORK_ERROR,
-                f"{LABEL} model {model!r} is unreachable at {self._base_url}: {error.strerror or 'connection failed'}",
-                model=model,
-            )
-        return LLMError(ErrorKind.NETWORK_ERROR, f"{LABEL} model {model!r}: connection lost ({type(error).__name__})", model=model)
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse, model: str) -> None:
         if response.status < 400:
@@ -120,7 +100,7 @@ class AnthropicProvider:
                 await self._raise_for_status(response, call.model)
                 payload = await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._transport_error(error, call.model) from None
+            raise self._upstream.transport_error(error, call.model) from None
         except ValueError:
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{LABEL} model {call.model!r} sent a reply that is not JSON", model=call.model) from None
         if not isinstance(payload, dict):
@@ -143,7 +123,7 @@ class AnthropicProvider:
         except IncompleteStreamError:
             raise self._cut_stream_error(call.model, "mid-event") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._transport_error(error, call.model) from None
+            raise self._upstream.transport_error(error, call.model) from None
         if not state.finished:
             raise self._cut_stream_error(call.model, "before message_stop")
 
@@ -154,11 +134,11 @@ class AnthropicProvider:
     async def health(self) -> HealthReport:
         """``GET /v1/models``: checks reachability and the key without spending tokens."""
         try:
-            async with self._client().get(
+            async with self._upstream.client.get(
                 f"{self._base_url}/v1/models", params={"limit": "1"}, timeout=aiohttp.ClientTimeout(total=self._health_timeout_s)
             ) as response:
                 if response.status < 400:
                     return HealthReport(healthy=True)
                 return HealthReport(healthy=False, detail=f"GET /v1/models returned HTTP {response.status}")
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            return HealthReport(healthy=False, detail=str(self._transport_error(error, "health probe")))
+            return HealthReport(healthy=False, detail=str(self._upstream.transport_error(error, "health probe")))

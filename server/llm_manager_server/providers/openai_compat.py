@@ -22,6 +22,7 @@ from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta, Usage
 from . import openai_wire
 from .base import HealthReport
+from .http import UpstreamSession
 from .sse import IncompleteStreamError, iter_sse
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,15 @@ class OpenAICompatibleProvider:
         self._health_timeout_s = health_timeout_s
         self._default_max_tokens = default_max_tokens
         self._default_temperature = default_temperature
-        self._session: aiohttp.ClientSession | None = None
+        # A local server that drops the connection is as good as down; a cloud API doing it
+        # is a network failure worth a retry.
+        self._upstream = UpstreamSession(
+            label=label,
+            base_url=self._base_url,
+            headers={"Authorization": f"Bearer {api_key.reveal()}"} if api_key else {},
+            unreachable=connect_error_kind,
+            connection_lost=ErrorKind.MODEL_UNAVAILABLE if kind is ProviderKind.LOCAL else ErrorKind.NETWORK_ERROR,
+        )
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleProvider(kind={self._kind.value}, base_url={self._base_url!r}, api_key={self._api_key!r})"
@@ -79,24 +88,10 @@ class OpenAICompatibleProvider:
         return self._base_url
 
     async def start(self) -> None:
-        if self._session is None:
-            headers = {"Authorization": f"Bearer {self._api_key.reveal()}"} if self._api_key else {}
-            # No session-wide timeout: every call sets its own from the caller's deadline.
-            self._session = aiohttp.ClientSession(
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=None),
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-            )
+        await self._upstream.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise LLMError(ErrorKind.CONFIGURATION_ERROR, f"{self._label} provider used before start()")
-        return self._session
+        await self._upstream.close()
 
     def _secrets(self) -> tuple[str, ...]:
         return (self._api_key.reveal(),) if self._api_key else ()
@@ -104,23 +99,6 @@ class OpenAICompatibleProvider:
     def _body(self, call: ModelCall, *, stream: bool) -> dict[str, Any]:
         sampling = with_defaults(call.sampling, max_tokens=self._default_max_tokens, temperature=self._default_temperature)
         return openai_wire.chat_body(replace(call, sampling=sampling), stream=stream)
-
-    def _transport_error(self, error: BaseException, model: str) -> LLMError:
-        if isinstance(error, asyncio.TimeoutError):
-            return LLMError(ErrorKind.TIMEOUT, f"{self._label} model {model!r} did not answer in time", model=model)
-        if isinstance(error, aiohttp.ClientConnectorError):
-            return LLMError(
-                self._connect_error_kind,
-                f"{self._label} model {model!r} is unreachable at {self._base_url}: {error.strerror or 'connection failed'}",
-                model=model,
-            )
-        # A local server that drops the connection is as good as down; a cloud API doing it
-        # is a network failure worth a retry.
-        return LLMError(
-            ErrorKind.NETWORK_ERROR if self._kind is not ProviderKind.LOCAL else ErrorKind.MODEL_UNAVAILABLE,
-            f"{self._label} model {model!r}: connection lost ({type(error).__name__})",
-            model=model,
-        )
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse, model: str) -> None:
         if response.status < 400:
@@ -133,7 +111,7 @@ class OpenAICompatibleProvider:
     def _post(self, call: ModelCall, body: Mapping[str, Any]) -> Any:
         # trace_headers carry the attempt's W3C trace context (traceparent), so a traced
         # upstream joins the caller's trace.
-        return self._client().post(
+        return self._upstream.client.post(
             f"{self._base_url}/chat/completions",
             json=body,
             headers=dict(call.trace_headers),
@@ -149,7 +127,7 @@ class OpenAICompatibleProvider:
                 await self._raise_for_status(response, call.model)
                 payload = await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._transport_error(error, call.model) from None
+            raise self._upstream.transport_error(error, call.model) from None
         except ValueError:
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} sent a reply that is not JSON", model=call.model) from None
         if not isinstance(payload, dict):
@@ -200,7 +178,7 @@ class OpenAICompatibleProvider:
         except IncompleteStreamError:
             raise self._cut_stream_error(call.model, "mid-event") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._transport_error(error, call.model) from None
+            raise self._upstream.transport_error(error, call.model) from None
         if not done and final.finish_reason is None:
             raise self._cut_stream_error(call.model, "before the model finished")
         yield replace(final, finish_reason=final.finish_reason or FinishReason.UNSPECIFIED)
@@ -226,11 +204,11 @@ class OpenAICompatibleProvider:
 
     async def health(self) -> HealthReport:
         try:
-            async with self._client().get(
+            async with self._upstream.client.get(
                 f"{self._base_url}/models", timeout=aiohttp.ClientTimeout(total=self._health_timeout_s)
             ) as response:
                 if response.status < 400:
                     return HealthReport(healthy=True)
                 return HealthReport(healthy=False, detail=f"GET /models returned HTTP {response.status}")
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            return HealthReport(healthy=False, detail=str(self._transport_error(error, "health probe")))
+            return HealthReport(healthy=False, detail=str(self._upstream.transport_error(error, "health probe")))

@@ -1,0 +1,63 @@
+"""What every HTTP backend shares: one ``aiohttp.ClientSession`` per upstream, and the
+mapping of transport failures to error kinds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import aiohttp
+
+from ..domain.errors import ErrorKind, LLMError
+
+
+class UpstreamSession:
+    """The connection pool of one upstream, opened by ``start`` and closed by ``close``."""
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        unreachable: ErrorKind,
+        connection_lost: ErrorKind,
+    ) -> None:
+        self._label = label
+        self._base_url = base_url
+        self._headers = dict(headers)
+        self._unreachable = unreachable
+        self._connection_lost = connection_lost
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            # No session-wide timeout: every call sets its own from the caller's deadline.
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=None),
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise LLMError(ErrorKind.CONFIGURATION_ERROR, f"{self._label} provider used before start()")
+        return self._session
+
+    def transport_error(self, error: BaseException, model: str) -> LLMError:
+        """A timeout, a refused connection, or a connection lost mid-reply, as an LLMError."""
+        if isinstance(error, asyncio.TimeoutError):
+            return LLMError(ErrorKind.TIMEOUT, f"{self._label} model {model!r} did not answer in time", model=model)
+        if isinstance(error, aiohttp.ClientConnectorError):
+            return LLMError(
+                self._unreachable,
+                f"{self._label} model {model!r} is unreachable at {self._base_url}: {error.strerror or 'connection failed'}",
+                model=model,
+            )
+        return LLMError(self._connection_lost, f"{self._label} model {model!r}: connection lost ({type(error).__name__})", model=model)
