@@ -72,5 +72,10 @@ services-up:
 services-down:
 	scripts/dev_services.sh stop
 
+# Side-by-side benchmark (llm-manager, LiteLLM proxy, bare grpc.aio, direct) and in-process
+# vs HTTP llama.cpp; writes bench/results/latest.{md,json,svg}. BENCH_ARGS=--quick for ~4 min.
+bench: setup
+	bench/run.sh $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .pytest_cache
