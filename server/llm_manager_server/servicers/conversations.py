@@ -10,7 +10,6 @@ for it, not replayed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
@@ -24,7 +23,7 @@ from llm_manager.v1 import common_pb2, conversation_service_pb2, conversation_se
 from ..conversations import Conversation, ConversationStore, PageCursor, TurnCoordinator
 from ..conversations.context import check_fits, context_messages, prompt_budget
 from ..domain.errors import FieldViolation, invalid_request
-from ..domain.types import CallMetadata, FinishReason, GenerationRequest, Message, Role, Usage
+from ..domain.types import CallMetadata, GenerationRequest, Message, Role
 from ..interceptors import deadline_var, request_id_var
 from . import convert
 from .llm_manager import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Generator
@@ -81,10 +80,6 @@ def _full_view(view: int, default_full: bool, violations: list[FieldViolation]) 
 def _raise_if(violations: list[FieldViolation]) -> None:
     if violations:
         raise invalid_request(*violations)
-
-
-def _elapsed_ms(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)
 
 
 class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServicer):
@@ -190,53 +185,34 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
     async def SendMessage(
         self, request: conversation_service_pb2.SendMessageRequest, context: aio.ServicerContext[Any, Any]
     ) -> conversation_service_pb2.SendMessageResponse:
-        started = time.perf_counter()
+        reply = convert.Reply()
         template, budget = await self._prepare(request)
         metadata = CallMetadata()
         async with self._turns.turn(request.conversation_id, request.message, deadline_var.get()) as turn:
             messages = context_messages(turn.conversation.system, turn.conversation.messages, budget)
             text, model, usage, finish = await self._generator.generate(replace(template, messages=messages), metadata)
             await turn.complete(text)
-        return conversation_service_pb2.SendMessageResponse(
-            text=text,
-            model=model,
-            usage=convert.usage_to_proto(usage, metadata.cost_usd),
-            metadata=convert.metadata_to_proto(metadata, latency_ms=_elapsed_ms(started), request_id=request_id_var.get()),
-            finish_reason=convert.FINISH_TO_PROTO[finish],
-        )
+        reply.complete(model, usage, finish)
+        return conversation_service_pb2.SendMessageResponse(**reply.fields(metadata, request_id=request_id_var.get(), text=text))
 
     async def StreamSendMessage(
         self, request: conversation_service_pb2.StreamSendMessageRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[conversation_service_pb2.StreamSendMessageResponse]:
-        started = time.perf_counter()
+        reply = convert.Reply()
         template, budget = await self._prepare(request)
         metadata = CallMetadata()
-        first_token_ms = 0
-        model = ""
-        usage = Usage()
-        finish = FinishReason.UNSPECIFIED
         # A cancelled call (the caller went away) raises CancelledError out of the stream:
         # nothing here catches it, the turn ends without a reply (the user's message stays)
         # and the upstream generation is stopped by the cancellation itself.
         async with self._turns.turn(request.conversation_id, request.message, deadline_var.get()) as turn:
             messages = context_messages(turn.conversation.system, turn.conversation.messages, budget)
-            reply: list[str] = []
-            async with aclosing(self._generator.stream(replace(template, messages=messages), metadata)) as pieces:
-                async for text, model, delta_usage, delta_finish in pieces:
-                    usage = delta_usage or usage
-                    finish = delta_finish or finish
+            pieces: list[str] = []
+            async with aclosing(self._generator.stream(replace(template, messages=messages), metadata)) as stream:
+                async for text, model, usage, finish in stream:
+                    reply.piece(text, model, usage, finish)
                     if text:
-                        reply.append(text)
-                        first_token_ms = first_token_ms or _elapsed_ms(started)
+                        pieces.append(text)
                         yield conversation_service_pb2.StreamSendMessageResponse(text=text, model=model)
             # The reply is durable before the caller sees the stream end.
-            await turn.complete("".join(reply))
-        yield conversation_service_pb2.StreamSendMessageResponse(
-            model=model,
-            usage=convert.usage_to_proto(usage, metadata.cost_usd),
-            metadata=convert.metadata_to_proto(
-                metadata, latency_ms=_elapsed_ms(started), request_id=request_id_var.get(), time_to_first_token_ms=first_token_ms
-            ),
-            finish_reason=convert.FINISH_TO_PROTO[finish],
-        )
-
+            await turn.complete("".join(pieces))
+        yield conversation_service_pb2.StreamSendMessageResponse(**reply.fields(metadata, request_id=request_id_var.get()))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from llm_manager.v1 import common_pb2, llm_manager_service_pb2
 
@@ -183,3 +185,41 @@ def metadata_to_proto(
         candidates=metadata.candidates,
         routing_reason=metadata.routing_reason,
     )
+
+
+class Reply:
+    """What Generate, StreamGenerate and the conversation turns answer with: the text, the
+    model, usage, finish reason and metadata, gathered from a complete answer or piece by
+    piece from a stream (the first text piece marks the time to first token)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.model = ""
+        self.usage = Usage()
+        self.finish = FinishReason.UNSPECIFIED
+        self.first_token_ms = 0
+
+    def elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+    def complete(self, model: str, usage: Usage, finish: FinishReason) -> None:
+        self.model, self.usage, self.finish = model, usage, finish
+
+    def piece(self, text: str, model: str, usage: Usage | None, finish: FinishReason | None) -> None:
+        self.model = model
+        self.usage = usage or self.usage
+        self.finish = finish or self.finish
+        if text and not self.first_token_ms:
+            self.first_token_ms = self.elapsed_ms()
+
+    def fields(self, metadata: CallMetadata, *, request_id: str, text: str = "") -> dict[str, Any]:
+        """Keyword arguments for any of the reply messages (they share these fields)."""
+        return {
+            "text": text,
+            "model": self.model,
+            "usage": usage_to_proto(self.usage, metadata.cost_usd),
+            "metadata": metadata_to_proto(
+                metadata, latency_ms=self.elapsed_ms(), request_id=request_id, time_to_first_token_ms=self.first_token_ms
+            ),
+            "finish_reason": FINISH_TO_PROTO[self.finish],
+        }

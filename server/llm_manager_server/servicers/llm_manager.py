@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -31,10 +30,6 @@ _HEALTH_TO_PROTO = {
     HealthState.UNHEALTHY: llm_manager_service_pb2.HEALTH_STATE_UNHEALTHY,
     HealthState.NOT_READY: llm_manager_service_pb2.HEALTH_STATE_NOT_READY,
 }
-
-
-def _elapsed_ms(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)
 
 
 def page_bounds(page_size: int, page_token: str, total: int) -> tuple[int, int]:
@@ -284,42 +279,22 @@ class LLMManagerServicer(llm_manager_service_pb2_grpc.LLMManagerServiceServicer)
     async def Generate(
         self, request: llm_manager_service_pb2.GenerateRequest, context: aio.ServicerContext[Any, Any]
     ) -> llm_manager_service_pb2.GenerateResponse:
-        started = time.perf_counter()
-        generation = convert.generation_request(request, request.messages)
+        reply = convert.Reply()
         metadata = CallMetadata()
-        text, model, usage, finish = await self._generator.generate(generation, metadata)
-        return llm_manager_service_pb2.GenerateResponse(
-            text=text,
-            model=model,
-            usage=convert.usage_to_proto(usage, metadata.cost_usd),
-            metadata=convert.metadata_to_proto(metadata, latency_ms=_elapsed_ms(started), request_id=request_id_var.get()),
-            finish_reason=convert.FINISH_TO_PROTO[finish],
-        )
+        text, model, usage, finish = await self._generator.generate(convert.generation_request(request, request.messages), metadata)
+        reply.complete(model, usage, finish)
+        return llm_manager_service_pb2.GenerateResponse(**reply.fields(metadata, request_id=request_id_var.get(), text=text))
 
     async def StreamGenerate(
         self, request: llm_manager_service_pb2.StreamGenerateRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[llm_manager_service_pb2.StreamGenerateResponse]:
-        started = time.perf_counter()
-        generation = convert.generation_request(request, request.messages)
+        reply = convert.Reply()
         metadata = CallMetadata()
-        first_token_ms = 0
-        model = ""
-        usage = Usage()
-        finish = FinishReason.UNSPECIFIED
-        async for text, model, delta_usage, delta_finish in self._generator.stream(generation, metadata):
-            usage = delta_usage or usage
-            finish = delta_finish or finish
+        async for text, model, usage, finish in self._generator.stream(convert.generation_request(request, request.messages), metadata):
+            reply.piece(text, model, usage, finish)
             if text:
-                first_token_ms = first_token_ms or _elapsed_ms(started)
                 yield llm_manager_service_pb2.StreamGenerateResponse(text=text, model=model)
-        yield llm_manager_service_pb2.StreamGenerateResponse(
-            model=model,
-            usage=convert.usage_to_proto(usage, metadata.cost_usd),
-            metadata=convert.metadata_to_proto(
-                metadata, latency_ms=_elapsed_ms(started), request_id=request_id_var.get(), time_to_first_token_ms=first_token_ms
-            ),
-            finish_reason=convert.FINISH_TO_PROTO[finish],
-        )
+        yield llm_manager_service_pb2.StreamGenerateResponse(**reply.fields(metadata, request_id=request_id_var.get()))
 
     async def ListModels(
         self, request: llm_manager_service_pb2.ListModelsRequest, context: aio.ServicerContext[Any, Any]
