@@ -55,3 +55,24 @@ async def test_grpcurl_shows_rich_error_details(start_app: StartApp) -> None:
     assert "Code: InvalidArgument" in output
     assert '"reason": "INVALID_REQUEST"' in output and '"domain": "llm-manager"' in output
     assert '"field": "preferences.max_tokens"' in output
+
+
+async def test_reflection_v1_is_served_for_newer_tools(start_app: StartApp) -> None:
+    # grpcio-reflection serves v1alpha only; ghz and newer clients ask for v1.
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    app = await start_app()
+    async with grpc.aio.insecure_channel(app.address) as channel:
+        call = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        reply = await call.read()
+        await call.done_writing()
+    names = {service.name for service in reply.list_services_response.service}
+    assert {"llm_manager.v1.LLMManagerService", "grpc.reflection.v1.ServerReflection"} <= names
+    code, output = await run(tool("grpcurl"), "-plaintext", app.address, "list")
+    assert code == 0 and "grpc.reflection.v1.ServerReflection" in output, output

@@ -8,10 +8,11 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -38,6 +39,7 @@ from .telemetry import Telemetry, build_meter_provider, build_tracer_provider
 
 log = logging.getLogger("llm_manager_server")
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 API_SERVICES = (
     llm_manager_service_pb2.DESCRIPTOR.services_by_name["LLMManagerService"].full_name,
     conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
@@ -118,8 +120,23 @@ class Application:
             ConversationServicer(conversation_store, generator), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (*API_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+        reflected = (*API_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME, REFLECTION_V1)
+        reflection.enable_server_reflection(reflected, server)
+        # grpcio-reflection serves only v1alpha; tools such as ghz ask for v1, whose messages
+        # are the same on the wire. Serve the same servicer under the v1 name too.
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    REFLECTION_V1,
+                    {
+                        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                            reflection.aio.ReflectionServicer(reflected).ServerReflectionInfo,
+                            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+                        )
+                    },
+                ),
+            )
         )
         try:
             self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
