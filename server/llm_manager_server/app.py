@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.handlers
+import queue
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -191,11 +193,18 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+def configure_logging(level: str) -> logging.handlers.QueueListener:
+    """Log lines are queued on the event loop and written by a background thread: a write to
+    a slow or full stderr pipe must never stall every call in flight."""
+    output = logging.StreamHandler(sys.stderr)
+    output.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    queued = logging.handlers.QueueHandler(queue.SimpleQueue())
+    queued.addFilter(_RequestIdFilter())  # the request id lives in the caller's context
+    queued.setFormatter(logging.Formatter("%(message)s"))  # the line itself is formatted by `output`
+    logging.basicConfig(level=level, handlers=[queued], force=True)
+    listener = logging.handlers.QueueListener(queued.queue, output, respect_handler_level=True)
+    listener.start()
+    return listener
 
 
 async def serve(settings: Settings) -> None:
@@ -217,12 +226,14 @@ def main() -> int:
     except ConfigError as error:
         print(f"llm-manager: configuration error: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    listener = configure_logging(settings.log_level)
     try:
         asyncio.run(serve(settings))
     except ConfigError as error:
         print(f"llm-manager: configuration error: {error}", file=sys.stderr)
         return 2
+    finally:
+        listener.stop()  # flushes what is queued
     return 0
 
 

@@ -91,9 +91,8 @@ class AccessLogInterceptor(_WrappingInterceptor):
             outcome = "OK" if error is None else "INTERNAL"
         else:
             outcome = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        log.info(
-            "rpc %s -> %s in %.1f ms request_id=%s", method, outcome, (time.perf_counter() - started) * 1000, request_id_var.get()
-        )
+        # The request id is on every line already (the log format's [request_id]).
+        log.info("rpc %s -> %s in %.1f ms", method, outcome, (time.perf_counter() - started) * 1000)
 
     def unary(self, method: str, behavior: UnaryBehavior) -> UnaryBehavior:
         async def logged(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
