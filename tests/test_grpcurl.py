@@ -58,7 +58,7 @@ async def test_grpcurl_shows_rich_error_details(start_app: StartApp) -> None:
 
 
 async def test_reflection_v1_is_served_for_newer_tools(start_app: StartApp) -> None:
-    # grpcio-reflection serves v1alpha only; ghz and newer clients ask for v1.
+    # grpcio-reflection serves v1alpha only; newer clients ask for v1 first.
     import grpc
     from grpc_reflection.v1alpha import reflection_pb2
 

@@ -124,7 +124,7 @@ class Application:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflected = (*API_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME, REFLECTION_V1)
         reflection.enable_server_reflection(reflected, server)
-        # grpcio-reflection serves only v1alpha; tools such as ghz ask for v1, whose messages
+        # grpcio-reflection serves only v1alpha; newer tools ask for v1 first, whose messages
         # are the same on the wire. Serve the same servicer under the v1 name too.
         server.add_generic_rpc_handlers(
             (
