@@ -27,8 +27,6 @@ from .sse import IncompleteStreamError, iter_sse
 
 log = logging.getLogger(__name__)
 
-LOCAL_KEEPALIVE_S = 2.0
-
 
 def normalize_base_url(url: str) -> str:
     """``http://host:1234`` -> ``http://host:1234/v1``; a URL with a path is kept as is."""
@@ -76,10 +74,6 @@ class OpenAICompatibleProvider:
             headers={"Authorization": f"Bearer {api_key.reveal()}"} if api_key else {},
             unreachable=connect_error_kind,
             connection_lost=ErrorKind.MODEL_UNAVAILABLE if kind is ProviderKind.LOCAL else ErrorKind.NETWORK_ERROR,
-            # Local servers may close idle connections within seconds; under load the benchmark
-            # saw calls fail writing to a connection the server was closing. Loopback
-            # connections are cheap to reopen, so keep idle ones only briefly.
-            keepalive_s=LOCAL_KEEPALIVE_S if kind is ProviderKind.LOCAL else 30.0,
         )
 
     def __repr__(self) -> str:
