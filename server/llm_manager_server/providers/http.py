@@ -22,14 +22,12 @@ class UpstreamSession:
         headers: Mapping[str, str],
         unreachable: ErrorKind,
         connection_lost: ErrorKind,
-        keepalive_s: float = 30.0,
     ) -> None:
         self._label = label
         self._base_url = base_url
         self._headers = dict(headers)
         self._unreachable = unreachable
         self._connection_lost = connection_lost
-        self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -38,7 +36,7 @@ class UpstreamSession:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=None),
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=self._keepalive_s),
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
             )
 
     async def close(self) -> None:
