@@ -17,7 +17,7 @@ from typing import Any
 from ..domain.errors import ErrorKind, FieldViolation, LLMError
 from ..domain.types import Completion, FinishReason, ModelCall, ResponseFormat, Role, StreamDelta, Usage
 from ..redaction import redact
-from .openai_wire import MAX_UPSTREAM_MESSAGE, retry_after_seconds
+from .openai_wire import MAX_UPSTREAM_MESSAGE, error_for_status
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -284,19 +284,8 @@ def _map_error(
     overflow = context_overflow_metadata(upstream_message) if status in (400, 413) else None
     if overflow is not None:
         return LLMError(ErrorKind.CONTEXT_TOO_LARGE, message, model=model, metadata={**metadata, **overflow})
-    if status in (401, 402, 403):
-        # Our key, our account's billing or our key's permissions: nothing the caller can fix.
-        return LLMError(ErrorKind.AUTHENTICATION_FAILED, message, model=model, metadata=metadata, upstream_auth=True)
-    if status == 429:
-        return LLMError(
-            ErrorKind.RATE_LIMIT_EXCEEDED, message, model=model, metadata=metadata, retry_after_s=retry_after_seconds(headers)
-        )
-    if status == 408:
-        return LLMError(ErrorKind.TIMEOUT, message, model=model, metadata=metadata)
-    if status == 404:
-        # No such model (or a wrong base URL): retrying cannot help, the next candidate might.
-        return LLMError(ErrorKind.CONFIGURATION_ERROR, message, model=model, metadata=metadata)
-    if status == 409 or status >= 500:  # 529 overloaded_error included
-        return LLMError(ErrorKind.MODEL_UNAVAILABLE, message, model=model, metadata=metadata)
     violation = FieldViolation("upstream", upstream_message or f"rejected with HTTP {status}")
-    return LLMError(ErrorKind.INVALID_REQUEST, message, model=model, metadata=metadata, field_violations=(violation,))
+    # 402: our account's billing.
+    return error_for_status(
+        status, message, model=model, metadata=metadata, headers=headers, violation=violation, auth_statuses=(401, 402, 403)
+    )

@@ -186,6 +186,36 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    model: str,
+    metadata: dict[str, str],
+    headers: Mapping[str, str],
+    violation: FieldViolation,
+    auth_statuses: tuple[int, ...] = (401, 403),
+) -> LLMError:
+    """The error kind an HTTP status means, for every HTTP provider (after each has picked
+    out what only its own error bodies say, such as a context overflow)."""
+    if status in auth_statuses:
+        # Our key, our account or our key's permissions: nothing the caller can fix.
+        return LLMError(ErrorKind.AUTHENTICATION_FAILED, message, model=model, metadata=metadata, upstream_auth=True)
+    if status == 429:
+        return LLMError(
+            ErrorKind.RATE_LIMIT_EXCEEDED, message, model=model, metadata=metadata, retry_after_s=retry_after_seconds(headers)
+        )
+    if status == 408:
+        return LLMError(ErrorKind.TIMEOUT, message, model=model, metadata=metadata)
+    if status == 404:
+        # No such model (or a wrong base URL) at this provider: retrying cannot help, the
+        # next candidate might.
+        return LLMError(ErrorKind.CONFIGURATION_ERROR, message, model=model, metadata=metadata)
+    if status == 409 or status >= 500:  # Anthropic's 529 overloaded_error included
+        return LLMError(ErrorKind.MODEL_UNAVAILABLE, message, model=model, metadata=metadata)
+    return LLMError(ErrorKind.INVALID_REQUEST, message, model=model, metadata=metadata, field_violations=(violation,))
+
+
 # "This model's maximum context length is 8192 tokens. However, your messages resulted in
 # 8227 tokens." / "... However, you requested 4972 tokens (3222 in the messages, 1750 in the
 # completion)." Newer wordings without numbers simply yield no counts.
@@ -257,25 +287,11 @@ def _map_error(
         if isinstance(error.get("n_ctx"), int):
             metadata["context_window"] = str(error["n_ctx"])
         return LLMError(ErrorKind.CONTEXT_TOO_LARGE, message, model=model, metadata=metadata)
-    if status in (401, 403):
-        return LLMError(ErrorKind.AUTHENTICATION_FAILED, message, model=model, metadata=metadata, upstream_auth=True)
-    if status == 429:
-        return LLMError(
-            ErrorKind.RATE_LIMIT_EXCEEDED, message, model=model, metadata=metadata, retry_after_s=retry_after_seconds(headers)
-        )
-    if status == 408:
-        return LLMError(ErrorKind.TIMEOUT, message, model=model, metadata=metadata)
-    if status == 404:
-        # No such model (or a base URL without /v1) at this provider: retrying cannot help,
-        # the next candidate might.
-        return LLMError(ErrorKind.CONFIGURATION_ERROR, message, model=model, metadata=metadata)
-    if status == 409 or status >= 500:
-        return LLMError(ErrorKind.MODEL_UNAVAILABLE, message, model=model, metadata=metadata)
     param = error.get("param")
     violation = FieldViolation(
         f"upstream.{param}" if isinstance(param, str) and param else "upstream", upstream_message or f"rejected with HTTP {status}"
     )
-    return LLMError(ErrorKind.INVALID_REQUEST, message, model=model, metadata=metadata, field_violations=(violation,))
+    return error_for_status(status, message, model=model, metadata=metadata, headers=headers, violation=violation)
 
 
 # An error object inside a stream has no HTTP status of its own; its type tells which it
