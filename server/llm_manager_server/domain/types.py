@@ -118,6 +118,15 @@ class StreamDelta:
     usage: Usage | None = None
     finish_reason: FinishReason | None = None
 
+    def summary_with(self, later: StreamDelta) -> StreamDelta:
+        """The stream's summary so far (no text): ``later``'s model, usage and finish reason
+        where it has them, else these."""
+        return StreamDelta(
+            model=later.model or self.model,
+            usage=later.usage or self.usage,
+            finish_reason=later.finish_reason or self.finish_reason,
+        )
+
 
 @dataclass
 class CallMetadata:

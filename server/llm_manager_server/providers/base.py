@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..domain.types import Completion, ModelCall, ProviderKind, StreamDelta
+from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, StreamDelta, Usage
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,20 @@ class Provider(Protocol):
     async def health(self) -> HealthReport:
         """A cheap probe of the backend."""
         ...
+
+
+async def completion_from_stream(deltas: AsyncIterator[StreamDelta], model: str) -> Completion:
+    """A complete answer read from a stream. Providers whose engines keep generating a plain
+    request after its caller has gone answer ``generate`` this way: closing the stream stops
+    the engine at the next token."""
+    pieces: list[str] = []
+    summary = StreamDelta()
+    async for delta in deltas:
+        pieces.append(delta.text)
+        summary = summary.summary_with(delta)
+    return Completion(
+        text="".join(pieces),
+        model=model,
+        usage=summary.usage or Usage(),
+        finish_reason=summary.finish_reason or FinishReason.UNSPECIFIED,
+    )

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, StreamDelta, Usage
+from ..domain.types import Completion, ModelCall, ProviderKind, StreamDelta
 from . import openai_wire
-from .base import HealthReport
+from .base import HealthReport, completion_from_stream
 
 log = logging.getLogger(__name__)
 
@@ -181,28 +181,9 @@ class LlamaInProcessProvider:
             raise openai_wire.stream_error(error, model=model)
 
     async def generate(self, call: ModelCall) -> Completion:
-        engine = self._check_model(call)
-        await self._acquire_slot(call.model)
-        try:
-            # A non-streamed engine call cannot be interrupted, so stream internally: the
-            # callback returns True to stop generation if this coroutine is cancelled.
-            text: list[str] = []
-            final = StreamDelta()
-            async for delta in self._run_stream(engine, call):
-                text.append(delta.text)
-                final = StreamDelta(
-                    model=delta.model or final.model,
-                    usage=delta.usage or final.usage,
-                    finish_reason=delta.finish_reason or final.finish_reason,
-                )
-        finally:
-            self._slots.release()
-        return Completion(
-            text="".join(text),
-            model=self._model_name,
-            usage=final.usage or Usage(),
-            finish_reason=final.finish_reason or FinishReason.UNSPECIFIED,
-        )
+        # A non-streamed engine call cannot be interrupted, so stream internally: the
+        # callback returns True to stop generation if this coroutine is cancelled.
+        return await completion_from_stream(self.stream(call), self._model_name)
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
         engine = self._check_model(call)

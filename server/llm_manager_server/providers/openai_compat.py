@@ -19,9 +19,9 @@ import aiohttp
 
 from ..config import Secret
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta, Usage
+from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta
 from . import openai_wire
-from .base import HealthReport
+from .base import HealthReport, completion_from_stream
 from .http import UpstreamSession
 from .sse import IncompleteStreamError, iter_sse
 
@@ -120,7 +120,9 @@ class OpenAICompatibleProvider:
 
     async def generate(self, call: ModelCall) -> Completion:
         if self._kind is ProviderKind.LOCAL:
-            return await self._generate_by_streaming(call)
+            # Local servers (llama.cpp, LM Studio) go on generating a plain request after its
+            # client has gone; a closed stream stops them, so a cancelled call frees the model.
+            return await completion_from_stream(self.stream(call), call.model)
         body = self._body(call, stream=False)
         try:
             async with self._post(call, body) as response:
@@ -135,22 +137,6 @@ class OpenAICompatibleProvider:
         if isinstance(payload.get("error"), Mapping):  # some proxies answer 200 with an error object
             raise openai_wire.stream_error(payload["error"], model=call.model, provider_label=self._label, secrets=self._secrets())
         return openai_wire.parse_completion(payload, call.model)
-
-    async def _generate_by_streaming(self, call: ModelCall) -> Completion:
-        """A complete answer read from a stream. Local servers (llama.cpp, LM Studio) go on
-        generating a plain request after its client has gone; a stream's closed connection
-        makes them stop at the next token, so a cancelled call frees the model at once."""
-        pieces: list[str] = []
-        final = StreamDelta()
-        async for delta in self.stream(call):
-            pieces.append(delta.text)
-            final = delta if delta.finish_reason is not None else final
-        return Completion(
-            text="".join(pieces),
-            model=call.model,
-            usage=final.usage or Usage(),
-            finish_reason=final.finish_reason or FinishReason.UNSPECIFIED,
-        )
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
         """Text deltas as they arrive, then one final delta with usage and finish reason
@@ -168,11 +154,7 @@ class OpenAICompatibleProvider:
                     delta = self._parse_event(event.event, event.data, call.model)
                     if delta is None:
                         continue
-                    final = StreamDelta(
-                        model=delta.model or final.model,
-                        usage=delta.usage or final.usage,
-                        finish_reason=delta.finish_reason or final.finish_reason,
-                    )
+                    final = final.summary_with(delta)
                     if delta.text:
                         yield StreamDelta(text=delta.text, model=delta.model)
         except IncompleteStreamError:

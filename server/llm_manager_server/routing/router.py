@@ -315,11 +315,7 @@ class Router:
                                 observed.first_chunk()
                             if delta.usage is not None:
                                 metadata.cost_usd = entry.price.cost(delta.usage)
-                            final = StreamDelta(
-                                model=delta.model or final.model,
-                                usage=delta.usage or final.usage,
-                                finish_reason=delta.finish_reason or final.finish_reason,
-                            )
+                            final = final.summary_with(delta)
                             yield delta
                         self._telemetry.succeeded(
                             observed, model=final.model or entry.name, usage=final.usage, finish=final.finish_reason, cost_usd=metadata.cost_usd
