@@ -75,6 +75,11 @@ class ServerProcess:
                 self.process.wait(10)
 
 
+def greedy(max_tokens: int) -> common_pb2.GenerationPreferences:
+    """Temperature 0: SmolLM2's replies are reproducible (with sampling it sometimes stops counting at once)."""
+    return common_pb2.GenerationPreferences(max_tokens=max_tokens, temperature=0.0, seed=1)
+
+
 @pytest.fixture
 def servers() -> Iterator[list[ServerProcess]]:
     started: list[ServerProcess] = []
@@ -92,14 +97,14 @@ async def test_kill_9_mid_reply_loses_nothing_acknowledged_and_leaves_no_half_tu
         stub = conversation_service_pb2_grpc.ConversationServiceStub(channel)
         conversation = (await stub.CreateConversation(conv.CreateConversationRequest(conversation=conv.Conversation(system="Be brief.")))).conversation
         acknowledged = await stub.SendMessage(
-            conv.SendMessageRequest(conversation_id=conversation.id, message="Say hi.", preferences=common_pb2.GenerationPreferences(max_tokens=8)),
+            conv.SendMessageRequest(conversation_id=conversation.id, message="Say hi.", preferences=greedy(max_tokens=8)),
             timeout=60,
         )
         stream = stub.StreamSendMessage(
             conv.StreamSendMessageRequest(
                 conversation_id=conversation.id,
                 message="Count from 1 to 500, separated by commas.",
-                preferences=common_pb2.GenerationPreferences(max_tokens=400),
+                preferences=greedy(max_tokens=400),
             ),
             timeout=60,
         )
@@ -108,6 +113,8 @@ async def test_kill_9_mid_reply_loses_nothing_acknowledged_and_leaves_no_half_tu
             received += message.text
             if len(received) > 10:
                 break
+        # Greedy decoding counts on for 400 tokens; a reply that ended already would not test a crash.
+        assert len(received) > 10, f"the reply ended before the crash could interrupt it: {received!r}"
         first.kill_9()  # mid-reply: hundreds of tokens still to come
         stream.cancel()
     assert first.process.returncode == -signal.SIGKILL
