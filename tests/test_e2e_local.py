@@ -181,7 +181,7 @@ async def test_local_server_killed_mid_stream_is_unavailable(start_app: StartApp
         stubs = connect(await start_app(**endpoint(server), LLM_HEALTH_INTERVAL_SECONDS="600"))
         received: list[str] = []
         stream = stubs.llm.StreamGenerate(
-            api.StreamGenerateRequest(prompt=COUNTING, preferences=common_pb2.GenerationPreferences(max_tokens=1500)), timeout=60
+            api.StreamGenerateRequest(prompt=COUNTING, preferences=common_pb2.GenerationPreferences(max_tokens=1500, temperature=0.0)), timeout=60
         )
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             async for message in stream:

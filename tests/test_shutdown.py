@@ -56,7 +56,7 @@ async def test_sigterm_drains_open_streams_and_exits_zero(tmp_path: object) -> N
                 stub.StreamGenerate(
                     api.StreamGenerateRequest(
                         prompt="Count from 1 to 100.",
-                        preferences=common_pb2.GenerationPreferences(max_tokens=120),
+                        preferences=common_pb2.GenerationPreferences(max_tokens=120, temperature=0.0),  # greedy: counts on
                         cache_control=common_pb2.CacheControl(no_cache=True),  # two real generations
                     ),
                     timeout=60,
