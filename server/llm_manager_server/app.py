@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.handlers
-import queue
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -15,7 +13,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.trace import TracerProvider
@@ -32,7 +30,8 @@ from .cache.redis_store import redacted_url
 from .config import ConfigError, Settings, load_settings
 from .conversations import ConversationStore, conversation_store_for
 from .health import NOT_SERVING, SERVING, HealthMonitor
-from .interceptors import AccessLogInterceptor, DeadlineInterceptor, ErrorMappingInterceptor, request_id_var
+from .interceptors import ApiInterceptor, is_api_method
+from .logs import configure_logging
 from .routing.registry import ModelRegistry
 from .routing.router import Router
 from .servicers.conversations import ConversationServicer
@@ -105,13 +104,11 @@ class Application:
             interceptors=[
                 # Traces this service's API. Health and reflection stay untraced: the aio
                 # instrumentation breaks handlers that stream with context.write(), such as
-                # Health.Watch (opentelemetry-python-contrib #3066).
-                aio_server_interceptor(  # type: ignore[no-untyped-call]
-                    tracer_provider=self.tracer_provider, filter_=filters.service_prefix("llm_manager.v1.")
-                ),
-                AccessLogInterceptor(),
-                DeadlineInterceptor(settings.routing.timeout_ms / 1000),
-                ErrorMappingInterceptor(),
+                # Health.Watch (opentelemetry-python-contrib #3066). The filter is a plain prefix
+                # test: the library's filters.service_prefix runs ABC isinstance checks and
+                # path normalisation on every call.
+                aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=is_api_method),  # type: ignore[no-untyped-call]
+                ApiInterceptor(settings.routing.timeout_ms / 1000, access_log=settings.access_log),
             ],
             options=[("grpc.so_reuseport", 0)],
         )
@@ -187,26 +184,6 @@ class Application:
             await self.server.wait_for_termination()
 
 
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        return True
-
-
-def configure_logging(level: str) -> logging.handlers.QueueListener:
-    """Log lines are queued on the event loop and written by a background thread: a write to
-    a slow or full stderr pipe must never stall every call in flight."""
-    output = logging.StreamHandler(sys.stderr)
-    output.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    queued = logging.handlers.QueueHandler(queue.SimpleQueue())
-    queued.addFilter(_RequestIdFilter())  # the request id lives in the caller's context
-    queued.setFormatter(logging.Formatter("%(message)s"))  # the line itself is formatted by `output`
-    logging.basicConfig(level=level, handlers=[queued], force=True)
-    listener = logging.handlers.QueueListener(queued.queue, output, respect_handler_level=True)
-    listener.start()
-    return listener
-
-
 async def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then drains gracefully."""
     app = Application(settings, tracer_provider=build_tracer_provider(), meter_provider=build_meter_provider())
@@ -226,14 +203,14 @@ def main() -> int:
     except ConfigError as error:
         print(f"llm-manager: configuration error: {error}", file=sys.stderr)
         return 2
-    listener = configure_logging(settings.log_level)
+    writer = configure_logging(settings.log_level)
     try:
         asyncio.run(serve(settings))
     except ConfigError as error:
         print(f"llm-manager: configuration error: {error}", file=sys.stderr)
         return 2
     finally:
-        listener.stop()  # flushes what is queued
+        writer.stop()  # writes what is queued
     return 0
 
 

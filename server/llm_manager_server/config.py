@@ -132,6 +132,8 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     conversation_store: str = ""
     log_level: str = "INFO"
+    # One INFO line per API call (method, status, duration); LLM_ACCESS_LOG=false silences it.
+    access_log: bool = True
     grace_period_s: float = 10.0
     # Record prompt and reply text on spans (off: they may hold personal data).
     telemetry_record_content: bool = False
@@ -443,6 +445,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "LLM_CONVERSATION_STORE", None, (), lambda n, r: _store(n, r, ("sqlite:", "postgres://", "postgresql://")), ""
         ),
         log_level=log_level,
+        access_log=parsed("LLM_ACCESS_LOG", None, (), _bool, defaults.access_log),
         telemetry_record_content=parsed("LLM_TELEMETRY_RECORD_CONTENT", None, (), _bool, False),
         grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
         price_overrides=_read_prices_file(env["LLM_PRICES_FILE"].strip()) if env.get("LLM_PRICES_FILE", "").strip() else (),

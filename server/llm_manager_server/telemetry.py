@@ -25,6 +25,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from . import __version__, genai
@@ -47,9 +48,18 @@ def _resource(env: Mapping[str, str]) -> Resource:
 def build_tracer_provider(
     environ: Mapping[str, str] | None = None, extra_processors: tuple[SpanProcessor, ...] = ()
 ) -> TracerProvider:
+    """The SDK's provider; ``OTEL_TRACES_SAMPLER`` chooses the sampler as usual. When no
+    exporter or processor would see a span and no sampler is configured, spans are sampled
+    only when the caller's trace is (``parentbased_always_off``): the rest are non-recording
+    spans, which carry the trace context on to providers but skip the recording work. A
+    caller's sampled flag is kept, so services further down still see it."""
     env = os.environ if environ is None else environ
-    provider = TracerProvider(resource=_resource(env))
-    if _exporting(env, "TRACES"):
+    exporting = _exporting(env, "TRACES")
+    sampler = None
+    if not exporting and not extra_processors and not env.get("OTEL_TRACES_SAMPLER"):
+        sampler = ParentBased(ALWAYS_OFF)
+    provider = TracerProvider(resource=_resource(env), sampler=sampler)
+    if exporting:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
@@ -126,6 +136,28 @@ class Telemetry:
             genai.REQUEST_MODEL: call.model,
         }
         span = self.tracer.start_span(f"{genai.OPERATION_CHAT} {call.model}", kind=SpanKind.CLIENT, attributes=attributes)
+        if span.is_recording():  # a sampled-out span would drop them anyway
+            self._describe(span, call, attempt=attempt, fallback=fallback, streaming=streaming, candidates=candidates, strategy=strategy)
+        observed = Attempt(span, dict(attributes))
+        try:
+            yield observed
+        except LLMError as error:
+            observed.attributes[genai.ERROR_TYPE] = error.kind.value
+            span.set_attribute(genai.ERROR_TYPE, error.kind.value)
+            span.set_status(Status(StatusCode.ERROR, error.kind.value))
+            raise
+        except BaseException as error:
+            observed.attributes[genai.ERROR_TYPE] = type(error).__name__
+            span.set_attribute(genai.ERROR_TYPE, type(error).__name__)
+            raise
+        finally:
+            self._duration.record(time.perf_counter() - observed.started, observed.attributes)
+            span.end()
+
+    def _describe(
+        self, span: Span, call: ModelCall, *, attempt: int, fallback: bool, streaming: bool, candidates: list[str], strategy: str
+    ) -> None:
+        """The request parameters and the router's decision, as span attributes."""
         sampling = call.sampling
         for key, value in (
             (genai.REQUEST_MAX_TOKENS, sampling.max_tokens),
@@ -142,21 +174,6 @@ class Telemetry:
         )
         if self._record_content:
             span.set_attribute(genai.INPUT_MESSAGES, json.dumps([{"role": m.role.value, "content": m.content} for m in call.messages]))
-        observed = Attempt(span, dict(attributes))
-        try:
-            yield observed
-        except LLMError as error:
-            observed.attributes[genai.ERROR_TYPE] = error.kind.value
-            span.set_attribute(genai.ERROR_TYPE, error.kind.value)
-            span.set_status(Status(StatusCode.ERROR, error.kind.value))
-            raise
-        except BaseException as error:
-            observed.attributes[genai.ERROR_TYPE] = type(error).__name__
-            span.set_attribute(genai.ERROR_TYPE, type(error).__name__)
-            raise
-        finally:
-            self._duration.record(time.perf_counter() - observed.started, observed.attributes)
-            span.end()
 
     def succeeded(self, observed: Attempt, *, model: str, usage: Usage | None, finish: FinishReason | None, cost_usd: float, text: str | None = None) -> None:
         span = observed.span

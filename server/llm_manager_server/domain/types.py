@@ -46,13 +46,13 @@ class ResponseFormat(enum.Enum):
     JSON_OBJECT = "json_object"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     role: Role
     content: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SamplingOptions:
     """What the caller asked of the model; ``None`` leaves the provider's default."""
 
@@ -64,7 +64,7 @@ class SamplingOptions:
     response_format: ResponseFormat = ResponseFormat.TEXT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """A validated request as the router sees it (system prompt first in ``messages``)."""
 
@@ -77,7 +77,7 @@ class GenerationRequest:
     no_store: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelCall:
     """One request to one model: what a provider receives."""
 
@@ -90,7 +90,7 @@ class ModelCall:
     trace_headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -99,7 +99,7 @@ class Usage:
     cache_creation_tokens: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Completion:
     """A provider's complete answer."""
 
@@ -109,7 +109,7 @@ class Completion:
     finish_reason: FinishReason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StreamDelta:
     """One piece of a provider stream: new text, and on the final piece usage and finish."""
 

@@ -51,13 +51,10 @@ async def completion_from_stream(deltas: AsyncIterator[StreamDelta], model: str)
     request after its caller has gone answer ``generate`` this way: closing the stream stops
     the engine at the next token."""
     pieces: list[str] = []
-    summary = StreamDelta()
+    usage: Usage | None = None
+    finish: FinishReason | None = None
     async for delta in deltas:
         pieces.append(delta.text)
-        summary = summary.summary_with(delta)
-    return Completion(
-        text="".join(pieces),
-        model=model,
-        usage=summary.usage or Usage(),
-        finish_reason=summary.finish_reason or FinishReason.UNSPECIFIED,
-    )
+        usage = delta.usage or usage
+        finish = delta.finish_reason or finish
+    return Completion(text="".join(pieces), model=model, usage=usage or Usage(), finish_reason=finish or FinishReason.UNSPECIFIED)

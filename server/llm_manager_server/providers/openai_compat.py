@@ -19,7 +19,7 @@ import aiohttp
 
 from ..config import Secret
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta
+from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta, Usage
 from . import openai_wire
 from .base import HealthReport, completion_from_stream
 from .http import UpstreamSession
@@ -142,30 +142,39 @@ class OpenAICompatibleProvider:
         """Text deltas as they arrive, then one final delta with usage and finish reason
         (OpenAI sends the finish chunk before the usage chunk; callers get them together)."""
         body = self._body(call, stream=True)
+        # Local servers name their model after a file; callers know it by its configured name.
+        model_name = call.model if self._kind is ProviderKind.LOCAL else None
         done = False
-        final = StreamDelta()
+        model: str | None = None
+        usage: Usage | None = None
+        finish: FinishReason | None = None
         try:
             async with self._post(call, body) as response:
                 await self._raise_for_status(response, call.model)
                 async for event in iter_sse(response.content.iter_any()):
-                    if event.data.strip() == "[DONE]":
+                    if event.data == "[DONE]" or event.data.strip() == "[DONE]":
                         done = True
                         break
-                    delta = self._parse_event(event.event, event.data, call.model)
+                    delta = self._parse_event(event.event, event.data, call.model, model_name)
                     if delta is None:
                         continue
-                    final = final.summary_with(delta)
-                    if delta.text:
-                        yield StreamDelta(text=delta.text, model=delta.model)
+                    model = delta.model or model
+                    if delta.usage is not None or delta.finish_reason is not None:
+                        usage = delta.usage or usage
+                        finish = delta.finish_reason or finish
+                        if delta.text:
+                            yield StreamDelta(text=delta.text, model=delta.model)
+                    elif delta.text:
+                        yield delta
         except IncompleteStreamError:
             raise self._cut_stream_error(call.model, "mid-event") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise self._upstream.transport_error(error, call.model) from None
-        if not done and final.finish_reason is None:
+        if not done and finish is None:
             raise self._cut_stream_error(call.model, "before the model finished")
-        yield replace(final, finish_reason=final.finish_reason or FinishReason.UNSPECIFIED)
+        yield StreamDelta(model=model, usage=usage, finish_reason=finish or FinishReason.UNSPECIFIED)
 
-    def _parse_event(self, event_name: str, data: str, model: str) -> StreamDelta | None:
+    def _parse_event(self, event_name: str, data: str, model: str, model_name: str | None) -> StreamDelta | None:
         try:
             chunk = json.loads(data)
         except ValueError:
@@ -177,8 +186,7 @@ class OpenAICompatibleProvider:
             raise openai_wire.stream_error(
                 error if isinstance(error, Mapping) else chunk, model=model, provider_label=self._label, secrets=self._secrets()
             )
-        delta = openai_wire.parse_chunk(chunk)
-        return replace(delta, model=model) if self._kind is ProviderKind.LOCAL else delta
+        return openai_wire.parse_chunk(chunk, model=model_name)
 
     def _cut_stream_error(self, model: str, where: str) -> LLMError:
         kind = ErrorKind.NETWORK_ERROR if self._kind is not ProviderKind.LOCAL else ErrorKind.MODEL_UNAVAILABLE

@@ -135,8 +135,11 @@ def parse_completion(body: Mapping[str, Any], requested_model: str) -> Completio
     )
 
 
-def parse_chunk(body: Mapping[str, Any], *, provider_label: str = "upstream", secrets: tuple[str, ...] = ()) -> StreamDelta:
-    """One ``chat.completion.chunk`` as a :class:`StreamDelta`; an ``error`` object raises."""
+def parse_chunk(
+    body: Mapping[str, Any], *, model: str | None = None, provider_label: str = "upstream", secrets: tuple[str, ...] = ()
+) -> StreamDelta:
+    """One ``chat.completion.chunk`` as a :class:`StreamDelta` (its model ``model`` when
+    given, else the chunk's); an ``error`` object raises."""
     if isinstance(body.get("error"), Mapping):
         raise stream_error(body["error"], model=str(body.get("model") or ""), provider_label=provider_label, secrets=secrets)
     text = ""
@@ -149,10 +152,12 @@ def parse_chunk(body: Mapping[str, Any], *, provider_label: str = "upstream", se
             text = delta["content"]
         if choice.get("finish_reason") is not None:
             finish = map_finish_reason(choice.get("finish_reason"))
-    model = body.get("model")
+    if model is None:
+        reported = body.get("model")
+        model = str(reported) if reported else None
     return StreamDelta(
         text=text,
-        model=str(model) if model else None,
+        model=model,
         usage=parse_usage(body.get("usage")),
         finish_reason=finish,
     )

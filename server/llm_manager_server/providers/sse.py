@@ -13,7 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SSEEvent:
     event: str
     data: str
@@ -38,6 +38,14 @@ class SSEDecoder:
         self._pending_cr = False
         self._buffer += text
         events: list[SSEEvent] = []
+        if "\r" not in self._buffer:
+            # The usual case (every LLM API ends lines with LF): split at once.
+            *lines, self._buffer = self._buffer.split("\n")
+            for line in lines:
+                event = self._line(line)
+                if event is not None:
+                    events.append(event)
+            return events
         while True:
             cut = _line_end(self._buffer)
             if cut is None:
@@ -65,6 +73,9 @@ class SSEDecoder:
             event = SSEEvent(self._event or "message", "\n".join(self._data), self._id)
             self._event, self._data = "", []
             return event
+        if line.startswith("data: "):
+            self._data.append(line[6:])
+            return None
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")
