@@ -182,9 +182,9 @@ class OpenAICompatibleProvider:
         if not isinstance(chunk, dict):
             return None
         error = chunk.get("error")
-        if event_name == "error" or isinstance(error, Mapping):
+        if event_name == "error" or isinstance(error, dict):
             raise openai_wire.stream_error(
-                error if isinstance(error, Mapping) else chunk, model=model, provider_label=self._label, secrets=self._secrets()
+                error if isinstance(error, dict) else chunk, model=model, provider_label=self._label, secrets=self._secrets()
             )
         return openai_wire.parse_chunk(chunk, model=model_name)
 

@@ -99,8 +99,9 @@ def _count(raw: Mapping[str, Any], key: str) -> int:
 
 
 def parse_usage(raw: object) -> Usage | None:
-    """``usage`` as reported; ``prompt_tokens`` already includes the cached ones."""
-    if not isinstance(raw, Mapping):
+    """``usage`` as reported; ``prompt_tokens`` already includes the cached ones.
+    (Decoded JSON: objects are dicts, checked as such, which is cheaper than ``Mapping``.)"""
+    if not isinstance(raw, dict):
         return None
     prompt = _count(raw, "prompt_tokens")
     completion = _count(raw, "completion_tokens")
@@ -109,7 +110,7 @@ def parse_usage(raw: object) -> Usage | None:
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=_count(raw, "total_tokens") or prompt + completion,
-        cached_prompt_tokens=_count(details, "cached_tokens") if isinstance(details, Mapping) else 0,
+        cached_prompt_tokens=_count(details, "cached_tokens") if isinstance(details, dict) else 0,
     )
 
 
@@ -140,15 +141,15 @@ def parse_chunk(
 ) -> StreamDelta:
     """One ``chat.completion.chunk`` as a :class:`StreamDelta` (its model ``model`` when
     given, else the chunk's); an ``error`` object raises."""
-    if isinstance(body.get("error"), Mapping):
+    if isinstance(body.get("error"), dict):
         raise stream_error(body["error"], model=str(body.get("model") or ""), provider_label=provider_label, secrets=secrets)
     text = ""
     finish: FinishReason | None = None
     choices = body.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
         choice = choices[0]
         delta = choice.get("delta")
-        if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
             text = delta["content"]
         if choice.get("finish_reason") is not None:
             finish = map_finish_reason(choice.get("finish_reason"))
