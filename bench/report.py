@@ -96,9 +96,9 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
     uvloop = []
     for c in data.get("settings", {}).get("concurrency", []):
         base = unary.get((LLM, 0, c))
-        fast = unary.get(("llm-manager (uvloop)", 0, c))
-        if base and fast:
-            uvloop.append({"concurrency": c, "gain": _ratio(fast["rps"], base["rps"])})
+        slow = unary.get(("llm-manager (asyncio loop)", 0, c))
+        if base and slow:
+            uvloop.append({"concurrency": c, "gain": _ratio(base["rps"], slow["rps"])})
     return {"unary": cells, "stream": stream_cells, "targets": targets, "uvloop_gain": uvloop}
 
 
@@ -135,9 +135,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"{data['settings']['grpc_connections']}; HTTP (oha): one connection per concurrent request. "
         "llm-manager streams from local (OpenAI-compatible) upstreams even for unary calls, so that a cancelled call stops the "
         "upstream's generation: in the unary modes it reads 12 SSE events per call where LiteLLM and the bare server read one JSON body. "
-        "llm-manager runs with its defaults (INFO access log, tracing with no exporter) except the cache "
+        "llm-manager runs with its defaults (uvloop, INFO access log, tracing with no exporter) except the cache "
         "(off unless the row says so) and an in-memory conversation store. LiteLLM runs without a master key (no auth, like llm-manager), "
-        "one uvicorn worker (uvicorn picks uvloop).",
+        "one uvicorn worker (uvicorn picks uvloop). The bare server runs on uvloop too.",
         "",
         "## Targets",
         "",
@@ -189,10 +189,10 @@ def markdown(data: dict[str, Any]) -> str:
     if s.get("uvloop_gain"):
         out += ["", "## uvloop (same layout, 0 ms)", ""]
         out.append(
-            "llm-manager on uvloop vs the default asyncio loop: "
+            "llm-manager on uvloop (its default) vs `LLM_EVENT_LOOP=asyncio`: "
             + ", ".join(f"c={g['concurrency']}: {_f(g['gain'], '{:.2f}x')}" for g in s["uvloop_gain"])
-            + ". (Rows `llm-manager (uvloop)` and `bare grpc.aio (uvloop)` in the 0 ms table; `OTel SDK off` is the same server with "
-            "`OTEL_SDK_DISABLED=true` (the interceptors stay, spans become no-ops), `log WARNING` without the per-call access log line.)"
+            + ". (Rows `llm-manager (asyncio loop)` and `bare grpc.aio (asyncio loop)` in the 0 ms table; `OTel SDK off` is the same server with "
+            "`OTEL_SDK_DISABLED=true` (the interceptors stay, spans become no-ops), `access log off` with `LLM_ACCESS_LOG=false`.)"
         )
     if data.get("experiments"):
         base = _index(data["experiments"], "target", "concurrency")

@@ -11,7 +11,8 @@ What runs, all on loopback, in one go:
 2. Unary calls, per mode, at concurrency 1/32/256: direct to the mock (oha); llm-manager
    over gRPC with its response cache disabled (ghz); the same with the cache enabled
    (identical requests, so cache hits); the LiteLLM proxy (oha); a bare grpc.aio pass-through
-   (bench/bare_server.py, ghz); in the 0 ms mode also llm-manager and the bare server on uvloop.
+   (bench/bare_server.py, ghz), on uvloop like llm-manager; in the 0 ms mode also both on the
+   standard asyncio loop, and llm-manager without tracing and without its access log.
 3. Streams, same targets and concurrencies, driven by bench/streamload (Go): streams/s,
    time to first chunk, time to the end of the stream.
 4. One vs two server processes sharing the port with SO_REUSEPORT (nothing pinned).
@@ -270,19 +271,18 @@ def llm_manager_env(port: int, upstream: str, *, cache: bool) -> dict[str, str]:
         "LLM_CACHE_ENABLED": "true" if cache else "false",
         "LLM_CONVERSATION_STORE": "memory",
         "LLM_DATA_DIR": str(BUILD / "data"),
-        # Defaults otherwise (INFO access log to stderr, tracing on with no exporter).
+        # Defaults otherwise (uvloop, INFO access log to stderr, tracing on with no exporter).
     }
 
 
 def start_llm_manager(
-    name: str, port: int, upstream: str, *, cache: bool, cpus: str | None, uvloop: bool = False, reuseport: bool = False, env: dict[str, str] | None = None
+    name: str, port: int, upstream: str, *, cache: bool, cpus: str | None, reuseport: bool = False, env: dict[str, str] | None = None
 ) -> Proc:
-    flags = (["--uvloop"] if uvloop else []) + (["--reuseport"] if reuseport else [])
-    cmd = [PY, str(BENCH / "serve_variant.py"), *flags] if flags else [PY, "-m", "llm_manager_server"]
+    cmd = [PY, str(BENCH / "serve_variant.py"), "--reuseport"] if reuseport else [PY, "-m", "llm_manager_server"]
     return Proc(name, cmd, env={**llm_manager_env(port, upstream, cache=cache), **(env or {})}, cpus=cpus, cwd=BUILD)
 
 
-def start_bare(name: str, port: int, upstream: str, *, cpus: str | None, uvloop: bool = False, reuseport: bool = False) -> Proc:
+def start_bare(name: str, port: int, upstream: str, *, cpus: str | None, uvloop: bool = True, reuseport: bool = False) -> Proc:
     cmd = [PY, str(BENCH / "bare_server.py"), "--port", str(port), "--upstream", upstream]
     cmd += (["--uvloop"] if uvloop else []) + (["--reuseport"] if reuseport else [])
     return Proc(name, cmd, cpus=cpus)
@@ -549,16 +549,20 @@ class Bench:
             plan.append(("litellm", lambda p: start_litellm(f"litellm-{mode}", p, upstream, cpus=SERVER_CPUS), "http"))
         plan.append(("bare grpc.aio", lambda p: start_bare(f"bare-{mode}", p, upstream, cpus=SERVER_CPUS), "grpc"))
         if variants:  # experiments: what uvloop gives, what tracing and the access log cost
-            plan.append(("llm-manager (uvloop)", lambda p: start_llm_manager(f"llm-manager-uvloop-{mode}", p, upstream, cache=False, cpus=SERVER_CPUS, uvloop=True), "grpc"))
-            plan.append(("bare grpc.aio (uvloop)", lambda p: start_bare(f"bare-uvloop-{mode}", p, upstream, cpus=SERVER_CPUS, uvloop=True), "grpc"))
+            plan.append((
+                "llm-manager (asyncio loop)",
+                lambda p: start_llm_manager(f"llm-manager-asyncio-{mode}", p, upstream, cache=False, cpus=SERVER_CPUS, env={"LLM_EVENT_LOOP": "asyncio"}),
+                "grpc",
+            ))
+            plan.append(("bare grpc.aio (asyncio loop)", lambda p: start_bare(f"bare-asyncio-{mode}", p, upstream, cpus=SERVER_CPUS, uvloop=False), "grpc"))
             plan.append((
                 "llm-manager (OTel SDK off)",
                 lambda p: start_llm_manager(f"llm-manager-nootel-{mode}", p, upstream, cache=False, cpus=SERVER_CPUS, env={"OTEL_SDK_DISABLED": "true"}),
                 "grpc",
             ))
             plan.append((
-                "llm-manager (log WARNING)",
-                lambda p: start_llm_manager(f"llm-manager-nolog-{mode}", p, upstream, cache=False, cpus=SERVER_CPUS, env={"LLM_LOG_LEVEL": "WARNING"}),
+                "llm-manager (access log off)",
+                lambda p: start_llm_manager(f"llm-manager-nolog-{mode}", p, upstream, cache=False, cpus=SERVER_CPUS, env={"LLM_ACCESS_LOG": "false"}),
                 "grpc",
             ))
         started = []
@@ -622,12 +626,11 @@ class Bench:
         self.start_mock(None)
         LOAD_CPUS[0] = None
         upstream = self.upstream("lat0")
-        variants = [
-            ("llm-manager x1", 1, False, "llm"),
-            ("llm-manager x2", 2, False, "llm"),
-            ("llm-manager x2 + uvloop", 2, True, "llm"),
-            ("bare grpc.aio x1", 1, False, "bare"),
-            ("bare grpc.aio x2", 2, False, "bare"),
+        variants = [  # all on uvloop (llm-manager's default)
+            ("llm-manager x1", 1, True, "llm"),
+            ("llm-manager x2", 2, True, "llm"),
+            ("bare grpc.aio x1", 1, True, "bare"),
+            ("bare grpc.aio x2", 2, True, "bare"),
         ]
         try:
             targets = []
@@ -637,7 +640,7 @@ class Bench:
                 for i in range(processes):
                     label = f"mp-{kind}-{'uv-' if use_uvloop else ''}{processes}-{i}"
                     if kind == "llm":
-                        procs.append(start_llm_manager(label, port, upstream, cache=False, cpus=None, uvloop=use_uvloop, reuseport=True))
+                        procs.append(start_llm_manager(label, port, upstream, cache=False, cpus=None, reuseport=True))
                     else:
                         procs.append(start_bare(label, port, upstream, cpus=None, uvloop=use_uvloop, reuseport=True))
                     time.sleep(0.5)  # the second one must find the port already bound

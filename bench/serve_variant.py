@@ -1,8 +1,9 @@
 """Runs the unchanged llm-manager server with benchmark-only variations (experiments).
 
-    python bench/serve_variant.py [--uvloop] [--reuseport]
+    python bench/serve_variant.py [--reuseport]
 
---uvloop     installs uvloop's event-loop policy before the server's ``asyncio.run``.
+(The event loop is the server's own setting, LLM_EVENT_LOOP.)
+
 --reuseport  replaces the server's ``("grpc.so_reuseport", 0)`` channel option with 1, so
              several processes can listen on one port and the kernel spreads connections
              over them. (The server sets 0 on purpose: with it, a second server on a busy
@@ -15,7 +16,6 @@ server/ is modified: the option is patched at ``grpc.aio.server``, which app.py 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -24,13 +24,8 @@ from grpc import aio
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--reuseport", action="store_true")
     args = parser.parse_args()
-    if args.uvloop:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.reuseport:
         original = aio.server
 

@@ -205,7 +205,12 @@ def main() -> int:
         return 2
     writer = configure_logging(settings.log_level)
     try:
-        asyncio.run(serve(settings))
+        if settings.event_loop == "uvloop":
+            import uvloop
+
+            uvloop.run(serve(settings))
+        else:
+            asyncio.run(serve(settings))
     except ConfigError as error:
         print(f"llm-manager: configuration error: {error}", file=sys.stderr)
         return 2

@@ -134,6 +134,8 @@ class Settings:
     log_level: str = "INFO"
     # One INFO line per API call (method, status, duration); LLM_ACCESS_LOG=false silences it.
     access_log: bool = True
+    # LLM_EVENT_LOOP: "uvloop" (default) or "asyncio" (the standard library's loop).
+    event_loop: str = "uvloop"
     grace_period_s: float = 10.0
     # Record prompt and reply text on spans (off: they may hold personal data).
     telemetry_record_content: bool = False
@@ -432,6 +434,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("LLM_LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+    event_loop = env.get("LLM_EVENT_LOOP", "").strip().lower() or defaults.event_loop
+    if event_loop not in {"uvloop", "asyncio"}:
+        raise ConfigError("LLM_EVENT_LOOP", f"must be uvloop or asyncio, got {event_loop!r}")
+
     return Settings(
         host=host,
         port=port,
@@ -446,6 +452,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         log_level=log_level,
         access_log=parsed("LLM_ACCESS_LOG", None, (), _bool, defaults.access_log),
+        event_loop=event_loop,
         telemetry_record_content=parsed("LLM_TELEMETRY_RECORD_CONTENT", None, (), _bool, False),
         grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
         price_overrides=_read_prices_file(env["LLM_PRICES_FILE"].strip()) if env.get("LLM_PRICES_FILE", "").strip() else (),

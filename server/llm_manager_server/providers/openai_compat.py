@@ -21,9 +21,9 @@ from ..config import Secret
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta, Usage
 from . import openai_wire
-from .base import HealthReport, completion_from_stream
+from .base import HealthReport
 from .http import UpstreamSession
-from .sse import IncompleteStreamError, iter_sse
+from .sse import IncompleteStreamError, SSEDecoder, iter_sse
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,7 @@ class OpenAICompatibleProvider:
 
     async def generate(self, call: ModelCall) -> Completion:
         if self._kind is ProviderKind.LOCAL:
-            # Local servers (llama.cpp, LM Studio) go on generating a plain request after its
-            # client has gone; a closed stream stops them, so a cancelled call frees the model.
-            return await completion_from_stream(self.stream(call), call.model)
+            return await self._generate_streamed(call)
         body = self._body(call, stream=False)
         try:
             async with self._post(call, body) as response:
@@ -137,6 +135,37 @@ class OpenAICompatibleProvider:
         if isinstance(payload.get("error"), Mapping):  # some proxies answer 200 with an error object
             raise openai_wire.stream_error(payload["error"], model=call.model, provider_label=self._label, secrets=self._secrets())
         return openai_wire.parse_completion(payload, call.model)
+
+    async def _generate_streamed(self, call: ModelCall) -> Completion:
+        """A complete answer from a local server, asked for as a stream: llama.cpp notices
+        a closed plain request only about a second later, a closed stream at the next token,
+        so a cancelled call frees the model's slot at once. The body is read whole and then
+        decoded in one pass: no per-chunk iteration, since nobody is waiting for pieces."""
+        body = self._body(call, stream=True)
+        try:
+            async with self._post(call, body) as response:
+                await self._raise_for_status(response, call.model)
+                raw = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise self._upstream.transport_error(error, call.model) from None
+        decoder = SSEDecoder()
+        events = decoder.feed(raw)
+        pieces: list[str] = []
+        usage: Usage | None = None
+        finish: FinishReason | None = None
+        for event in events:
+            if event.data == "[DONE]" or event.data.strip() == "[DONE]":
+                return Completion("".join(pieces), call.model, usage or Usage(), finish or FinishReason.UNSPECIFIED)
+            delta = self._parse_event(event.event, event.data, call.model, call.model)
+            if delta is not None:
+                pieces.append(delta.text)
+                usage = delta.usage or usage
+                finish = delta.finish_reason or finish
+        if decoder.has_partial_event:
+            raise self._cut_stream_error(call.model, "mid-event")
+        if finish is None:
+            raise self._cut_stream_error(call.model, "before the model finished")
+        return Completion("".join(pieces), call.model, usage or Usage(), finish)
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
         """Text deltas as they arrive, then one final delta with usage and finish reason
