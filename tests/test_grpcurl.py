@@ -23,6 +23,13 @@ async def test_grpcurl_lists_describes_and_calls_via_reflection(start_app: Start
     code, output = await run(grpcurl, "-plaintext", app.address, "describe", "llm_manager.v1.GenerateRequest")
     assert code == 0 and "task_type" in output and "preferences" in output, output
 
+    # A method is a symbol too (ghz resolves its --call this way): Python's descriptor pool
+    # alone answers "Symbol not found" for it.
+    code, output = await run(grpcurl, "-plaintext", app.address, "describe", "llm_manager.v1.LLMManagerService.StreamGenerate")
+    assert code == 0 and "is a method" in output and "returns ( stream .llm_manager.v1.StreamGenerateResponse )" in output, output
+    code, output = await run(grpcurl, "-plaintext", app.address, "describe", "llm_manager.v1.LLMManagerService.NoSuchMethod")
+    assert code != 0 and "Symbol not found" in output, output
+
     code, output = await run(
         grpcurl, "-plaintext", "-d", '{"prompt":"hi","preferences":{"max_tokens":8}}',
         app.address, "llm_manager.v1.LLMManagerService/Generate",

@@ -12,6 +12,8 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
@@ -45,6 +47,27 @@ API_SERVICES = (
     llm_manager_service_pb2.DESCRIPTOR.services_by_name["LLMManagerService"].full_name,
     conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
 )
+
+
+class MethodAwarePool:
+    """The descriptor pool reflection serves, answering for method names too.
+
+    The reflection spec lets a client ask for the file of any symbol, methods included
+    (``llm_manager.v1.LLMManagerService.Generate``): ghz does, and so does
+    ``grpcurl describe <method>``. Python's pool finds services, messages, enums and fields
+    but not methods (bojand/ghz#419), so those clients failed with "Symbol not found"."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def FindFileContainingSymbol(self, symbol: str) -> FileDescriptor:  # noqa: N802 - the pool's API
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            return self._pool.FindMethodByName(symbol).containing_service.file  # KeyError again if unknown
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._pool, name)
 
 
 @dataclass
@@ -120,7 +143,8 @@ class Application:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflected = (*API_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME, REFLECTION_V1)
-        reflection.enable_server_reflection(reflected, server)
+        pool = MethodAwarePool(descriptor_pool.Default())
+        reflection.enable_server_reflection(reflected, server, pool=pool)  # type: ignore[arg-type]
         # grpcio-reflection serves only v1alpha; newer tools ask for v1 first, whose messages
         # are the same on the wire. Serve the same servicer under the v1 name too.
         server.add_generic_rpc_handlers(
@@ -129,7 +153,7 @@ class Application:
                     REFLECTION_V1,
                     {
                         "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
-                            reflection.aio.ReflectionServicer(reflected).ServerReflectionInfo,
+                            reflection.aio.ReflectionServicer(reflected, pool=pool).ServerReflectionInfo,
                             request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
                             response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
                         )
