@@ -28,6 +28,7 @@ PORT=$(free_port)
 MOCK=$!
 SERVER=""
 cleanup() {
+  set +e  # a killed server's exit status must not end the cleanup early
   [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
   kill "$MOCK" 2>/dev/null
   wait 2>/dev/null

@@ -19,8 +19,8 @@ if [ ! -x "$PY" ]; then
 fi
 mkdir -p "$TOOLS/bin" "$BUILD"
 
-# Python extras in the project venv: uvloop (experiment), py-spy (profile), matplotlib (chart).
-if ! "$PY" -c "import uvloop, matplotlib" 2>/dev/null || [ ! -x "$ROOT/.venv/bin/py-spy" ]; then
+# Python extras in the project venv: py-spy (profile), matplotlib (chart).
+if ! "$PY" -c "import matplotlib" 2>/dev/null || [ ! -x "$ROOT/.venv/bin/py-spy" ]; then
   echo "bench: installing bench/requirements.txt into .venv"
   "$PY" -m pip install -q -r bench/requirements.txt
 fi

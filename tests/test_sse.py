@@ -38,6 +38,18 @@ def test_every_split_gives_the_same_events(size: int) -> None:
     assert feed_all(chunks) == EXPECTED
 
 
+def test_a_long_crlf_body_in_one_read() -> None:
+    # Local unary answers are decoded from the whole body at once (one pass over it, not a
+    # rescan per line): thousands of CRLF events; the body ends on a lone CR, which ends the
+    # blank line at once (a CR is a line end of its own), and the LF that may follow is not
+    # another blank line.
+    body = b"".join(b"data: %d\r\n\r\n" % n for n in range(5000)) + b"data: last\r\n\r"
+    decoder = SSEDecoder()
+    assert [e.data for e in decoder.feed(body)] == [*map(str, range(5000)), "last"]
+    assert decoder.feed(b"\n") == [] and not decoder.has_partial_event
+    assert [e.data for e in decoder.feed(b"data: next\n\n")] == ["next"]
+
+
 def test_field_without_space_and_unknown_fields() -> None:
     assert feed_all([b"data:x\nretry: 10\nfoo: bar\n\n"]) == [SSEEvent("message", "x")]
 

@@ -230,8 +230,10 @@ def main() -> int:
     writer = configure_logging(settings.log_level)
     try:
         if settings.event_loop == "uvloop":
-            import uvloop
-
+            try:
+                import uvloop
+            except ImportError:
+                raise ConfigError("LLM_EVENT_LOOP", "uvloop is not installed here; set LLM_EVENT_LOOP=asyncio") from None
             uvloop.run(serve(settings))
         else:
             asyncio.run(serve(settings))

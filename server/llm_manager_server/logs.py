@@ -27,11 +27,19 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
 class _Enqueue(logging.handlers.QueueHandler):
-    """Queues the record as it is: the writer thread formats it (``QueueHandler.prepare``
-    would format and copy it on the event loop)."""
+    """Queues the record for the writer thread, which formats it (``QueueHandler.prepare``
+    would format and copy every record on the event loop). A message whose arguments could
+    change before the writer gets to them (anything but plain strings and numbers, as some
+    libraries pass) is rendered here."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        args = record.args
+        if args and not (isinstance(args, tuple) and all(isinstance(a, _IMMUTABLE) for a in args)):
+            record.msg, record.args = record.getMessage(), None
         return record
 
 

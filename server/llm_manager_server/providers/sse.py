@@ -9,6 +9,7 @@ split across network reads is never mangled.
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
@@ -36,25 +37,22 @@ class SSEDecoder:
         if self._pending_cr and text.startswith("\n"):
             text = text[1:]  # the LF of a CRLF split across reads
         self._pending_cr = False
-        self._buffer += text
+        buffer = self._buffer + text
         events: list[SSEEvent] = []
-        if "\r" not in self._buffer:
+        if "\r" not in buffer:
             # The usual case (every LLM API ends lines with LF): split at once.
-            *lines, self._buffer = self._buffer.split("\n")
-            for line in lines:
-                event = self._line(line)
-                if event is not None:
-                    events.append(event)
-            return events
-        while True:
-            cut = _line_end(self._buffer)
-            if cut is None:
-                break
-            end, width = cut
-            if width == 1 and self._buffer[end] == "\r" and end + 1 == len(self._buffer):
-                self._pending_cr = True  # maybe the first half of CRLF
-            line = self._buffer[:end]
-            self._buffer = self._buffer[end + width :]
+            *lines, self._buffer = buffer.split("\n")
+        else:
+            # One linear pass over every terminator (CRLF counts as one): a whole body fed
+            # at once must not be rescanned line by line.
+            lines, start = [], 0
+            for terminator in _LINE_END.finditer(buffer):
+                lines.append(buffer[start : terminator.start()])
+                start = terminator.end()
+            if buffer.endswith("\r"):
+                self._pending_cr = True  # maybe the first half of a CRLF split across reads
+            self._buffer = buffer[start:]
+        for line in lines:
             event = self._line(line)
             if event is not None:
                 events.append(event)
@@ -89,12 +87,7 @@ class SSEDecoder:
         return None
 
 
-def _line_end(buffer: str) -> tuple[int, int] | None:
-    """Index and width of the first line terminator (CRLF counts as one)."""
-    lf, cr = buffer.find("\n"), buffer.find("\r")
-    if cr == -1 or (lf != -1 and lf < cr):
-        return None if lf == -1 else (lf, 1)
-    return (cr, 2) if buffer.startswith("\n", cr + 1) else (cr, 1)
+_LINE_END = re.compile("\r\n|\r|\n")
 
 
 class IncompleteStreamError(Exception):
