@@ -21,6 +21,9 @@ def test_defaults_need_no_environment() -> None:
     assert settings.routing.strategy is RoutingStrategy.BALANCED
     assert settings.cache.enabled and settings.cache.store == "memory"
     assert settings.conversation_store_url == f"sqlite:{Path('data') / 'conversations.db'}"
+    assert settings.access_log and settings.event_loop == "uvloop"
+    assert not load_settings({"LLM_ACCESS_LOG": "false"}).access_log
+    assert load_settings({"LLM_EVENT_LOOP": "AsyncIO"}).event_loop == "asyncio"
 
 
 def test_every_contract_variable_is_read() -> None:
@@ -96,6 +99,8 @@ def test_anthropic_aliases() -> None:
         ("LLM_MAX_RETRIES", "11", "must be 0..10"),
         ("LLM_TIMEOUT_MS", "0", "must be 1..3600000"),
         ("LLM_LOG_LEVEL", "LOUD", "must be DEBUG, INFO, WARNING or ERROR"),
+        ("LLM_ACCESS_LOG", "sometimes", "must be true or false"),
+        ("LLM_EVENT_LOOP", "trio", "must be uvloop or asyncio"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, expected: str) -> None:
