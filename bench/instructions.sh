@@ -4,6 +4,7 @@
 #
 #   bench/instructions.sh llm-manager [ENV=value ...]   # the server, with extra settings
 #   bench/instructions.sh bare                          # bench/bare_server.py (uvloop)
+#   CALL=stream bench/instructions.sh llm-manager       # StreamGenerate: 10 chunks, no pauses
 #
 # Starts the benchmark's mock upstream (0 ms mode) and the server under callgrind, warms up
 # with 100 calls, zeroes the counters, sends N calls (default 400, 8 concurrent) with ghz,
@@ -36,7 +37,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-UPSTREAM="http://127.0.0.1:$MOCK_PORT/lat0/v1"
+if [ "${CALL:-unary}" = stream ]; then
+  UPSTREAM="http://127.0.0.1:$MOCK_PORT/cad0/v1" METHOD=StreamGenerate
+else
+  UPSTREAM="http://127.0.0.1:$MOCK_PORT/lat0/v1" METHOD=Generate
+fi
 case "$TARGET" in
   bare) CMD=("$PY" bench/bare_server.py --port "$PORT" --upstream "$UPSTREAM" --uvloop) ;;
   llm-manager)
@@ -47,7 +52,7 @@ esac
 valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$WORK/cg.out" "${CMD[@]}" > "$WORK/server.log" 2>&1 &
 SERVER=$!
 
-GHZ=(.tools/bin/ghz --insecure --protoset bench/.build/llm_manager.protoset --call llm_manager.v1.LLMManagerService.Generate
+GHZ=(.tools/bin/ghz --insecure --protoset bench/.build/llm_manager.protoset --call "llm_manager.v1.LLMManagerService.$METHOD"
      -d '{"prompt":"Say hello to the benchmark.","preferences":{"max_tokens":64}}' -c 8 --connections 2 --timeout 60s "127.0.0.1:$PORT")
 [ -f bench/.build/llm_manager.protoset ] || { echo "bench/.build/llm_manager.protoset is missing: run make bench once" >&2; exit 1; }
 for _ in $(seq 180); do
