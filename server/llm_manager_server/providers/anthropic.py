@@ -80,13 +80,7 @@ class AnthropicProvider:
 
     def _post(self, call: ModelCall, *, stream: bool) -> Any:
         body = anthropic_wire.messages_body(call, default_max_tokens=self._default_max_tokens, stream=stream)
-        # trace_headers carry the attempt's W3C trace context (traceparent).
-        return self._upstream.client.post(
-            f"{self._base_url}/v1/messages",
-            json=body,
-            headers=dict(call.trace_headers),
-            timeout=aiohttp.ClientTimeout(total=call.timeout_s),
-        )
+        return self._upstream.post(f"{self._base_url}/v1/messages", body, call)
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse, model: str) -> None:
         if response.status < 400:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 
 from ..domain.errors import ErrorKind, LLMError
+from ..domain.types import ModelCall
 
 
 class UpstreamSession:
@@ -49,6 +51,12 @@ class UpstreamSession:
         if self._session is None:
             raise LLMError(ErrorKind.CONFIGURATION_ERROR, f"{self._label} provider used before start()")
         return self._session
+
+    def post(self, url: str, body: Mapping[str, Any], call: ModelCall) -> Any:
+        """A model call's JSON POST (an async context manager giving the response), with
+        the attempt's W3C trace context (``call.trace_headers``, so a traced upstream joins
+        the caller's trace) and bounded by the call's remaining time."""
+        return self.client.post(url, json=body, headers=dict(call.trace_headers), timeout=aiohttp.ClientTimeout(total=call.timeout_s))
 
     def transport_error(self, error: BaseException, model: str) -> LLMError:
         """A timeout, a refused connection, or a connection lost mid-reply, as an LLMError."""

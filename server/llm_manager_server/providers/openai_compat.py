@@ -109,14 +109,7 @@ class OpenAICompatibleProvider:
         )
 
     def _post(self, call: ModelCall, body: Mapping[str, Any]) -> Any:
-        # trace_headers carry the attempt's W3C trace context (traceparent), so a traced
-        # upstream joins the caller's trace.
-        return self._upstream.client.post(
-            f"{self._base_url}/chat/completions",
-            json=body,
-            headers=dict(call.trace_headers),
-            timeout=aiohttp.ClientTimeout(total=call.timeout_s),
-        )
+        return self._upstream.post(f"{self._base_url}/chat/completions", body, call)
 
     async def generate(self, call: ModelCall) -> Completion:
         if self._kind is ProviderKind.LOCAL:
