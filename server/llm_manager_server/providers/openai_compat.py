@@ -23,7 +23,7 @@ from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, Sa
 from . import openai_wire
 from .base import HealthReport
 from .http import UpstreamSession
-from .sse import IncompleteStreamError, SSEDecoder, iter_sse
+from .sse import IncompleteStreamError, SSEDecoder, SSEEvent, iter_sse
 
 log = logging.getLogger(__name__)
 
@@ -142,59 +142,40 @@ class OpenAICompatibleProvider:
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise self._upstream.transport_error(error, call.model) from None
         decoder = SSEDecoder()
-        events = decoder.feed(raw)
+        reading = _ChunkStream(self, call)
         pieces: list[str] = []
-        usage: Usage | None = None
-        finish: FinishReason | None = None
-        for event in events:
-            if event.data == "[DONE]" or event.data.strip() == "[DONE]":
-                return Completion("".join(pieces), call.model, usage or Usage(), finish or FinishReason.UNSPECIFIED)
-            delta = self._parse_event(event.event, event.data, call.model, call.model)
+        for event in decoder.feed(raw):
+            delta = reading.take(event)
+            if reading.done:
+                break
             if delta is not None:
                 pieces.append(delta.text)
-                usage = delta.usage or usage
-                finish = delta.finish_reason or finish
-        if decoder.has_partial_event:
+        if not reading.done and decoder.has_partial_event:
             raise self._cut_stream_error(call.model, "mid-event")
-        if finish is None:
-            raise self._cut_stream_error(call.model, "before the model finished")
-        return Completion("".join(pieces), call.model, usage or Usage(), finish)
+        final = reading.final()
+        return Completion("".join(pieces), call.model, final.usage or Usage(), final.finish_reason or FinishReason.UNSPECIFIED)
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
         """Text deltas as they arrive, then one final delta with usage and finish reason
         (OpenAI sends the finish chunk before the usage chunk; callers get them together)."""
         body = self._body(call, stream=True)
-        # Local servers name their model after a file; callers know it by its configured name.
-        model_name = call.model if self._kind is ProviderKind.LOCAL else None
-        done = False
-        model: str | None = None
-        usage: Usage | None = None
-        finish: FinishReason | None = None
+        reading = _ChunkStream(self, call)
         try:
             async with self._post(call, body) as response:
                 await self._raise_for_status(response, call.model)
                 async for event in iter_sse(response.content.iter_any()):
-                    if event.data == "[DONE]" or event.data.strip() == "[DONE]":
-                        done = True
+                    delta = reading.take(event)
+                    if reading.done:
                         break
-                    delta = self._parse_event(event.event, event.data, call.model, model_name)
-                    if delta is None:
-                        continue
-                    model = delta.model or model
-                    if delta.usage is not None or delta.finish_reason is not None:
-                        usage = delta.usage or usage
-                        finish = delta.finish_reason or finish
-                        if delta.text:
-                            yield StreamDelta(text=delta.text, model=delta.model)
-                    elif delta.text:
-                        yield delta
+                    if delta is not None and delta.text:
+                        # Usage and finish reason go out once, on the final delta.
+                        plain = delta.usage is None and delta.finish_reason is None
+                        yield delta if plain else StreamDelta(text=delta.text, model=delta.model)
         except IncompleteStreamError:
             raise self._cut_stream_error(call.model, "mid-event") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise self._upstream.transport_error(error, call.model) from None
-        if not done and finish is None:
-            raise self._cut_stream_error(call.model, "before the model finished")
-        yield StreamDelta(model=model, usage=usage, finish_reason=finish or FinishReason.UNSPECIFIED)
+        yield reading.final()
 
     def _parse_event(self, event_name: str, data: str, model: str, model_name: str | None) -> StreamDelta | None:
         try:
@@ -224,3 +205,37 @@ class OpenAICompatibleProvider:
                 return HealthReport(healthy=False, detail=f"GET /models returned HTTP {response.status}")
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             return HealthReport(healthy=False, detail=str(self._upstream.transport_error(error, "health probe")))
+
+
+class _ChunkStream:
+    """One call's ``chat.completion.chunk`` events, folded as they are taken: the model,
+    usage and finish reason so far, and whether ``[DONE]`` came."""
+
+    def __init__(self, provider: OpenAICompatibleProvider, call: ModelCall) -> None:
+        self._provider = provider
+        self._call = call
+        # Local servers name their model after a file; callers know it by its configured name.
+        self._model_name = call.model if provider.kind is ProviderKind.LOCAL else None
+        self.done = False
+        self._model: str | None = None
+        self._usage: Usage | None = None
+        self._finish: FinishReason | None = None
+
+    def take(self, event: SSEEvent) -> StreamDelta | None:
+        """The event's delta; None for ``[DONE]`` (then ``done``) and for events without one."""
+        if event.data == "[DONE]" or event.data.strip() == "[DONE]":
+            self.done = True
+            return None
+        delta = self._provider._parse_event(event.event, event.data, self._call.model, self._model_name)
+        if delta is not None:
+            self._model = delta.model or self._model
+            self._usage = delta.usage or self._usage
+            self._finish = delta.finish_reason or self._finish
+        return delta
+
+    def final(self) -> StreamDelta:
+        """The summary delta (usage, finish reason); a stream that ended before ``[DONE]`` and
+        without a finish reason was cut."""
+        if not self.done and self._finish is None:
+            raise self._provider._cut_stream_error(self._call.model, "before the model finished")
+        return StreamDelta(model=self._model, usage=self._usage, finish_reason=self._finish or FinishReason.UNSPECIFIED)
