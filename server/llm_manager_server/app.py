@@ -131,7 +131,9 @@ class Application:
                 # test: the library's filters.service_prefix runs ABC isinstance checks and
                 # path normalisation on every call.
                 aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=is_api_method),  # type: ignore[no-untyped-call]
-                ApiInterceptor(settings.routing.timeout_ms / 1000, access_log=settings.access_log),
+                ApiInterceptor(
+                    settings.routing.timeout_ms / 1000, access_log=settings.access_log, max_concurrent_calls=settings.max_concurrent_calls
+                ),
             ],
             options=[("grpc.so_reuseport", 0)],
         )

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .catalog import Price
-from .domain.types import ProviderKind, RoutingStrategy, TaskType
+from .redaction import register_secret
+from .domain.types import MODEL_NAME_RULE, ProviderKind, RoutingStrategy, TaskType, is_valid_model_name
 
 _LOCAL, _GPT, _CLAUDE = ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC
 # The contract's default routing table. SQL generation tries LLM_SQL_MODEL_1/2 first, then
@@ -44,6 +45,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        register_secret(value)  # redacted from every status, log line and span from now on
 
     def reveal(self) -> str:
         return self._value
@@ -137,6 +139,8 @@ class Settings:
     # LLM_EVENT_LOOP: "uvloop" (default) or "asyncio" (the standard library's loop).
     event_loop: str = "uvloop"
     grace_period_s: float = 10.0
+    # LLM_MAX_CONCURRENT_CALLS: API calls served at once; more are RESOURCE_EXHAUSTED at once.
+    max_concurrent_calls: int = 1024
     # Record prompt and reply text on spans (off: they may hold personal data).
     telemetry_record_content: bool = False
     # LLM_PRICES_FILE: (model-name prefix, price) pairs merged over the shipped price table.
@@ -183,11 +187,30 @@ def _bool(variable: str, raw: object) -> bool:
 
 
 def _url(variable: str, raw: object) -> str:
+    """An upstream's base URL. Credentials in it (``user:password@``) are refused: a URL is
+    shown in errors, health details and logs, and a key belongs in its own variable."""
     text = str(raw).strip().rstrip("/")
     parts = urlsplit(text)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
+    if parts.username is not None or parts.password is not None:
+        if parts.password:
+            register_secret(parts.password)  # this very error is printed: never the password
+        raise ConfigError(variable, "must not carry credentials (user:password@); give the key in the provider's API key variable")
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(variable, f"must be an http(s) URL, got {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as error:
+        raise ConfigError(variable, f"has a bad port: {error}") from None
+    if any(c.isspace() for c in text) or parts.fragment:
+        raise ConfigError(variable, f"must be a plain http(s) URL (no spaces or #fragment), got {text!r}")
     return text
+
+
+def _model_name(variable: str, raw: object) -> str:
+    name = str(raw).strip()
+    if not is_valid_model_name(name):
+        raise ConfigError(variable, f"{MODEL_NAME_RULE}, got {name[:80]!r}")
+    return name
 
 
 def _strategy(variable: str, raw: object) -> RoutingStrategy:
@@ -225,6 +248,9 @@ def _provider_order(variable: str, raw: object) -> tuple[ProviderKind, ...]:
 def _store(variable: str, raw: object, schemes: tuple[str, ...]) -> str:
     text = str(raw).strip()
     if text == "memory" or any(text.startswith(s) for s in schemes):
+        password = urlsplit(text).password if "://" in text else None
+        if password:
+            register_secret(password)  # a store URL may carry one; it never reaches a log line
         return text
     raise ConfigError(variable, f"must be 'memory' or start with {' or '.join(schemes)}, got {text!r}")
 
@@ -371,6 +397,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     file_model = _pick(llama_file, "model", "modelName", "model_name")
     if not general and file_model:
         general = (str(file_model),)
+    for variable, name in zip(("LLM_GENERAL_MODEL_1", "LLM_GENERAL_MODEL_2"), general, strict=False):
+        _model_name(variable, name)
+    for variable, name in zip(("LLM_SQL_MODEL_1", "LLM_SQL_MODEL_2"), sql, strict=False):
+        _model_name(variable, name)
 
     model_path = parsed("LLM_LOCAL_MODEL_PATH", llama_file, ("modelPath", "model_path"), lambda n, r: str(r).strip(), None)
     if model_path is not None and not model_path.endswith(".gguf"):
@@ -393,7 +423,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     openai = OpenAISettings(
         api_key=openai_key,
         base_url=parsed("OPENAI_BASE_URL", gpt_file, ("baseUrl", "base_url", "endpoint"), _url, od.base_url),
-        model=parsed("OPENAI_MODEL", gpt_file, ("model",), lambda n, r: str(r).strip(), od.model),
+        model=parsed("OPENAI_MODEL", gpt_file, ("model",), _model_name, od.model),
         max_tokens=parsed("OPENAI_MAX_TOKENS", gpt_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), od.max_tokens),
         temperature=parsed("OPENAI_TEMPERATURE", gpt_file, ("temperature",), lambda n, r: _float(n, r, minimum=0.0, maximum=2.0), od.temperature),
     )
@@ -404,7 +434,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     anthropic = AnthropicSettings(
         api_key=parsed(claude_key_var, claude_file, ("apiKey", "api_key"), lambda n, r: Secret(str(r).strip()), None),
         base_url=parsed(claude_url_var, claude_file, ("baseUrl", "base_url", "endpoint"), _url, ad.base_url),
-        model=parsed("CLAUDE_MODEL", claude_file, ("model",), lambda n, r: str(r).strip(), ad.model),
+        model=parsed("CLAUDE_MODEL", claude_file, ("model",), _model_name, ad.model),
         max_tokens=parsed("CLAUDE_MAX_TOKENS", claude_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), ad.max_tokens),
     )
 
@@ -454,6 +484,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         access_log=parsed("LLM_ACCESS_LOG", None, (), _bool, defaults.access_log),
         event_loop=event_loop,
         telemetry_record_content=parsed("LLM_TELEMETRY_RECORD_CONTENT", None, (), _bool, False),
+        max_concurrent_calls=parsed("LLM_MAX_CONCURRENT_CALLS", None, (), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), defaults.max_concurrent_calls),
         grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
         price_overrides=_read_prices_file(env["LLM_PRICES_FILE"].strip()) if env.get("LLM_PRICES_FILE", "").strip() else (),
     )

@@ -16,7 +16,8 @@ import sys
 import threading
 from typing import TextIO
 
-from .interceptors import request_id_var
+from .domain.call_context import request_id_var
+from .redaction import redact
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
@@ -41,6 +42,29 @@ class _Enqueue(logging.handlers.QueueHandler):
         if args and not (isinstance(args, tuple) and all(isinstance(a, _IMMUTABLE) for a in args)):
             record.msg, record.args = record.getMessage(), None
         return record
+
+
+# Control characters a caller could use to forge or hide log lines (newlines, carriage
+# returns, escape sequences, Unicode line separators), shown escaped instead.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if code != 0x09}
+_CONTROL.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_control(text: str) -> str:
+    """``text`` on one line: every control character but tab written as an escape."""
+    return text.translate(_CONTROL)
+
+
+class SafeFormatter(logging.Formatter):
+    """One record, one line: the message (with every value a caller supplied, such as a model
+    name or a request id) has its control characters escaped, so no input can forge a log line;
+    and every registered secret is redacted from the whole output, traceback included."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's API
+        return escape_control(super().formatMessage(record))
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class LogWriter:
@@ -107,6 +131,6 @@ def configure_logging(level: str, stream: TextIO | None = None) -> LogWriter:
     enqueue = _Enqueue(records)
     enqueue.addFilter(_RequestIdFilter())
     logging.basicConfig(level=level, handlers=[enqueue], force=True)
-    writer = LogWriter(records, stream or sys.stderr, logging.Formatter(FORMAT))
+    writer = LogWriter(records, stream or sys.stderr, SafeFormatter(FORMAT))
     writer.start()
     return writer

@@ -49,9 +49,10 @@ def _packed(message: object) -> any_pb2.Any:
 
 def to_status_proto(error: LLMError) -> status_pb2.Status:
     code = status_code(error)
-    metadata = {key: redact(value) for key, value in error.metadata.items()}
+    # Every string that reaches the caller is redacted here, whatever built the error.
+    metadata = {redact(key): redact(value) for key, value in error.metadata.items()}
     if error.model:
-        metadata["model"] = error.model
+        metadata["model"] = redact(error.model)
     details = [_packed(error_details_pb2.ErrorInfo(reason=error.kind.value, domain=ERROR_DOMAIN, metadata=metadata))]
     if error.retry_after_s is not None:
         seconds = math.floor(error.retry_after_s)
@@ -62,7 +63,7 @@ def to_status_proto(error: LLMError) -> status_pb2.Status:
             _packed(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        error_details_pb2.BadRequest.FieldViolation(field=redact(v.field), description=redact(v.description))
                         for v in error.field_violations
                     ]
                 )

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, NoOpMeterProvider, Observation
-from opentelemetry.propagate import inject
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -207,7 +206,11 @@ class Telemetry:
 
     @staticmethod
     def trace_headers(observed: Attempt) -> dict[str, str]:
-        """W3C trace context of the model-call span, for the provider's HTTP request."""
-        headers: dict[str, str] = {}
-        inject(headers, context=trace.set_span_in_context(observed.span))
-        return headers
+        """The trace context a provider's HTTP request carries: ``traceparent`` of the
+        model-call span, and nothing else. A caller's ``baggage`` and ``tracestate`` are the
+        caller's business and are never passed on to a third party (the global propagator
+        would forward both)."""
+        context = observed.span.get_span_context()
+        if not context.is_valid:
+            return {}
+        return {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"}

@@ -163,7 +163,9 @@ async def test_deadline_bounds_all_retries(make_harness, fake: FaultServer) -> N
         await harness.generate(deadline_s=1.0)
     assert asyncio.get_running_loop().time() - started < 1.5
     assert fake.calls("alpha") < 11, "retries stop when the next backoff would outlive the caller"
-    assert raised.value.kind is ErrorKind.ALL_MODELS_UNAVAILABLE
+    # Running out of time is TIMEOUT (DEADLINE_EXCEEDED), whatever the models did before.
+    assert raised.value.kind is ErrorKind.TIMEOUT
+    assert "MODEL_UNAVAILABLE" in raised.value.metadata["attempt.1"]
     assert "TIMEOUT" in raised.value.metadata["attempt.2"]
 
 
@@ -177,12 +179,12 @@ async def test_circuit_opens_skips_then_probes_and_closes(make_harness, fake: Fa
     model, metadata = await harness.generate()
     assert model == "beta" and metadata.candidates == ["beta"] and fake.calls("alpha") == 2
     assert "circuit open" in metadata.routing_reason
-    assert "circuit open" in (harness.router.circuit_detail("alpha") or "")
+    assert "circuit open" in (harness.router.circuit_detail(harness.registry.models["alpha"]) or "")
     # After the cooldown one probe goes through; it succeeds and closes the circuit.
     harness.clock.now += 31
-    assert "half-open" in (harness.router.circuit_detail("alpha") or "")
+    assert "half-open" in (harness.router.circuit_detail(harness.registry.models["alpha"]) or "")
     assert (await harness.generate())[0] == "alpha"
-    assert harness.router.circuit_detail("alpha") is None
+    assert harness.router.circuit_detail(harness.registry.models["alpha"]) is None
     assert (await harness.generate())[0] == "alpha"
 
 
@@ -211,7 +213,7 @@ async def test_rate_limits_do_not_trip_the_breaker(make_harness, fake: FaultServ
     harness = await make_harness(LLM_MAX_RETRIES="0", LLM_BREAKER_FAILURES="1")
     fake.script("alpha", "status:429,retry-after=60", "ok")
     assert (await harness.generate())[0] == "beta"
-    assert harness.router.circuit_detail("alpha") is None
+    assert harness.router.circuit_detail(harness.registry.models["alpha"]) is None
     assert (await harness.generate())[0] == "alpha"
 
 
@@ -235,17 +237,17 @@ async def test_local_first_under_cost_and_balanced(make_harness, fake: FaultServ
 
 async def test_performance_strategy_orders_by_measured_latency_and_errors(make_harness, fake: FaultServer) -> None:
     harness = await make_harness(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=fake.url, OPENAI_MODEL="gpt-4o-mini")
-    harness.router.stats["alpha"].record_success(0.9)
-    harness.router.stats["beta"].record_success(0.3)
-    harness.router.stats["gpt-4o-mini"].record_success(0.5)
+    harness.registry.models["alpha"].stats.record_success(0.9)
+    harness.registry.models["beta"].stats.record_success(0.3)
+    harness.registry.models["gpt-4o-mini"].stats.record_success(0.5)
     plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE))
     assert [e.name for e in plan.candidates] == ["beta", "gpt-4o-mini", "alpha"]
     for _ in range(5):  # beta starts failing: its expected latency grows with its error rate
-        harness.router.stats["beta"].record_failure()
+        harness.registry.models["beta"].stats.record_failure()
     plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE))
     assert [e.name for e in plan.candidates][0] == "gpt-4o-mini"
     # Streams rank by time to first token when measured.
-    harness.router.stats["alpha"].record_success(0.9, first_token_s=0.01)
+    harness.registry.models["alpha"].stats.record_success(0.9, first_token_s=0.01)
     plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE), streaming=True)
     assert plan.candidates[0].name == "alpha"
 
@@ -257,7 +259,7 @@ async def test_latency_is_measured_from_real_calls(make_harness, fake: FaultServ
     fake.script("beta", "ok")
     for model in ("alpha", "beta"):
         await harness.generate(model=model)
-    assert harness.router.stats["alpha"].latency_s > harness.router.stats["beta"].latency_s  # type: ignore[operator]
+    assert harness.registry.models["alpha"].stats.latency_s > harness.registry.models["beta"].stats.latency_s  # type: ignore[operator]
     assert harness.router.plan(request("hi")).candidates[0].name == "beta"
 
 

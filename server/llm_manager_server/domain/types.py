@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -44,6 +45,18 @@ class FinishReason(enum.Enum):
 class ResponseFormat(enum.Enum):
     TEXT = "text"
     JSON_OBJECT = "json_object"
+
+
+# What a model name may be: letters, digits and the separators real names use
+# ("gpt-4o-mini", "claude-sonnet-4-6", "llama3.1:8b", "hf.co/org/Model-GGUF:Q4_K_M",
+# "lmstudio-community/meta-llama-3.1-8b-instruct@q4_k_m"), at most 256 characters.
+MAX_MODEL_NAME_LENGTH = 256
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,255}")
+MODEL_NAME_RULE = f"must be 1-{MAX_MODEL_NAME_LENGTH} letters, digits or . _ : / @ + - (starting with a letter or digit)"
+
+
+def is_valid_model_name(name: str) -> bool:
+    return _MODEL_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

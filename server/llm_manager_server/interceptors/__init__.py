@@ -10,9 +10,9 @@ one per concern. Health and reflection pass through untouched: they stream with
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 from grpc import aio
 
-from ..domain.errors import LLMError
+from ..domain.call_context import deadline_var, request_id_var, time_limit, time_limit_var
+from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
 from ..status import to_grpc_status
 
 log = logging.getLogger("llm_manager_server.access")
@@ -28,9 +29,10 @@ errors_log = logging.getLogger("llm_manager_server.errors")
 
 API_METHOD_PREFIX = "/llm_manager.v1."
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-# Absolute deadline (event-loop time) of the current call: the client's, capped by LLM_TIMEOUT_MS.
-deadline_var: contextvars.ContextVar[float] = contextvars.ContextVar("deadline", default=float("inf"))
+# A caller's x-request-id is kept only when it is this shape (a UUID, a ULID, "req_abc-123",
+# base64 ...): it goes on every log line and back to the caller, so no control characters, no
+# spaces, and at most 128 characters. Anything else is replaced by a new id.
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
 
 UnaryBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
@@ -46,6 +48,37 @@ def is_api_method(handler_call_details: grpc.HandlerCallDetails) -> bool:
     return handler_call_details.method.startswith(API_METHOD_PREFIX)
 
 
+class _Undecodable:
+    """A request whose bytes are not a valid message of the method's request type."""
+
+    __slots__ = ("type_name", "problem")
+
+    def __init__(self, type_name: str, problem: str) -> None:
+        self.type_name = type_name
+        self.problem = problem
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
+    """The handler's deserializer, answering an undecodable request with ``_Undecodable``
+    instead of raising (grpc would report that as UNKNOWN "Unexpected <class DecodeError>");
+    the behaviour wrapper then answers INVALID_ARGUMENT."""
+    if deserializer is None:
+        return None
+    type_name = method.rsplit("/", 1)[-1] + "Request"
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # noqa: BLE001 - DecodeError, or any parse failure
+            return _Undecodable(type_name, type(error).__name__)
+
+    return deserialize
+
+
+def _undecodable_error(request: _Undecodable) -> LLMError:
+    return invalid_request(FieldViolation("request", f"is not a valid {request.type_name} message ({request.problem})"))
+
+
 def _outcome(context: aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
     if isinstance(error, asyncio.CancelledError):
         return "CANCELLED"
@@ -58,19 +91,27 @@ def _outcome(context: aio.ServicerContext[Any, Any], error: BaseException | None
 class ApiInterceptor(aio.ServerInterceptor):
     """Around every call of the API, in this order:
 
-    1. the request id: the caller's ``x-request-id`` or a new one, in ``request_id_var``
-       (every log line of the call carries it);
-    2. the deadline: the caller's, capped by ``LLM_TIMEOUT_MS``, in ``deadline_var``; all
-       work for the call (every retry and fallback) must finish by then;
+    1. the request id: the caller's ``x-request-id`` if well-formed (``REQUEST_ID``), else a
+       new one, in ``request_id_var`` (every log line of the call carries it);
+    2. the deadline: the caller's, capped by ``LLM_TIMEOUT_MS``, in ``deadline_var``, and
+       which of the two it is in ``time_limit_var``; all work for the call (every retry and
+       fallback) must finish by then;
+    then an undecodable request is INVALID_ARGUMENT, and a call beyond
+    ``max_concurrent_calls`` RESOURCE_EXHAUSTED;
     3. error mapping: an ``LLMError`` becomes its rich gRPC status; anything unexpected a
        bare INTERNAL naming the request id (the traceback is logged, never sent);
     4. one access-log line: method, status code, duration (``llm_manager_server.access``
        at INFO; silence it with ``LLM_ACCESS_LOG=false``).
     """
 
-    def __init__(self, default_timeout_s: float, *, access_log: bool = True) -> None:
+    def __init__(self, default_timeout_s: float, *, access_log: bool = True, max_concurrent_calls: int = 1024) -> None:
         self._default_timeout_s = default_timeout_s
         self._access_log = access_log
+        # Calls of this API being served at once; beyond the cap new ones are refused at once
+        # (RESOURCE_EXHAUSTED) instead of queueing without bound. Health and reflection are
+        # not counted: a busy server still answers its probes.
+        self._max_concurrent_calls = max_concurrent_calls
+        self.in_flight = 0
         # method -> (the handler it wraps, the wrapped handler): built once per method.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
@@ -95,25 +136,35 @@ class ApiInterceptor(aio.ServerInterceptor):
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(method, cast(StreamBehavior, handler.unary_stream)),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer, method),
                 response_serializer=handler.response_serializer,
             )
         return grpc.unary_unary_rpc_method_handler(
             self._unary(method, cast(UnaryBehavior, handler.unary_unary)),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer, method),
             response_serializer=handler.response_serializer,
         )
 
-    def _begin(self, context: aio.ServicerContext[Any, Any]) -> None:
+    def _begin(self, request: Any, context: aio.ServicerContext[Any, Any]) -> None:
+        """Sets the call's context; raises an LLMError for a call that cannot be served."""
         request_id = ""
         for key, value in context.invocation_metadata() or ():
             if key == "x-request-id":
-                request_id = str(value)
+                request_id = value if isinstance(value, str) and REQUEST_ID.fullmatch(value) else ""
                 break
         request_id_var.set(request_id or f"{_ids.getrandbits(128):032x}")
-        remaining = context.time_remaining()
-        budget = self._default_timeout_s if remaining is None else min(remaining, self._default_timeout_s)
+        budget, limit = time_limit(context.time_remaining(), self._default_timeout_s)
         deadline_var.set(asyncio.get_running_loop().time() + budget)
+        time_limit_var.set(limit)
+        if isinstance(request, _Undecodable):
+            raise _undecodable_error(request)
+        if self.in_flight >= self._max_concurrent_calls:
+            raise LLMError(
+                ErrorKind.RESOURCE_EXHAUSTED,
+                f"the server is serving its maximum of {self._max_concurrent_calls} concurrent calls (LLM_MAX_CONCURRENT_CALLS); retry shortly",
+                retry_after_s=1.0,
+                metadata={"limit": "LLM_MAX_CONCURRENT_CALLS", "max_concurrent_calls": str(self._max_concurrent_calls)},
+            )
 
     def _end(self, method: str, context: aio.ServicerContext[Any, Any], started: float, error: BaseException | None) -> None:
         if self._access_log:
@@ -132,10 +183,13 @@ class ApiInterceptor(aio.ServerInterceptor):
     def _unary(self, method: str, behavior: UnaryBehavior) -> UnaryBehavior:
         async def around(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            self._begin(context)
             error: BaseException | None = None
+            counted = False
             try:
                 try:
+                    self._begin(request, context)
+                    self.in_flight += 1
+                    counted = True
                     return await behavior(request, context)
                 except aio.AbortError:
                     raise
@@ -145,6 +199,7 @@ class ApiInterceptor(aio.ServerInterceptor):
                 error = raised
                 raise
             finally:
+                self.in_flight -= counted
                 self._end(method, context, started, error)
 
         return around
@@ -152,10 +207,13 @@ class ApiInterceptor(aio.ServerInterceptor):
     def _stream(self, method: str, behavior: StreamBehavior) -> StreamBehavior:
         async def around(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            self._begin(context)
             error: BaseException | None = None
+            counted = False
             try:
                 try:
+                    self._begin(request, context)
+                    self.in_flight += 1
+                    counted = True
                     async for item in behavior(request, context):
                         yield item
                 except aio.AbortError:
@@ -166,6 +224,7 @@ class ApiInterceptor(aio.ServerInterceptor):
                 error = raised
                 raise
             finally:
+                self.in_flight -= counted
                 self._end(method, context, started, error)
 
         return around

@@ -85,7 +85,7 @@ class AnthropicProvider:
     async def _raise_for_status(self, response: aiohttp.ClientResponse, model: str) -> None:
         if response.status < 400:
             return
-        body = await response.text(errors="replace")
+        body = await self._upstream.error_body(response)
         raise anthropic_wire.http_error(response.status, body, response.headers, model=model, secrets=self._secrets())
 
     async def generate(self, call: ModelCall) -> Completion:
@@ -135,4 +135,4 @@ class AnthropicProvider:
                     return HealthReport(healthy=True)
                 return HealthReport(healthy=False, detail=f"GET /v1/models returned HTTP {response.status}")
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            return HealthReport(healthy=False, detail=str(self._upstream.transport_error(error, "health probe")))
+            return HealthReport(healthy=False, detail=str(self._upstream.transport_error(error, None)))

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..domain.errors import ErrorKind, FieldViolation, LLMError
 from ..domain.types import Completion, FinishReason, ModelCall, ResponseFormat, Role, StreamDelta, Usage
-from ..redaction import redact
-from .openai_wire import MAX_UPSTREAM_MESSAGE, error_for_status
+from ..redaction import redact_and_cut
+from .openai_wire import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -231,9 +231,9 @@ def _error_object(body_text: str) -> tuple[Mapping[str, Any], str | None]:
     try:
         parsed = json.loads(body_text)
     except ValueError:
-        return {"message": body_text.strip()[:MAX_UPSTREAM_MESSAGE]}, None
+        return {"message": body_text}, None  # uncut: what is shown of it is redacted, then cut
     if not isinstance(parsed, Mapping):
-        return {"message": str(parsed)[:MAX_UPSTREAM_MESSAGE]}, None
+        return {"message": str(parsed)}, None
     request_id = parsed.get("request_id")
     error = parsed.get("error")
     return (error if isinstance(error, Mapping) else parsed), (request_id if isinstance(request_id, str) else None)
@@ -273,14 +273,15 @@ def _map_error(
     request_id: str | None,
     secrets: tuple[str, ...],
 ) -> LLMError:
-    upstream_message = redact(str(error.get("message") or "").strip(), *secrets)[:MAX_UPSTREAM_MESSAGE]
+    # Every string below comes from the upstream: redacted, then cut.
+    upstream_message = redact_and_cut(error.get("message") or "", MAX_UPSTREAM_MESSAGE, *secrets)
     message = summary + (f": {upstream_message}" if upstream_message else "")
-    error_type = str(error.get("type") or "")
+    error_type = redact_and_cut(error.get("type") or "", MAX_UPSTREAM_FIELD, *secrets)
     metadata = {"upstream_status": str(status)}
     if error_type:
-        metadata["upstream_error_type"] = error_type[:100]
+        metadata["upstream_error_type"] = error_type
     if request_id:
-        metadata["upstream_request_id"] = request_id[:100]
+        metadata["upstream_request_id"] = redact_and_cut(request_id, MAX_UPSTREAM_FIELD, *secrets)
     overflow = context_overflow_metadata(upstream_message) if status in (400, 413) else None
     if overflow is not None:
         return LLMError(ErrorKind.CONTEXT_TOO_LARGE, message, model=model, metadata={**metadata, **overflow})

@@ -12,6 +12,8 @@ import aiohttp
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import ModelCall
 
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
 
 class UpstreamSession:
     """The connection pool of one upstream, opened by ``start`` and closed by ``close``."""
@@ -58,14 +60,19 @@ class UpstreamSession:
         the caller's trace) and bounded by the call's remaining time."""
         return self.client.post(url, json=body, headers=dict(call.trace_headers), timeout=aiohttp.ClientTimeout(total=call.timeout_s))
 
-    def transport_error(self, error: BaseException, model: str) -> LLMError:
-        """A timeout, a refused connection, or a connection lost mid-reply, as an LLMError."""
+    async def error_body(self, response: aiohttp.ClientResponse) -> str:
+        """An error reply's body, read up to ``MAX_ERROR_BODY_BYTES``: enough for any real
+        error object, and an upstream cannot make the service hold an endless one."""
+        raw = await response.content.read(MAX_ERROR_BODY_BYTES)
+        return raw.decode("utf-8", errors="replace")  # error objects are JSON, so UTF-8
+
+    def transport_error(self, error: BaseException, model: str | None) -> LLMError:
+        """A timeout, a refused connection, or a connection lost mid-reply, as an LLMError;
+        ``model`` None for the endpoint itself (a health probe)."""
+        what = f"{self._label} model {model!r}" if model is not None else f"{self._label} endpoint {self._base_url}"
         if isinstance(error, asyncio.TimeoutError):
-            return LLMError(ErrorKind.TIMEOUT, f"{self._label} model {model!r} did not answer in time", model=model)
+            return LLMError(ErrorKind.TIMEOUT, f"{what} did not answer in time", model=model)
         if isinstance(error, aiohttp.ClientConnectorError):
-            return LLMError(
-                self._unreachable,
-                f"{self._label} model {model!r} is unreachable at {self._base_url}: {error.strerror or 'connection failed'}",
-                model=model,
-            )
-        return LLMError(self._connection_lost, f"{self._label} model {model!r}: connection lost ({type(error).__name__})", model=model)
+            where = f" at {self._base_url}" if model is not None else ""
+            return LLMError(self._unreachable, f"{what} is unreachable{where}: {error.strerror or 'connection failed'}", model=model)
+        return LLMError(self._connection_lost, f"{what}: connection lost ({type(error).__name__})", model=model)

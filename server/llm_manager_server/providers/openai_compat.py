@@ -103,7 +103,7 @@ class OpenAICompatibleProvider:
     async def _raise_for_status(self, response: aiohttp.ClientResponse, model: str) -> None:
         if response.status < 400:
             return
-        body = await response.text(errors="replace")
+        body = await self._upstream.error_body(response)
         raise openai_wire.http_error(
             response.status, body, response.headers, model=model, provider_label=self._label, secrets=self._secrets()
         )
@@ -204,7 +204,7 @@ class OpenAICompatibleProvider:
                     return HealthReport(healthy=True)
                 return HealthReport(healthy=False, detail=f"GET /models returned HTTP {response.status}")
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            return HealthReport(healthy=False, detail=str(self._upstream.transport_error(error, "health probe")))
+            return HealthReport(healthy=False, detail=str(self._upstream.transport_error(error, None)))
 
 
 class _ChunkStream:

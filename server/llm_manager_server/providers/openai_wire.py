@@ -24,10 +24,12 @@ from ..domain.types import (
     StreamDelta,
     Usage,
 )
-from ..redaction import redact
+from ..redaction import redact_and_cut
 
-# Upstream error text is cut to this many characters before it reaches a status message.
+# Upstream error text is cut to this many characters (after redaction) before it reaches a
+# status message; other upstream fields (codes, types, request ids) to the shorter bound.
 MAX_UPSTREAM_MESSAGE = 300
+MAX_UPSTREAM_FIELD = 100
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -165,16 +167,17 @@ def parse_chunk(
 
 
 def _error_object(body_text: str) -> Mapping[str, Any]:
+    """The error object of a reply body, uncut: what is shown of it is redacted, then cut."""
     try:
         parsed = json.loads(body_text)
     except ValueError:
-        return {"message": body_text.strip()[:MAX_UPSTREAM_MESSAGE]}
+        return {"message": body_text}
     error = parsed.get("error") if isinstance(parsed, Mapping) else None
     if isinstance(error, Mapping):
         return error
     if isinstance(error, str):
         return {"message": error}
-    return parsed if isinstance(parsed, Mapping) else {"message": str(parsed)[:MAX_UPSTREAM_MESSAGE]}
+    return parsed if isinstance(parsed, Mapping) else {"message": str(parsed)}
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
@@ -277,14 +280,15 @@ def http_error(
 def _map_error(
     status: int, error: Mapping[str, Any], headers: Mapping[str, str], *, model: str, summary: str, secrets: tuple[str, ...]
 ) -> LLMError:
-    upstream_message = redact(str(error.get("message") or "").strip(), *secrets)[:MAX_UPSTREAM_MESSAGE]
+    # Every string below comes from the upstream: redacted, then cut.
+    upstream_message = redact_and_cut(error.get("message") or "", MAX_UPSTREAM_MESSAGE, *secrets)
     message = summary + (f": {upstream_message}" if upstream_message else "")
     metadata: dict[str, str] = {"upstream_status": str(status)}
     if error.get("code"):
-        metadata["upstream_code"] = redact(str(error["code"]), *secrets)[:100]
+        metadata["upstream_code"] = redact_and_cut(error["code"], MAX_UPSTREAM_FIELD, *secrets)
     request_id = headers.get("x-request-id")
     if request_id:
-        metadata["upstream_request_id"] = request_id[:100]
+        metadata["upstream_request_id"] = redact_and_cut(request_id, MAX_UPSTREAM_FIELD, *secrets)
     if _is_context_overflow(error, upstream_message.lower()):
         metadata.update(context_overflow_metadata(upstream_message))
         # llama.cpp server reports n_prompt_tokens and n_ctx as fields.
@@ -293,10 +297,8 @@ def _map_error(
         if isinstance(error.get("n_ctx"), int):
             metadata["context_window"] = str(error["n_ctx"])
         return LLMError(ErrorKind.CONTEXT_TOO_LARGE, message, model=model, metadata=metadata)
-    param = error.get("param")
-    violation = FieldViolation(
-        f"upstream.{param}" if isinstance(param, str) and param else "upstream", upstream_message or f"rejected with HTTP {status}"
-    )
+    param = redact_and_cut(error.get("param") or "", MAX_UPSTREAM_FIELD, *secrets) if isinstance(error.get("param"), str) else ""
+    violation = FieldViolation(f"upstream.{param}" if param else "upstream", upstream_message or f"rejected with HTTP {status}")
     return error_for_status(status, message, model=model, metadata=metadata, headers=headers, violation=violation)
 
 
@@ -326,5 +328,5 @@ def stream_error(
     )
     # The HTTP status was 200; the one above is only inferred from the error's type.
     mapped.metadata.pop("upstream_status", None)
-    mapped.metadata["upstream_error_type"] = str(error.get("type") or "unknown")[:100]
+    mapped.metadata["upstream_error_type"] = redact_and_cut(error.get("type") or "unknown", MAX_UPSTREAM_FIELD, *secrets)
     return mapped

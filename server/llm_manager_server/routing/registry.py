@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog import Price, facts_for, provider_for_model
 from ..config import Settings
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import ProviderKind
+from ..domain.types import MODEL_NAME_RULE, ProviderKind, is_valid_model_name
 from ..providers.anthropic import AnthropicProvider
 from ..providers.base import Provider
 from ..providers.llama_inprocess import BUNDLED_MODEL_NAME, LlamaInProcessProvider, bundled_model_path
 from ..providers.openai_compat import OpenAICompatibleProvider
+from .breaker import CircuitBreaker
+from .stats import ModelStats
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT_MODEL = "local-model"
+
+# Models a caller pins that no configuration names are served, but remembered (with their
+# breaker and statistics) only in an LRU of this many: callers cannot grow the server's state.
+MAX_ADHOC_MODELS = 64
+
 
 
 class HealthState:
@@ -36,6 +44,9 @@ class ModelEntry:
     price: Price
     health: str = HealthState.UNKNOWN
     health_detail: str = ""
+    # The model's own routing state, kept with it (and dropped with an evicted ad-hoc entry).
+    stats: ModelStats = field(default_factory=ModelStats)
+    breaker: CircuitBreaker | None = None  # created by the router on first use
 
     @property
     def available(self) -> bool:
@@ -45,11 +56,16 @@ class ModelEntry:
 
 @dataclass
 class ModelRegistry:
-    """Models by name plus one provider instance per backend."""
+    """Models by name plus one provider instance per backend.
+
+    ``models`` are the configured models: listed by ListModels, probed, published in health.
+    A model a caller pins by name without configuring it lives in ``adhoc``, a bounded LRU,
+    and is never listed."""
 
     settings: Settings
     providers: dict[ProviderKind, Provider] = field(default_factory=dict)
     models: dict[str, ModelEntry] = field(default_factory=dict)
+    adhoc: OrderedDict[str, ModelEntry] = field(default_factory=OrderedDict)
     # The models each provider contributes to a chain when no preference variable names one.
     default_models: dict[ProviderKind, str] = field(default_factory=dict)
     # True when the local provider serves exactly one in-process model.
@@ -113,22 +129,29 @@ class ModelRegistry:
                 registry.add(name)
         return registry
 
-    def add(self, name: str) -> ModelEntry:
-        """Registers (or returns) a model of a configured provider."""
-        if name in self.models:
-            return self.models[name]
+    def _entry(self, name: str) -> ModelEntry:
         kind = provider_for_model(name)
         facts = facts_for(
             name, local_context_window=self.settings.llama.context_length, price_overrides=dict(self.settings.price_overrides)
         )
-        entry = ModelEntry(name, kind, self.providers[kind], facts.context_window, facts.price)
-        self.models[name] = entry
-        return entry
+        return ModelEntry(name, kind, self.providers[kind], facts.context_window, facts.price)
+
+    def add(self, name: str) -> ModelEntry:
+        """Registers (or returns) a configured model of a configured provider."""
+        if name not in self.models:
+            self.models[name] = self._entry(name)
+        return self.models[name]
 
     def resolve(self, name: str) -> ModelEntry:
-        """The entry for a caller-pinned model, mapped to its provider by name."""
+        """The entry for a caller-pinned model, mapped to its provider by name: a configured
+        one, or an ad-hoc entry in the bounded LRU."""
         if name in self.models:
             return self.models[name]
+        if name in self.adhoc:
+            self.adhoc.move_to_end(name)
+            return self.adhoc[name]
+        if not is_valid_model_name(name):  # callers validate first; this guards the state
+            raise LLMError(ErrorKind.INVALID_REQUEST, f"invalid model name: {MODEL_NAME_RULE}")
         kind = provider_for_model(name)
         if kind not in self.providers:
             hint = {
@@ -148,7 +171,10 @@ class ModelRegistry:
                 f"local model {name!r} is not loaded; the in-process model is {loaded!r}",
                 model=name,
             )
-        return self.add(name)
+        entry = self.adhoc[name] = self._entry(name)
+        while len(self.adhoc) > MAX_ADHOC_MODELS:
+            self.adhoc.popitem(last=False)
+        return entry
 
 
 def _inprocess_name(path: str, bundled: bool) -> str:

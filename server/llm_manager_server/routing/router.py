@@ -11,7 +11,10 @@ Failures: retryable kinds (429, 5xx, network, timeout) are retried on the same m
 exponential backoff and jitter up to ``max_retries``; a 429's retry-after is waited for
 when it fits ``max_retry_wait_s`` and the deadline, otherwise the router moves on at once.
 Every other failure but INVALID_REQUEST moves on to the next candidate. The caller's
-deadline bounds everything.
+deadline bounds everything: when it passes, the call ends DEADLINE_EXCEEDED naming the
+limit that fired (the caller's deadline or LLM_TIMEOUT_MS), the models tried and those never
+asked. When every candidate was rate limited the call ends RESOURCE_EXHAUSTED with the
+shortest retry-after, so callers back off.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ import asyncio
 import logging
 import random
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 
 from ..catalog import provider_for_model
 from ..config import RoutingSettings
+from ..domain.call_context import deadline_exceeded
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import (
     CallMetadata,
@@ -40,7 +43,6 @@ from ..domain.types import (
 from ..telemetry import Attempt, Telemetry
 from .breaker import CircuitBreaker, CircuitState
 from .registry import ModelEntry, ModelRegistry
-from .stats import ModelStats
 from .strategy import Candidate, estimate_prompt_tokens, rank
 
 log = logging.getLogger(__name__)
@@ -77,23 +79,23 @@ class Router:
         self._clock = clock
         self._sleep = sleep
         self._telemetry = telemetry or Telemetry()
-        self.stats: defaultdict[str, ModelStats] = defaultdict(ModelStats)
-        self._breakers: dict[str, CircuitBreaker] = {}
 
-    def breaker(self, model: str) -> CircuitBreaker:
-        if model not in self._breakers:
+    def breaker(self, entry: ModelEntry) -> CircuitBreaker:
+        """The model's circuit breaker, kept on its registry entry."""
+        if entry.breaker is None:
             breaker = CircuitBreaker(self._settings.breaker_failures, self._settings.breaker_cooldown_s, self._clock)
 
-            def announce(state: CircuitState, name: str = model) -> None:
+            def announce(state: CircuitState, name: str = entry.name) -> None:
                 log.warning("circuit of model %s is now %s", name, state.value)
 
             breaker.subscribe(announce)
-            self._breakers[model] = breaker
-        return self._breakers[model]
+            entry.breaker = breaker
+        return entry.breaker
 
-    def circuit_detail(self, model: str) -> str | None:
+    @staticmethod
+    def circuit_detail(entry: ModelEntry) -> str | None:
         """A human-readable note when the model's circuit is not closed."""
-        breaker = self._breakers.get(model)
+        breaker = entry.breaker
         if breaker is None or breaker.state is CircuitState.CLOSED:
             return None
         if breaker.state is CircuitState.HALF_OPEN:
@@ -121,13 +123,14 @@ class Router:
             # it, and its own error says more than "no model available". An open circuit
             # still fails fast.
             entry = self._registry.resolve(request.model)
-            if not self.breaker(entry.name).allows_call():
+            if not self.breaker(entry).allows_call():
                 raise LLMError(
                     ErrorKind.MODEL_UNAVAILABLE,
-                    f"model {entry.name!r} is failing: {self.circuit_detail(entry.name)}",
+                    f"model {entry.name!r} is failing: {self.circuit_detail(entry)}",
                     model=entry.name,
-                    retry_after_s=self.breaker(entry.name).remaining_open_s(),
+                    retry_after_s=self.breaker(entry).remaining_open_s(),
                 )
+            self._check_fits(entry, request)
             return RoutePlan((entry,), strategy, f"model {request.model!r} pinned by the caller")
         prompt_tokens = estimate_prompt_tokens(request.messages)
         needed = prompt_tokens + (request.sampling.max_tokens or 0)
@@ -137,8 +140,8 @@ class Router:
             entry = self._registry.models[name]
             if not entry.available:
                 skipped[name] = f"unhealthy: {entry.health_detail or entry.health}"
-            elif not self.breaker(name).allows_call():
-                skipped[name] = self.circuit_detail(name) or "circuit open"
+            elif not self.breaker(entry).allows_call():
+                skipped[name] = self.circuit_detail(entry) or "circuit open"
             elif entry.context_window < needed:
                 skipped[name] = f"context window {entry.context_window} < ~{needed} tokens needed"
             else:
@@ -146,7 +149,7 @@ class Router:
         if not usable:
             raise self._nothing_usable(skipped, prompt_tokens, needed)
         ranked = rank(
-            [Candidate(e.name, e.price, self.stats[e.name]) for e in usable],
+            [Candidate(e.name, e.price, e.stats) for e in usable],
             strategy,
             prompt_tokens=prompt_tokens,
             completion_tokens=request.sampling.max_tokens,
@@ -158,6 +161,21 @@ class Router:
             reason += " | skipped " + "; ".join(f"{name} ({why})" for name, why in skipped.items())
         log.debug("route plan: %s", reason)
         return RoutePlan(tuple(by_name[s.name] for s in ranked), strategy, reason)
+
+    @staticmethod
+    def _check_fits(entry: ModelEntry, request: GenerationRequest) -> None:
+        """A pinned model's context window must hold the prompt plus ``max_tokens``: a
+        request the model's known limit rules out is the caller's to fix, not the model's."""
+        prompt_tokens = estimate_prompt_tokens(request.messages)
+        max_tokens = request.sampling.max_tokens or 0
+        if prompt_tokens + max_tokens > entry.context_window:
+            raise LLMError(
+                ErrorKind.CONTEXT_TOO_LARGE,
+                f"model {entry.name!r} has a context window of {entry.context_window} tokens; "
+                f"the request needs ~{prompt_tokens} for the prompt plus max_tokens {max_tokens}",
+                model=entry.name,
+                metadata={"context_window": str(entry.context_window), "prompt_tokens": str(prompt_tokens), "max_tokens": str(max_tokens)},
+            )
 
     @staticmethod
     def _nothing_usable(skipped: dict[str, str], prompt_tokens: int, needed: int) -> LLMError:
@@ -184,10 +202,7 @@ class Router:
         return deadline - asyncio.get_running_loop().time()
 
     def _call(self, entry: ModelEntry, request: GenerationRequest, deadline: float) -> ModelCall:
-        remaining = self._remaining(deadline)
-        if remaining <= 0:
-            raise LLMError(ErrorKind.TIMEOUT, "the deadline passed before the model answered", model=entry.name)
-        return ModelCall(entry.name, request.messages, request.sampling, timeout_s=remaining)
+        return ModelCall(entry.name, request.messages, request.sampling, timeout_s=self._remaining(deadline))
 
     def _start(self, request: GenerationRequest, metadata: CallMetadata, *, streaming: bool) -> RoutePlan:
         plan = self.plan(request, streaming=streaming)
@@ -197,17 +212,17 @@ class Router:
         return plan
 
     def _failed(self, entry: ModelEntry, error: LLMError, deadline: float) -> None:
-        breaker = self.breaker(entry.name)
+        breaker = self.breaker(entry)
         caller_ran_out = error.kind is ErrorKind.TIMEOUT and self._remaining(deadline) <= 0
         if error.kind in _NOT_THE_MODELS_FAULT or caller_ran_out:
             breaker.probe_in_flight = False
             return
-        self.stats[entry.name].record_failure()
+        entry.stats.record_failure()
         breaker.on_failure(f"{error.kind.value}: {error.message[:120]}")
 
     def _succeeded(self, entry: ModelEntry, latency_s: float, first_token_s: float | None = None) -> None:
-        self.stats[entry.name].record_success(latency_s, first_token_s)
-        self.breaker(entry.name).on_success()
+        entry.stats.record_success(latency_s, first_token_s)
+        self.breaker(entry).on_success()
 
     async def _retry_same_model(self, error: LLMError, attempt: int, deadline: float) -> bool:
         """Sleeps before retrying the same model; False when the router should move on."""
@@ -239,21 +254,38 @@ class Router:
         failures.append((entry.name, error))
         return False
 
-    @staticmethod
-    def _final_error(failures: list[tuple[str, LLMError]]) -> LLMError:
+    def _final_error(self, plan: RoutePlan, failures: list[tuple[str, LLMError]], deadline: float) -> LLMError:
+        """What the caller hears when no candidate answered."""
+        if self._remaining(deadline) <= 0:
+            return self._out_of_time(plan, failures)
         if len(failures) == 1:
             return failures[0][1]
-        return LLMError(
-            ErrorKind.ALL_MODELS_UNAVAILABLE,
-            "every candidate model failed: " + "; ".join(f"{m}: {e.kind.value}" for m, e in failures),
-            metadata={f"attempt.{i + 1}": f"{m}: {e.kind.value}: {e.message[:200]}" for i, (m, e) in enumerate(failures)},
-        )
+        waits = [e.retry_after_s for _, e in failures if e.retry_after_s is not None]
+        attempts = {f"attempt.{i + 1}": f"{m}: {e.kind.value}: {e.message[:200]}" for i, (m, e) in enumerate(failures)}
+        summary = "; ".join(f"{m}: {e.kind.value}" for m, e in failures)
+        if all(e.kind is ErrorKind.RATE_LIMIT_EXCEEDED for _, e in failures):
+            # Back off, as each provider asked: the soonest any of them takes calls again.
+            return LLMError(
+                ErrorKind.RATE_LIMIT_EXCEEDED, "every candidate model is rate limited: " + summary, retry_after_s=min(waits, default=None), metadata=attempts
+            )
+        return LLMError(ErrorKind.ALL_MODELS_UNAVAILABLE, "every candidate model failed: " + summary, retry_after_s=min(waits, default=None), metadata=attempts)
 
-    def _admit(self, entry: ModelEntry, plan: RoutePlan, metadata: CallMetadata, failures: list[tuple[str, LLMError]]) -> bool:
-        """Records the attempt; False when the model's circuit opened since planning."""
-        breaker = self.breaker(entry.name)
+    @staticmethod
+    def _out_of_time(plan: RoutePlan, failures: list[tuple[str, LLMError]]) -> LLMError:
+        tried = {name for name, _ in failures}
+        not_tried = [e.name for e in plan.candidates if e.name not in tried]
+        return deadline_exceeded("a model answered", tried=failures, not_tried=not_tried, model=failures[-1][0] if failures else None)
+
+    def _admit(
+        self, entry: ModelEntry, plan: RoutePlan, metadata: CallMetadata, failures: list[tuple[str, LLMError]], deadline: float
+    ) -> bool:
+        """Records the attempt; False when the model's circuit opened since planning. Raises
+        DEADLINE_EXCEEDED when the call's time is up: no model is asked after that."""
+        if self._remaining(deadline) <= 0:
+            raise self._out_of_time(plan, failures)
+        breaker = self.breaker(entry)
         if not breaker.allows_call():
-            failures.append((entry.name, LLMError(ErrorKind.MODEL_UNAVAILABLE, self.circuit_detail(entry.name) or "circuit open", model=entry.name)))
+            failures.append((entry.name, LLMError(ErrorKind.MODEL_UNAVAILABLE, self.circuit_detail(entry) or "circuit open", model=entry.name)))
             return False
         breaker.on_call()
         metadata.model_chain.append(entry.name)
@@ -266,7 +298,7 @@ class Router:
         failures: list[tuple[str, LLMError]] = []
         for entry in plan.candidates:
             attempt = 0
-            while self._admit(entry, plan, metadata, failures):
+            while self._admit(entry, plan, metadata, failures, deadline):
                 started = self._clock()
                 try:
                     call = self._call(entry, request, deadline)
@@ -282,12 +314,12 @@ class Router:
                         continue
                     break
                 except asyncio.CancelledError:
-                    self.breaker(entry.name).probe_in_flight = False
+                    self.breaker(entry).probe_in_flight = False
                     raise
                 self._succeeded(entry, self._clock() - started)
                 metadata.cost_usd = cost
                 return completion
-        raise self._final_error(failures)
+        raise self._final_error(plan, failures, deadline)
 
     async def stream(self, request: GenerationRequest, deadline: float, metadata: CallMetadata) -> AsyncIterator[StreamDelta]:
         """Deltas of the first model that starts streaming.
@@ -301,7 +333,7 @@ class Router:
         failures: list[tuple[str, LLMError]] = []
         for entry in plan.candidates:
             attempt = 0
-            while self._admit(entry, plan, metadata, failures):
+            while self._admit(entry, plan, metadata, failures, deadline):
                 started = self._clock()
                 first_token_s: float | None = None
                 try:
@@ -331,11 +363,11 @@ class Router:
                         continue
                     break
                 except (asyncio.CancelledError, GeneratorExit):
-                    self.breaker(entry.name).probe_in_flight = False
+                    self.breaker(entry).probe_in_flight = False
                     raise
                 self._succeeded(entry, self._clock() - started, first_token_s)
                 return
-        raise self._final_error(failures)
+        raise self._final_error(plan, failures, deadline)
 
     def _observe(self, entry: ModelEntry, call: ModelCall, plan: RoutePlan, metadata: CallMetadata, *, streaming: bool) -> AbstractContextManager[Attempt]:
         return self._telemetry.attempt(

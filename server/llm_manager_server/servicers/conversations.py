@@ -24,7 +24,7 @@ from ..conversations import Conversation, ConversationStore, PageCursor, TurnCoo
 from ..conversations.context import check_fits, context_messages, prompt_budget
 from ..domain.errors import FieldViolation, invalid_request
 from ..domain.types import CallMetadata, GenerationRequest, Message, Role
-from ..interceptors import deadline_var, request_id_var
+from ..domain.call_context import deadline_var, request_id_var
 from . import convert
 from .llm_manager import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Generator
 

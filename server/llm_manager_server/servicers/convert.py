@@ -10,6 +10,7 @@ from llm_manager.v1 import common_pb2, llm_manager_service_pb2
 
 from ..domain.errors import FieldViolation, invalid_request
 from ..domain.types import (
+    MODEL_NAME_RULE,
     CallMetadata,
     FinishReason,
     GenerationRequest,
@@ -21,10 +22,14 @@ from ..domain.types import (
     SamplingOptions,
     TaskType,
     Usage,
+    is_valid_model_name,
 )
 
 MAX_STOP_SEQUENCES = 4
 MAX_REQUEST_CHARS = 2_000_000
+# No model this service knows has a window above ~1M tokens; a larger max_tokens is a mistake.
+# (Each model's own window is checked by the router: prompt + max_tokens must fit it.)
+MAX_MAX_TOKENS = 1 << 20
 
 _TASKS = {
     common_pb2.TASK_TYPE_UNSPECIFIED: TaskType.GENERAL,
@@ -76,8 +81,8 @@ def sampling_from_proto(
 ) -> tuple[SamplingOptions, RoutingStrategy | None]:
     """Sampling options and strategy, appending a violation for every bad field."""
     max_tokens = preferences.max_tokens if preferences.HasField("max_tokens") else None
-    if max_tokens is not None and max_tokens <= 0:
-        violations.append(FieldViolation(f"{prefix}.max_tokens", f"must be positive, got {max_tokens}"))
+    if max_tokens is not None and not 0 < max_tokens <= MAX_MAX_TOKENS:
+        violations.append(FieldViolation(f"{prefix}.max_tokens", f"must be 1..{MAX_MAX_TOKENS}, got {max_tokens}"))
     temperature = preferences.temperature if preferences.HasField("temperature") else None
     if temperature is not None and not 0.0 <= temperature <= 2.0:
         violations.append(FieldViolation(f"{prefix}.temperature", f"must be between 0 and 2, got {temperature:g}"))
@@ -101,8 +106,9 @@ def sampling_from_proto(
         violations.append(FieldViolation(f"{prefix}.response_format", f"unknown response format {preferences.response_format}"))
     else:
         response_format = _FORMATS[preferences.response_format]
-    if preferences.model != preferences.model.strip():
-        violations.append(FieldViolation(f"{prefix}.model", "must not have surrounding whitespace"))
+    if preferences.model and not is_valid_model_name(preferences.model):
+        # The name itself is not echoed: it may be huge, or hold anything.
+        violations.append(FieldViolation(f"{prefix}.model", MODEL_NAME_RULE))
     sampling = SamplingOptions(
         max_tokens=max_tokens,
         temperature=temperature,
@@ -135,6 +141,8 @@ def generation_request(request: GenerateLike, messages: Iterable[common_pb2.Chat
     chat = messages_from_proto(messages, violations)
     if not request.prompt.strip() and not chat and not any(v.field.startswith("messages") for v in violations):
         violations.append(FieldViolation("prompt", "give a non-empty prompt or at least one message"))
+    elif not request.prompt.strip() and chat and all(m.role is Role.SYSTEM for m in chat):
+        violations.append(FieldViolation("messages", "only system messages: give a prompt or a user message to answer"))
     task = task_from_proto(request.task_type, violations)
     sampling, strategy = sampling_from_proto(request.preferences, violations)
     full: list[Message] = []

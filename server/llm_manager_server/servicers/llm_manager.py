@@ -16,7 +16,7 @@ from ..cache import CachedAnswer, ResponseCache
 from .. import genai
 from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
 from ..domain.types import CallMetadata, FinishReason, GenerationRequest, Usage
-from ..interceptors import deadline_var, request_id_var
+from ..domain.call_context import deadline_exceeded, deadline_var, request_id_var
 from ..routing.registry import HealthState, ModelRegistry
 from ..routing.router import Router
 from . import convert
@@ -116,10 +116,9 @@ class Generator:
 
     @staticmethod
     def _timeout(metadata: CallMetadata, what: str) -> LLMError:
-        return LLMError(
-            ErrorKind.TIMEOUT,
-            f"the call's deadline passed before {what}",
-            model=metadata.model_chain[-1] if metadata.model_chain else None,
+        chain = metadata.model_chain
+        return deadline_exceeded(
+            what, asked=chain, not_tried=[c for c in metadata.candidates if c not in chain], model=chain[-1] if chain else None
         )
 
     @property
@@ -301,7 +300,7 @@ class LLMManagerServicer(llm_manager_service_pb2_grpc.LLMManagerServiceServicer)
     ) -> llm_manager_service_pb2.ListModelsResponse:
         entries = list(self._registry.models.values())
         start, end = page_bounds(request.page_size, request.page_token, len(entries))
-        circuit = {e.name: self._generator.router.circuit_detail(e.name) for e in entries[start:end]}
+        circuit = {e.name: self._generator.router.circuit_detail(e) for e in entries[start:end]}
         models = [
             llm_manager_service_pb2.Model(
                 name=entry.name,

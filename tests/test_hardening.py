@@ -1,0 +1,278 @@
+"""What a hostile or careless caller could do, tried through the real gRPC server on loopback
+(the scriptable fault server plays every upstream). Each test reproduces one defect of the
+hardening issue and failed before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llm_manager.client import error_details
+from llm_manager.v1 import common_pb2, llm_manager_service_pb2 as api
+from llm_manager_server.config import ConfigError, load_settings
+
+from .conftest import BASE_ENV, StartApp, Stubs
+from .support.fault_server import FaultServer
+from .support.processes import REPO, free_port
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FaultServer]:
+    server = await FaultServer().start()
+    yield server
+    await server.stop()
+
+
+def _pinned(model: str, **fields: object) -> api.GenerateRequest:
+    return api.GenerateRequest(
+        prompt="hi", preferences=common_pb2.GenerationPreferences(model=model), cache_control=common_pb2.CacheControl(no_cache=True), **fields  # type: ignore[arg-type]
+    )
+
+
+async def _failure(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call  # type: ignore[misc]
+    return raised.value
+
+
+# --- 1. preferences.model cannot grow the server's state ----------------------------------
+
+
+async def test_a_huge_model_name_is_invalid_argument_and_not_echoed(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer) -> None:
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha"))
+    huge = "nonexistent-0-" + "N" * 1_000_000
+    details = error_details(await _failure(stubs.llm.Generate(_pinned(huge), timeout=10)))
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    assert set(details.field_violations) == {"preferences.model"}
+    assert "NNNN" not in details.message + repr(details.metadata) + repr(details.field_violations)
+    forged = "gpt-fail-500-x\n2026-12-01 00:00:00,000 INFO llm_manager_server.access [admin] rpc DeleteConversation -> OK"
+    details = error_details(await _failure(stubs.llm.Generate(_pinned(forged), timeout=10)))
+    assert set(details.field_violations) == {"preferences.model"}
+    assert fake.requests == [], "no invalid name reached an upstream"
+
+
+async def test_pinned_names_are_served_but_never_listed_and_state_stays_bounded(
+    start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer
+) -> None:
+    from llm_manager_server.routing.registry import MAX_ADHOC_MODELS
+
+    app = await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha", LLM_HEALTH_INTERVAL_SECONDS="600")
+    stubs = connect(app)
+    names = [f"model-{uuid.uuid4()}" for _ in range(MAX_ADHOC_MODELS * 3)]
+    for name in names:
+        reply = await stubs.llm.Generate(_pinned(name), timeout=10)
+        assert reply.model == name  # a model the endpoint serves is still usable by name
+    listed = await stubs.llm.ListModels(api.ListModelsRequest(page_size=1000), timeout=10)
+    assert [m.name for m in listed.models] == ["alpha"]
+    assert app.registry is not None
+    assert len(app.registry.adhoc) == MAX_ADHOC_MODELS and set(app.registry.adhoc) == set(names[-MAX_ADHOC_MODELS:])
+    unknown = await _failure(health_pb2_grpc.HealthStub(stubs.channel).Check(health_pb2.HealthCheckRequest(service=f"model/{names[-1]}"), timeout=5))
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND  # health publishes configured models only
+
+
+# --- 3. credentials in endpoint URLs --------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["LM_STUDIO_ENDPOINT", "OPENAI_BASE_URL", "CLAUDE_BASE_URL"])
+def test_credentials_in_an_endpoint_url_are_a_one_line_configuration_error(variable: str) -> None:
+    password = "hunter2-Sup3rS3cret"
+    with pytest.raises(ConfigError) as raised:
+        load_settings({variable: f"http://admin:{password}@127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-x", "CLAUDE_API_KEY": "sk-y"})
+    assert raised.value.variable == variable and password not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_start_up_with_credentials_in_a_url_exits_2_before_listening() -> None:
+    port = free_port()
+    password = "hunter2-Sup3rS3cret"
+    env = {**os.environ, **BASE_ENV, "LLM_GRPC_PORT": str(port), "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": f"http://u:{password}@127.0.0.1:9/v1"}
+    done = subprocess.run([sys.executable, "-m", "llm_manager_server"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "OPENAI_BASE_URL" in done.stderr and password not in done.stderr
+
+
+def test_a_bad_port_in_an_endpoint_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"LM_STUDIO_ENDPOINT": "http://127.0.0.1:99999/v1"})
+    assert raised.value.variable == "LM_STUDIO_ENDPOINT"
+
+
+# --- 4. log injection ---------------------------------------------------------------------
+
+
+def test_log_lines_escape_control_characters_and_redact_secrets() -> None:
+    from llm_manager_server.config import Secret
+    from llm_manager_server.logs import FORMAT, SafeFormatter
+
+    Secret("LOGSECRET-77c1a9e2b4d6")
+    record = logging.LogRecord("llm_manager_server.routing", logging.INFO, __file__, 1, "model %s failed: %s", ("x\nFORGED INFO line\r", "key LOGSECRET-77c1a9e2b4d6 \u2028 \x1b[31m"), None)
+    record.request_id = "-"
+    line = SafeFormatter(FORMAT).format(record)
+    assert "\n" not in line and "\r" not in line and "\u2028" not in line and "\x1b" not in line
+    assert "x\\x0aFORGED" in line and "LOGSECRET" not in line
+
+
+async def test_a_bad_request_id_is_replaced_and_a_good_one_kept(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer) -> None:
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha"))
+    # (gRPC clients refuse to send control characters or non-ASCII in metadata themselves.)
+    for bad in ("x" * 7000, "abc def", "-leading-dash", "a;b<script>", "x" * 129):
+        reply = await stubs.llm.Generate(_pinned("alpha"), metadata=(("x-request-id", bad),), timeout=10)
+        assert reply.metadata.request_id != bad and len(reply.metadata.request_id) == 32
+    for good in ("req_01HZX3-abc.def", str(uuid.uuid4()), "a" * 128):
+        reply = await stubs.llm.Generate(_pinned("alpha"), metadata=(("x-request-id", good),), timeout=10)
+        assert reply.metadata.request_id == good
+
+
+# --- 5. the server's time limit ends a fallback chain --------------------------------------
+
+
+async def test_running_out_of_time_is_deadline_exceeded_naming_the_limit(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer) -> None:
+    fake.script("slow-a", "slow:60")
+    fake.script("slow-b", "slow:60")
+    stubs = connect(await start_app(
+        LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="slow-a", LLM_GENERAL_MODEL_2="slow-b", LLM_TIMEOUT_MS="1500", LLM_HEALTH_INTERVAL_SECONDS="600"
+    ))
+    for _ in range(4):
+        request = api.GenerateRequest(prompt="hi", cache_control=common_pb2.CacheControl(no_cache=True))
+        details = error_details(await _failure(stubs.llm.Generate(request)))  # no client deadline
+        assert (details.code, details.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "TIMEOUT"), details.message
+        assert details.metadata["limit"] == "LLM_TIMEOUT_MS" and "LLM_TIMEOUT_MS" in details.message
+        assert details.metadata["not_tried"] == "slow-b", "slow-b was never asked, so it is not reported as failed"
+        assert not any("slow-b" in value for key, value in details.metadata.items() if key.startswith("attempt."))
+    assert fake.calls("slow-b") == 0
+    # The caller's own, tighter deadline is the limit that fires then.
+    streamed = stubs.llm.StreamGenerate(api.StreamGenerateRequest(prompt="hi"), timeout=0.8)
+    error = await _failure(_drain(streamed))
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def _drain(call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
+    async for _ in call:
+        pass
+
+
+# --- 6. rate limits across a chain ----------------------------------------------------------
+
+
+async def test_every_model_rate_limited_is_resource_exhausted_with_the_shortest_wait(
+    start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer
+) -> None:
+    fake.script("alpha", "status:429,retry-after=30")
+    fake.script("beta", "status:429,retry-after=12")
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha", LLM_GENERAL_MODEL_2="beta", LLM_HEALTH_INTERVAL_SECONDS="600"))
+    for call in (stubs.llm.Generate(api.GenerateRequest(prompt="hi"), timeout=10), _drain(stubs.llm.StreamGenerate(api.StreamGenerateRequest(prompt="hi"), timeout=10))):
+        details = error_details(await _failure(call))
+        assert (details.code, details.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED"), details.message
+        assert details.retry_delay_s == 12
+        assert {"attempt.1", "attempt.2"} <= set(details.metadata)
+
+
+# --- 8. caller headers never reach a provider ---------------------------------------------------
+
+
+async def test_providers_get_our_traceparent_but_never_the_callers_baggage_or_tracestate(
+    start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer
+) -> None:
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha"))
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    await stubs.llm.Generate(_pinned("alpha"), timeout=10, metadata=(
+        ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),
+        ("tracestate", "vendor=secret-tenant-7"),
+        ("baggage", "user.id=alice,session=s3cr3t"),
+    ))
+    headers = {k.lower(): v for k, v in fake.requests[-1].headers.items()}
+    assert headers["traceparent"].startswith(f"00-{trace_id}-") and headers["traceparent"].endswith("-01")
+    assert "baggage" not in headers and "tracestate" not in headers
+
+
+# --- 9. smaller ones -------------------------------------------------------------------------------
+
+
+async def test_max_tokens_is_bounded_by_the_model(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer) -> None:
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha"))
+    huge = _pinned("alpha")
+    huge.preferences.max_tokens = 2**31 - 1
+    details = error_details(await _failure(stubs.llm.Generate(huge, timeout=10)))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT and "preferences.max_tokens" in details.field_violations
+    too_big = _pinned("alpha")
+    too_big.preferences.max_tokens = 100_000  # fits the global bound, not the model's 2048-token window
+    details = error_details(await _failure(stubs.llm.Generate(too_big, timeout=10)))
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_TOO_LARGE")
+    assert details.metadata["context_window"] == "2048" and details.metadata["max_tokens"] == "100000"
+    assert fake.requests == []
+
+
+async def test_a_request_of_only_system_messages_is_rejected(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer) -> None:
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha"))
+    only_system = api.GenerateRequest(messages=[common_pb2.ChatMessage(role=common_pb2.ROLE_SYSTEM, content="You are terse.")])
+    details = error_details(await _failure(stubs.llm.Generate(only_system, timeout=10)))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT and "messages" in details.field_violations
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("method", ["Generate", "StreamGenerate", "ListModels"])
+async def test_malformed_protobuf_is_invalid_argument(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer, method: str) -> None:
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha"))
+    path = f"/llm_manager.v1.LLMManagerService/{method}"
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # field 1, length-delimited, with an impossible length
+    if method == "StreamGenerate":
+        call = _drain(stubs.channel.unary_stream(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)(garbage, timeout=10))
+    else:
+        call = stubs.channel.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)(garbage, timeout=10)
+    details = error_details(await _failure(call))
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"), details.message
+    assert "request" in details.field_violations and f"{method}Request" in details.field_violations["request"]
+
+
+async def test_health_detail_names_the_endpoint_not_a_fake_model(start_app: StartApp, connect: Callable[..., Stubs]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=dead, LLM_GENERAL_MODEL_1="alpha"))
+    listed = await stubs.llm.ListModels(api.ListModelsRequest(), timeout=10)
+    detail = listed.models[0].health_detail
+    assert "health probe" not in detail and f"local endpoint {dead}" in detail and "unreachable" in detail
+
+
+async def test_calls_beyond_the_concurrency_cap_are_resource_exhausted(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer) -> None:
+    fake.script("drip", "drip:0.05")
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="drip", LLM_MAX_CONCURRENT_CALLS="2"))
+    no_cache = common_pb2.CacheControl(no_cache=True)
+    running = [stubs.llm.StreamGenerate(api.StreamGenerateRequest(prompt=f"go {i}", cache_control=no_cache), timeout=30) for i in range(2)]
+    for call in running:
+        await call.read()  # both are being served (the drip takes 10 s)
+    details = error_details(await _failure(stubs.llm.ListModels(api.ListModelsRequest(), timeout=10)))
+    assert (details.code, details.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED")
+    assert details.metadata["limit"] == "LLM_MAX_CONCURRENT_CALLS" and details.retry_delay_s is not None
+    # Probes are not counted against the cap.
+    checked = await health_pb2_grpc.HealthStub(stubs.channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    for call in running:
+        call.cancel()
+    await asyncio.sleep(0.2)
+    reply = await stubs.llm.ListModels(api.ListModelsRequest(), timeout=10)  # room again
+    assert reply.models
+
+
+def test_the_log_writer_keeps_one_record_on_one_line() -> None:
+    from llm_manager_server.logs import configure_logging
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    writer = configure_logging("INFO", stream)
+    try:
+        logging.getLogger("llm_manager_server.test").info("pinned %s", "m\n2026-12-01 00:00:00,000 INFO forged")
+    finally:
+        writer.stop()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and "forged" in lines[0]
