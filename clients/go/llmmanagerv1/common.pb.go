@@ -9,6 +9,7 @@ package llmmanagerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -155,8 +156,10 @@ const (
 	Role_ROLE_SYSTEM Role = 1
 	// The caller's turn.
 	Role_ROLE_USER Role = 2
-	// The model's turn.
+	// The model's turn: text, and/or the tools it called (`ChatMessage.tool_calls`).
 	Role_ROLE_ASSISTANT Role = 3
+	// A tool's result: `content` answers the call named by `ChatMessage.tool_call_id`.
+	Role_ROLE_TOOL Role = 4
 )
 
 // Enum value maps for Role.
@@ -166,12 +169,14 @@ var (
 		1: "ROLE_SYSTEM",
 		2: "ROLE_USER",
 		3: "ROLE_ASSISTANT",
+		4: "ROLE_TOOL",
 	}
 	Role_value = map[string]int32{
 		"ROLE_UNSPECIFIED": 0,
 		"ROLE_SYSTEM":      1,
 		"ROLE_USER":        2,
 		"ROLE_ASSISTANT":   3,
+		"ROLE_TOOL":        4,
 	}
 )
 
@@ -216,6 +221,8 @@ const (
 	FinishReason_FINISH_REASON_CONTENT_FILTER FinishReason = 3
 	// Any other reason the provider reported.
 	FinishReason_FINISH_REASON_OTHER FinishReason = 4
+	// The model called one or more tools (the reply's `tool_calls`) and waits for their results.
+	FinishReason_FINISH_REASON_TOOL_CALLS FinishReason = 5
 )
 
 // Enum value maps for FinishReason.
@@ -226,6 +233,7 @@ var (
 		2: "FINISH_REASON_LENGTH",
 		3: "FINISH_REASON_CONTENT_FILTER",
 		4: "FINISH_REASON_OTHER",
+		5: "FINISH_REASON_TOOL_CALLS",
 	}
 	FinishReason_value = map[string]int32{
 		"FINISH_REASON_UNSPECIFIED":    0,
@@ -233,6 +241,7 @@ var (
 		"FINISH_REASON_LENGTH":         2,
 		"FINISH_REASON_CONTENT_FILTER": 3,
 		"FINISH_REASON_OTHER":          4,
+		"FINISH_REASON_TOOL_CALLS":     5,
 	}
 )
 
@@ -273,6 +282,9 @@ const (
 	ResponseFormat_RESPONSE_FORMAT_TEXT ResponseFormat = 1
 	// A single JSON object (providers' "JSON mode").
 	ResponseFormat_RESPONSE_FORMAT_JSON_OBJECT ResponseFormat = 2
+	// JSON that conforms to `GenerationPreferences.response_schema`; the reply carries it parsed
+	// in `structured_output` (and as JSON text in `text`). The server validates it.
+	ResponseFormat_RESPONSE_FORMAT_JSON_SCHEMA ResponseFormat = 3
 )
 
 // Enum value maps for ResponseFormat.
@@ -281,11 +293,13 @@ var (
 		0: "RESPONSE_FORMAT_UNSPECIFIED",
 		1: "RESPONSE_FORMAT_TEXT",
 		2: "RESPONSE_FORMAT_JSON_OBJECT",
+		3: "RESPONSE_FORMAT_JSON_SCHEMA",
 	}
 	ResponseFormat_value = map[string]int32{
 		"RESPONSE_FORMAT_UNSPECIFIED": 0,
 		"RESPONSE_FORMAT_TEXT":        1,
 		"RESPONSE_FORMAT_JSON_OBJECT": 2,
+		"RESPONSE_FORMAT_JSON_SCHEMA": 3,
 	}
 )
 
@@ -374,15 +388,141 @@ func (Provider) EnumDescriptor() ([]byte, []int) {
 	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{5}
 }
 
+// How the model may use the request's tools.
+type ToolChoiceMode int32
+
+const (
+	// Not set: TOOL_CHOICE_MODE_AUTO when the request has tools.
+	ToolChoiceMode_TOOL_CHOICE_MODE_UNSPECIFIED ToolChoiceMode = 0
+	// The model decides whether to call tools or to answer with text.
+	ToolChoiceMode_TOOL_CHOICE_MODE_AUTO ToolChoiceMode = 1
+	// The model must not call any tool (the tools stay in its context).
+	ToolChoiceMode_TOOL_CHOICE_MODE_NONE ToolChoiceMode = 2
+	// The model must call at least one tool.
+	ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED ToolChoiceMode = 3
+)
+
+// Enum value maps for ToolChoiceMode.
+var (
+	ToolChoiceMode_name = map[int32]string{
+		0: "TOOL_CHOICE_MODE_UNSPECIFIED",
+		1: "TOOL_CHOICE_MODE_AUTO",
+		2: "TOOL_CHOICE_MODE_NONE",
+		3: "TOOL_CHOICE_MODE_REQUIRED",
+	}
+	ToolChoiceMode_value = map[string]int32{
+		"TOOL_CHOICE_MODE_UNSPECIFIED": 0,
+		"TOOL_CHOICE_MODE_AUTO":        1,
+		"TOOL_CHOICE_MODE_NONE":        2,
+		"TOOL_CHOICE_MODE_REQUIRED":    3,
+	}
+)
+
+func (x ToolChoiceMode) Enum() *ToolChoiceMode {
+	p := new(ToolChoiceMode)
+	*p = x
+	return p
+}
+
+func (x ToolChoiceMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ToolChoiceMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_llm_manager_v1_common_proto_enumTypes[6].Descriptor()
+}
+
+func (ToolChoiceMode) Type() protoreflect.EnumType {
+	return &file_llm_manager_v1_common_proto_enumTypes[6]
+}
+
+func (x ToolChoiceMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ToolChoiceMode.Descriptor instead.
+func (ToolChoiceMode) EnumDescriptor() ([]byte, []int) {
+	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{6}
+}
+
+// What a model can do, as the server knows it (ListModels `capabilities`).
+type Capability int32
+
+const (
+	// Not used.
+	Capability_CAPABILITY_UNSPECIFIED Capability = 0
+	// Calls the request's tools (natively, or by the server constraining its answer
+	// to a tool-call schema).
+	Capability_CAPABILITY_TOOLS Capability = 1
+	// Answers in JSON that conforms to a given schema (RESPONSE_FORMAT_JSON_SCHEMA).
+	Capability_CAPABILITY_JSON_SCHEMA Capability = 2
+	// Understands images.
+	Capability_CAPABILITY_VISION Capability = 3
+	// A reasoning model (thinks before it answers).
+	Capability_CAPABILITY_REASONING Capability = 4
+)
+
+// Enum value maps for Capability.
+var (
+	Capability_name = map[int32]string{
+		0: "CAPABILITY_UNSPECIFIED",
+		1: "CAPABILITY_TOOLS",
+		2: "CAPABILITY_JSON_SCHEMA",
+		3: "CAPABILITY_VISION",
+		4: "CAPABILITY_REASONING",
+	}
+	Capability_value = map[string]int32{
+		"CAPABILITY_UNSPECIFIED": 0,
+		"CAPABILITY_TOOLS":       1,
+		"CAPABILITY_JSON_SCHEMA": 2,
+		"CAPABILITY_VISION":      3,
+		"CAPABILITY_REASONING":   4,
+	}
+)
+
+func (x Capability) Enum() *Capability {
+	p := new(Capability)
+	*p = x
+	return p
+}
+
+func (x Capability) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Capability) Descriptor() protoreflect.EnumDescriptor {
+	return file_llm_manager_v1_common_proto_enumTypes[7].Descriptor()
+}
+
+func (Capability) Type() protoreflect.EnumType {
+	return &file_llm_manager_v1_common_proto_enumTypes[7]
+}
+
+func (x Capability) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Capability.Descriptor instead.
+func (Capability) EnumDescriptor() ([]byte, []int) {
+	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{7}
+}
+
 // One message of a chat.
 type ChatMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Who wrote the message. Required.
 	Role Role `protobuf:"varint,1,opt,name=role,proto3,enum=llm_manager.v1.Role" json:"role,omitempty"`
-	// The message text. Required to be non-empty.
+	// The message text; for ROLE_TOOL, the tool's result. Required to be non-empty,
+	// except on an assistant message that carries `tool_calls`.
 	Content string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
 	// When the message was stored. Output only (set on conversation messages).
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// On a ROLE_ASSISTANT message: the tools the model called in that turn, as the
+	// reply's `tool_calls` gave them. Each `id` is unique within the request.
+	ToolCalls []*ToolCall `protobuf:"bytes,4,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// On a ROLE_TOOL message (required there, refused elsewhere): the `id` of the
+	// earlier assistant tool call this message answers.
+	ToolCallId    string `protobuf:"bytes,5,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -438,6 +578,206 @@ func (x *ChatMessage) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ChatMessage) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *ChatMessage) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+// A tool the model may call. The server validates the model's arguments
+// against `parameters` before the call reaches the caller.
+type Tool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tool's name: 1-64 of [a-zA-Z0-9_-], unique within the request. Required.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// What the tool does and when to use it; models choose tools by this text.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// The arguments as a JSON Schema object (`{"type": "object", "properties": ...}`).
+	// Unset: the tool takes no arguments.
+	Parameters    *structpb.Struct `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tool) Reset() {
+	*x = Tool{}
+	mi := &file_llm_manager_v1_common_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tool) ProtoMessage() {}
+
+func (x *Tool) ProtoReflect() protoreflect.Message {
+	mi := &file_llm_manager_v1_common_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tool.ProtoReflect.Descriptor instead.
+func (*Tool) Descriptor() ([]byte, []int) {
+	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Tool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Tool) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Tool) GetParameters() *structpb.Struct {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+// Which tools the model may or must call.
+type ToolChoice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Auto, none or required. Ignored when `tool_name` is set.
+	Mode ToolChoiceMode `protobuf:"varint,1,opt,name=mode,proto3,enum=llm_manager.v1.ToolChoiceMode" json:"mode,omitempty"`
+	// Set: the model must call this tool (one of the request's `tools`).
+	ToolName      string `protobuf:"bytes,2,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolChoice) Reset() {
+	*x = ToolChoice{}
+	mi := &file_llm_manager_v1_common_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolChoice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolChoice) ProtoMessage() {}
+
+func (x *ToolChoice) ProtoReflect() protoreflect.Message {
+	mi := &file_llm_manager_v1_common_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolChoice.ProtoReflect.Descriptor instead.
+func (*ToolChoice) Descriptor() ([]byte, []int) {
+	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ToolChoice) GetMode() ToolChoiceMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ToolChoiceMode_TOOL_CHOICE_MODE_UNSPECIFIED
+}
+
+func (x *ToolChoice) GetToolName() string {
+	if x != nil {
+		return x.ToolName
+	}
+	return ""
+}
+
+// A call of one tool, complete: in a stream it is sent once, in the message where
+// its arguments completed, never in fragments.
+type ToolCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's id, to be echoed in the ROLE_TOOL message that answers it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The tool's name (one of the request's `tools`).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The arguments, valid against the tool's `parameters` schema.
+	Arguments     *structpb.Struct `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCall) Reset() {
+	*x = ToolCall{}
+	mi := &file_llm_manager_v1_common_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCall) ProtoMessage() {}
+
+func (x *ToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_llm_manager_v1_common_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
+func (*ToolCall) Descriptor() ([]byte, []int) {
+	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ToolCall) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ToolCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCall) GetArguments() *structpb.Struct {
+	if x != nil {
+		return x.Arguments
+	}
+	return nil
+}
+
 // Caller preferences for one generation. Every field is optional.
 type GenerationPreferences struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -460,13 +800,16 @@ type GenerationPreferences struct {
 	Seed *int64 `protobuf:"varint,7,opt,name=seed,proto3,oneof" json:"seed,omitempty"`
 	// Requested reply format.
 	ResponseFormat ResponseFormat `protobuf:"varint,8,opt,name=response_format,json=responseFormat,proto3,enum=llm_manager.v1.ResponseFormat" json:"response_format,omitempty"`
+	// With RESPONSE_FORMAT_JSON_SCHEMA (required there, refused otherwise): the JSON
+	// Schema the answer must conform to. Its root must be `{"type": "object", ...}`.
+	ResponseSchema *structpb.Struct `protobuf:"bytes,9,opt,name=response_schema,json=responseSchema,proto3" json:"response_schema,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GenerationPreferences) Reset() {
 	*x = GenerationPreferences{}
-	mi := &file_llm_manager_v1_common_proto_msgTypes[1]
+	mi := &file_llm_manager_v1_common_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +821,7 @@ func (x *GenerationPreferences) String() string {
 func (*GenerationPreferences) ProtoMessage() {}
 
 func (x *GenerationPreferences) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_common_proto_msgTypes[1]
+	mi := &file_llm_manager_v1_common_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +834,7 @@ func (x *GenerationPreferences) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerationPreferences.ProtoReflect.Descriptor instead.
 func (*GenerationPreferences) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{1}
+	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GenerationPreferences) GetModel() string {
@@ -550,6 +893,13 @@ func (x *GenerationPreferences) GetResponseFormat() ResponseFormat {
 	return ResponseFormat_RESPONSE_FORMAT_UNSPECIFIED
 }
 
+func (x *GenerationPreferences) GetResponseSchema() *structpb.Struct {
+	if x != nil {
+		return x.ResponseSchema
+	}
+	return nil
+}
+
 // Per-request control of the response cache.
 type CacheControl struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -563,7 +913,7 @@ type CacheControl struct {
 
 func (x *CacheControl) Reset() {
 	*x = CacheControl{}
-	mi := &file_llm_manager_v1_common_proto_msgTypes[2]
+	mi := &file_llm_manager_v1_common_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +925,7 @@ func (x *CacheControl) String() string {
 func (*CacheControl) ProtoMessage() {}
 
 func (x *CacheControl) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_common_proto_msgTypes[2]
+	mi := &file_llm_manager_v1_common_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +938,7 @@ func (x *CacheControl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheControl.ProtoReflect.Descriptor instead.
 func (*CacheControl) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{2}
+	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CacheControl) GetNoCache() bool {
@@ -627,7 +977,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_llm_manager_v1_common_proto_msgTypes[3]
+	mi := &file_llm_manager_v1_common_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +989,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_common_proto_msgTypes[3]
+	mi := &file_llm_manager_v1_common_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +1002,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{3}
+	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Usage) GetPromptTokens() int32 {
@@ -728,7 +1078,7 @@ type ResponseMetadata struct {
 
 func (x *ResponseMetadata) Reset() {
 	*x = ResponseMetadata{}
-	mi := &file_llm_manager_v1_common_proto_msgTypes[4]
+	mi := &file_llm_manager_v1_common_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +1090,7 @@ func (x *ResponseMetadata) String() string {
 func (*ResponseMetadata) ProtoMessage() {}
 
 func (x *ResponseMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_common_proto_msgTypes[4]
+	mi := &file_llm_manager_v1_common_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +1103,7 @@ func (x *ResponseMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseMetadata.ProtoReflect.Descriptor instead.
 func (*ResponseMetadata) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{4}
+	return file_llm_manager_v1_common_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ResponseMetadata) GetLatencyMs() int64 {
@@ -837,12 +1187,30 @@ var File_llm_manager_v1_common_proto protoreflect.FileDescriptor
 
 const file_llm_manager_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x1bllm_manager/v1/common.proto\x12\x0ellm_manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x01\n" +
+	"\x1bllm_manager/v1/common.proto\x12\x0ellm_manager.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x01\n" +
 	"\vChatMessage\x12(\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x14.llm_manager.v1.RoleR\x04role\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x86\x03\n" +
+	"createTime\x127\n" +
+	"\n" +
+	"tool_calls\x18\x04 \x03(\v2\x18.llm_manager.v1.ToolCallR\ttoolCalls\x12 \n" +
+	"\ftool_call_id\x18\x05 \x01(\tR\n" +
+	"toolCallId\"u\n" +
+	"\x04Tool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x127\n" +
+	"\n" +
+	"parameters\x18\x03 \x01(\v2\x17.google.protobuf.StructR\n" +
+	"parameters\"]\n" +
+	"\n" +
+	"ToolChoice\x122\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1e.llm_manager.v1.ToolChoiceModeR\x04mode\x12\x1b\n" +
+	"\ttool_name\x18\x02 \x01(\tR\btoolName\"e\n" +
+	"\bToolCall\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
+	"\targuments\x18\x03 \x01(\v2\x17.google.protobuf.StructR\targuments\"\xc8\x03\n" +
 	"\x15GenerationPreferences\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\"\n" +
 	"\n" +
@@ -852,7 +1220,8 @@ const file_llm_manager_v1_common_proto_rawDesc = "" +
 	"\x05top_p\x18\x05 \x01(\x01H\x02R\x04topP\x88\x01\x01\x12\x12\n" +
 	"\x04stop\x18\x06 \x03(\tR\x04stop\x12\x17\n" +
 	"\x04seed\x18\a \x01(\x03H\x03R\x04seed\x88\x01\x01\x12G\n" +
-	"\x0fresponse_format\x18\b \x01(\x0e2\x1e.llm_manager.v1.ResponseFormatR\x0eresponseFormatB\r\n" +
+	"\x0fresponse_format\x18\b \x01(\x0e2\x1e.llm_manager.v1.ResponseFormatR\x0eresponseFormat\x12@\n" +
+	"\x0fresponse_schema\x18\t \x01(\v2\x17.google.protobuf.StructR\x0eresponseSchemaB\r\n" +
 	"\v_max_tokensB\x0e\n" +
 	"\f_temperatureB\b\n" +
 	"\x06_top_pB\a\n" +
@@ -897,27 +1266,42 @@ const file_llm_manager_v1_common_proto_rawDesc = "" +
 	"\x1cROUTING_STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ROUTING_STRATEGY_COST\x10\x01\x12 \n" +
 	"\x1cROUTING_STRATEGY_PERFORMANCE\x10\x02\x12\x1d\n" +
-	"\x19ROUTING_STRATEGY_BALANCED\x10\x03*P\n" +
+	"\x19ROUTING_STRATEGY_BALANCED\x10\x03*_\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_SYSTEM\x10\x01\x12\r\n" +
 	"\tROLE_USER\x10\x02\x12\x12\n" +
-	"\x0eROLE_ASSISTANT\x10\x03*\x9a\x01\n" +
+	"\x0eROLE_ASSISTANT\x10\x03\x12\r\n" +
+	"\tROLE_TOOL\x10\x04*\xb8\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
 	"\x14FINISH_REASON_LENGTH\x10\x02\x12 \n" +
 	"\x1cFINISH_REASON_CONTENT_FILTER\x10\x03\x12\x17\n" +
-	"\x13FINISH_REASON_OTHER\x10\x04*l\n" +
+	"\x13FINISH_REASON_OTHER\x10\x04\x12\x1c\n" +
+	"\x18FINISH_REASON_TOOL_CALLS\x10\x05*\x8d\x01\n" +
 	"\x0eResponseFormat\x12\x1f\n" +
 	"\x1bRESPONSE_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESPONSE_FORMAT_TEXT\x10\x01\x12\x1f\n" +
-	"\x1bRESPONSE_FORMAT_JSON_OBJECT\x10\x02*e\n" +
+	"\x1bRESPONSE_FORMAT_JSON_OBJECT\x10\x02\x12\x1f\n" +
+	"\x1bRESPONSE_FORMAT_JSON_SCHEMA\x10\x03*e\n" +
 	"\bProvider\x12\x18\n" +
 	"\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePROVIDER_LOCAL\x10\x01\x12\x13\n" +
 	"\x0fPROVIDER_OPENAI\x10\x02\x12\x16\n" +
-	"\x12PROVIDER_ANTHROPIC\x10\x03BIZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3"
+	"\x12PROVIDER_ANTHROPIC\x10\x03*\x87\x01\n" +
+	"\x0eToolChoiceMode\x12 \n" +
+	"\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n" +
+	"\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n" +
+	"\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*\x8b\x01\n" +
+	"\n" +
+	"Capability\x12\x1a\n" +
+	"\x16CAPABILITY_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10CAPABILITY_TOOLS\x10\x01\x12\x1a\n" +
+	"\x16CAPABILITY_JSON_SCHEMA\x10\x02\x12\x15\n" +
+	"\x11CAPABILITY_VISION\x10\x03\x12\x18\n" +
+	"\x14CAPABILITY_REASONING\x10\x04BIZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3"
 
 var (
 	file_llm_manager_v1_common_proto_rawDescOnce sync.Once
@@ -931,8 +1315,8 @@ func file_llm_manager_v1_common_proto_rawDescGZIP() []byte {
 	return file_llm_manager_v1_common_proto_rawDescData
 }
 
-var file_llm_manager_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_llm_manager_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_llm_manager_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_llm_manager_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_llm_manager_v1_common_proto_goTypes = []any{
 	(TaskType)(0),                 // 0: llm_manager.v1.TaskType
 	(RoutingStrategy)(0),          // 1: llm_manager.v1.RoutingStrategy
@@ -940,25 +1324,36 @@ var file_llm_manager_v1_common_proto_goTypes = []any{
 	(FinishReason)(0),             // 3: llm_manager.v1.FinishReason
 	(ResponseFormat)(0),           // 4: llm_manager.v1.ResponseFormat
 	(Provider)(0),                 // 5: llm_manager.v1.Provider
-	(*ChatMessage)(nil),           // 6: llm_manager.v1.ChatMessage
-	(*GenerationPreferences)(nil), // 7: llm_manager.v1.GenerationPreferences
-	(*CacheControl)(nil),          // 8: llm_manager.v1.CacheControl
-	(*Usage)(nil),                 // 9: llm_manager.v1.Usage
-	(*ResponseMetadata)(nil),      // 10: llm_manager.v1.ResponseMetadata
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(ToolChoiceMode)(0),           // 6: llm_manager.v1.ToolChoiceMode
+	(Capability)(0),               // 7: llm_manager.v1.Capability
+	(*ChatMessage)(nil),           // 8: llm_manager.v1.ChatMessage
+	(*Tool)(nil),                  // 9: llm_manager.v1.Tool
+	(*ToolChoice)(nil),            // 10: llm_manager.v1.ToolChoice
+	(*ToolCall)(nil),              // 11: llm_manager.v1.ToolCall
+	(*GenerationPreferences)(nil), // 12: llm_manager.v1.GenerationPreferences
+	(*CacheControl)(nil),          // 13: llm_manager.v1.CacheControl
+	(*Usage)(nil),                 // 14: llm_manager.v1.Usage
+	(*ResponseMetadata)(nil),      // 15: llm_manager.v1.ResponseMetadata
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 17: google.protobuf.Struct
 }
 var file_llm_manager_v1_common_proto_depIdxs = []int32{
 	2,  // 0: llm_manager.v1.ChatMessage.role:type_name -> llm_manager.v1.Role
-	11, // 1: llm_manager.v1.ChatMessage.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 2: llm_manager.v1.GenerationPreferences.routing_strategy:type_name -> llm_manager.v1.RoutingStrategy
-	4,  // 3: llm_manager.v1.GenerationPreferences.response_format:type_name -> llm_manager.v1.ResponseFormat
-	1,  // 4: llm_manager.v1.ResponseMetadata.routing_strategy:type_name -> llm_manager.v1.RoutingStrategy
-	5,  // 5: llm_manager.v1.ResponseMetadata.provider:type_name -> llm_manager.v1.Provider
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	16, // 1: llm_manager.v1.ChatMessage.create_time:type_name -> google.protobuf.Timestamp
+	11, // 2: llm_manager.v1.ChatMessage.tool_calls:type_name -> llm_manager.v1.ToolCall
+	17, // 3: llm_manager.v1.Tool.parameters:type_name -> google.protobuf.Struct
+	6,  // 4: llm_manager.v1.ToolChoice.mode:type_name -> llm_manager.v1.ToolChoiceMode
+	17, // 5: llm_manager.v1.ToolCall.arguments:type_name -> google.protobuf.Struct
+	1,  // 6: llm_manager.v1.GenerationPreferences.routing_strategy:type_name -> llm_manager.v1.RoutingStrategy
+	4,  // 7: llm_manager.v1.GenerationPreferences.response_format:type_name -> llm_manager.v1.ResponseFormat
+	17, // 8: llm_manager.v1.GenerationPreferences.response_schema:type_name -> google.protobuf.Struct
+	1,  // 9: llm_manager.v1.ResponseMetadata.routing_strategy:type_name -> llm_manager.v1.RoutingStrategy
+	5,  // 10: llm_manager.v1.ResponseMetadata.provider:type_name -> llm_manager.v1.Provider
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_llm_manager_v1_common_proto_init() }
@@ -966,14 +1361,14 @@ func file_llm_manager_v1_common_proto_init() {
 	if File_llm_manager_v1_common_proto != nil {
 		return
 	}
-	file_llm_manager_v1_common_proto_msgTypes[1].OneofWrappers = []any{}
+	file_llm_manager_v1_common_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llm_manager_v1_common_proto_rawDesc), len(file_llm_manager_v1_common_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   5,
+			NumEnums:      8,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

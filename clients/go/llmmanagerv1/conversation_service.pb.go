@@ -9,6 +9,7 @@ package llmmanagerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -566,12 +567,20 @@ type SendMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The conversation's id. Required.
 	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	// The user's message text. Required.
+	// The user's message text. Required unless `tool_results` is set.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// The kind of task; picks the default model chain.
 	TaskType TaskType `protobuf:"varint,3,opt,name=task_type,json=taskType,proto3,enum=llm_manager.v1.TaskType" json:"task_type,omitempty"`
 	// Model, sampling and routing preferences.
-	Preferences   *GenerationPreferences `protobuf:"bytes,4,opt,name=preferences,proto3" json:"preferences,omitempty"`
+	Preferences *GenerationPreferences `protobuf:"bytes,4,opt,name=preferences,proto3" json:"preferences,omitempty"`
+	// Tools the model may call in this turn.
+	Tools []*Tool `protobuf:"bytes,5,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Whether the model may, must or must not call tools; unset is auto.
+	ToolChoice *ToolChoice `protobuf:"bytes,6,opt,name=tool_choice,json=toolChoice,proto3" json:"tool_choice,omitempty"`
+	// Results of the tools the previous reply called: ROLE_TOOL messages, each with
+	// the `tool_call_id` it answers and the result as `content`. They are stored
+	// before the reply (and before `message`, when both are given).
+	ToolResults   []*ChatMessage `protobuf:"bytes,7,rep,name=tool_results,json=toolResults,proto3" json:"tool_results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -634,6 +643,27 @@ func (x *SendMessageRequest) GetPreferences() *GenerationPreferences {
 	return nil
 }
 
+func (x *SendMessageRequest) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *SendMessageRequest) GetToolChoice() *ToolChoice {
+	if x != nil {
+		return x.ToolChoice
+	}
+	return nil
+}
+
+func (x *SendMessageRequest) GetToolResults() []*ChatMessage {
+	if x != nil {
+		return x.ToolResults
+	}
+	return nil
+}
+
 // Response of SendMessage.
 type SendMessageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -645,10 +675,14 @@ type SendMessageResponse struct {
 	Usage *Usage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
 	// Latency, retries and routing details.
 	Metadata *ResponseMetadata `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	// Why generation stopped.
-	FinishReason  FinishReason `protobuf:"varint,5,opt,name=finish_reason,json=finishReason,proto3,enum=llm_manager.v1.FinishReason" json:"finish_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Why generation stopped (FINISH_REASON_TOOL_CALLS when the model called tools).
+	FinishReason FinishReason `protobuf:"varint,5,opt,name=finish_reason,json=finishReason,proto3,enum=llm_manager.v1.FinishReason" json:"finish_reason,omitempty"`
+	// The tools the model called; answer them with the next turn's `tool_results`.
+	ToolCalls []*ToolCall `protobuf:"bytes,6,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// With RESPONSE_FORMAT_JSON_SCHEMA: the reply, valid against the schema.
+	StructuredOutput *structpb.Struct `protobuf:"bytes,7,opt,name=structured_output,json=structuredOutput,proto3" json:"structured_output,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SendMessageResponse) Reset() {
@@ -716,17 +750,39 @@ func (x *SendMessageResponse) GetFinishReason() FinishReason {
 	return FinishReason_FINISH_REASON_UNSPECIFIED
 }
 
+func (x *SendMessageResponse) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetStructuredOutput() *structpb.Struct {
+	if x != nil {
+		return x.StructuredOutput
+	}
+	return nil
+}
+
 // Request of StreamSendMessage; the same fields as SendMessageRequest.
 type StreamSendMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The conversation's id. Required.
 	ConversationId string `protobuf:"bytes,1,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	// The user's message text. Required.
+	// The user's message text. Required unless `tool_results` is set.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// The kind of task; picks the default model chain.
 	TaskType TaskType `protobuf:"varint,3,opt,name=task_type,json=taskType,proto3,enum=llm_manager.v1.TaskType" json:"task_type,omitempty"`
 	// Model, sampling and routing preferences.
-	Preferences   *GenerationPreferences `protobuf:"bytes,4,opt,name=preferences,proto3" json:"preferences,omitempty"`
+	Preferences *GenerationPreferences `protobuf:"bytes,4,opt,name=preferences,proto3" json:"preferences,omitempty"`
+	// Tools the model may call in this turn.
+	Tools []*Tool `protobuf:"bytes,5,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Whether the model may, must or must not call tools; unset is auto.
+	ToolChoice *ToolChoice `protobuf:"bytes,6,opt,name=tool_choice,json=toolChoice,proto3" json:"tool_choice,omitempty"`
+	// Results of the tools the previous reply called: ROLE_TOOL messages, each with
+	// the `tool_call_id` it answers and the result as `content`. They are stored
+	// before the reply (and before `message`, when both are given).
+	ToolResults   []*ChatMessage `protobuf:"bytes,7,rep,name=tool_results,json=toolResults,proto3" json:"tool_results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -789,6 +845,27 @@ func (x *StreamSendMessageRequest) GetPreferences() *GenerationPreferences {
 	return nil
 }
 
+func (x *StreamSendMessageRequest) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *StreamSendMessageRequest) GetToolChoice() *ToolChoice {
+	if x != nil {
+		return x.ToolChoice
+	}
+	return nil
+}
+
+func (x *StreamSendMessageRequest) GetToolResults() []*ChatMessage {
+	if x != nil {
+		return x.ToolResults
+	}
+	return nil
+}
+
 // One piece of a streamed reply; the last message also carries `usage`,
 // `metadata` and `finish_reason`.
 type StreamSendMessageResponse struct {
@@ -802,9 +879,13 @@ type StreamSendMessageResponse struct {
 	// Set on the last message only.
 	Metadata *ResponseMetadata `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// Set on the last message only.
-	FinishReason  FinishReason `protobuf:"varint,5,opt,name=finish_reason,json=finishReason,proto3,enum=llm_manager.v1.FinishReason" json:"finish_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FinishReason FinishReason `protobuf:"varint,5,opt,name=finish_reason,json=finishReason,proto3,enum=llm_manager.v1.FinishReason" json:"finish_reason,omitempty"`
+	// Tool calls whose arguments completed since the previous message, each sent once, complete.
+	ToolCalls []*ToolCall `protobuf:"bytes,6,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// Set on the last message only, with RESPONSE_FORMAT_JSON_SCHEMA.
+	StructuredOutput *structpb.Struct `protobuf:"bytes,7,opt,name=structured_output,json=structuredOutput,proto3" json:"structured_output,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StreamSendMessageResponse) Reset() {
@@ -872,11 +953,25 @@ func (x *StreamSendMessageResponse) GetFinishReason() FinishReason {
 	return FinishReason_FINISH_REASON_UNSPECIFIED
 }
 
+func (x *StreamSendMessageResponse) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *StreamSendMessageResponse) GetStructuredOutput() *structpb.Struct {
+	if x != nil {
+		return x.StructuredOutput
+	}
+	return nil
+}
+
 var File_llm_manager_v1_conversation_service_proto protoreflect.FileDescriptor
 
 const file_llm_manager_v1_conversation_service_proto_rawDesc = "" +
 	"\n" +
-	")llm_manager/v1/conversation_service.proto\x12\x0ellm_manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bllm_manager/v1/common.proto\"\xee\x02\n" +
+	")llm_manager/v1/conversation_service.proto\x12\x0ellm_manager.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bllm_manager/v1/common.proto\"\xee\x02\n" +
 	"\fConversation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
 	"\bmessages\x18\x02 \x03(\v2\x1b.llm_manager.v1.ChatMessageR\bmessages\x12F\n" +
@@ -908,29 +1003,43 @@ const file_llm_manager_v1_conversation_service_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"+\n" +
 	"\x19DeleteConversationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1c\n" +
-	"\x1aDeleteConversationResponse\"\xd7\x01\n" +
+	"\x1aDeleteConversationResponse\"\x80\x03\n" +
 	"\x12SendMessageRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x125\n" +
 	"\ttask_type\x18\x03 \x01(\x0e2\x18.llm_manager.v1.TaskTypeR\btaskType\x12G\n" +
-	"\vpreferences\x18\x04 \x01(\v2%.llm_manager.v1.GenerationPreferencesR\vpreferences\"\xed\x01\n" +
+	"\vpreferences\x18\x04 \x01(\v2%.llm_manager.v1.GenerationPreferencesR\vpreferences\x12*\n" +
+	"\x05tools\x18\x05 \x03(\v2\x14.llm_manager.v1.ToolR\x05tools\x12;\n" +
+	"\vtool_choice\x18\x06 \x01(\v2\x1a.llm_manager.v1.ToolChoiceR\n" +
+	"toolChoice\x12>\n" +
+	"\ftool_results\x18\a \x03(\v2\x1b.llm_manager.v1.ChatMessageR\vtoolResults\"\xec\x02\n" +
 	"\x13SendMessageResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12+\n" +
 	"\x05usage\x18\x03 \x01(\v2\x15.llm_manager.v1.UsageR\x05usage\x12<\n" +
 	"\bmetadata\x18\x04 \x01(\v2 .llm_manager.v1.ResponseMetadataR\bmetadata\x12A\n" +
-	"\rfinish_reason\x18\x05 \x01(\x0e2\x1c.llm_manager.v1.FinishReasonR\ffinishReason\"\xdd\x01\n" +
+	"\rfinish_reason\x18\x05 \x01(\x0e2\x1c.llm_manager.v1.FinishReasonR\ffinishReason\x127\n" +
+	"\n" +
+	"tool_calls\x18\x06 \x03(\v2\x18.llm_manager.v1.ToolCallR\ttoolCalls\x12D\n" +
+	"\x11structured_output\x18\a \x01(\v2\x17.google.protobuf.StructR\x10structuredOutput\"\x86\x03\n" +
 	"\x18StreamSendMessageRequest\x12'\n" +
 	"\x0fconversation_id\x18\x01 \x01(\tR\x0econversationId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x125\n" +
 	"\ttask_type\x18\x03 \x01(\x0e2\x18.llm_manager.v1.TaskTypeR\btaskType\x12G\n" +
-	"\vpreferences\x18\x04 \x01(\v2%.llm_manager.v1.GenerationPreferencesR\vpreferences\"\xf3\x01\n" +
+	"\vpreferences\x18\x04 \x01(\v2%.llm_manager.v1.GenerationPreferencesR\vpreferences\x12*\n" +
+	"\x05tools\x18\x05 \x03(\v2\x14.llm_manager.v1.ToolR\x05tools\x12;\n" +
+	"\vtool_choice\x18\x06 \x01(\v2\x1a.llm_manager.v1.ToolChoiceR\n" +
+	"toolChoice\x12>\n" +
+	"\ftool_results\x18\a \x03(\v2\x1b.llm_manager.v1.ChatMessageR\vtoolResults\"\xf2\x02\n" +
 	"\x19StreamSendMessageResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12+\n" +
 	"\x05usage\x18\x03 \x01(\v2\x15.llm_manager.v1.UsageR\x05usage\x12<\n" +
 	"\bmetadata\x18\x04 \x01(\v2 .llm_manager.v1.ResponseMetadataR\bmetadata\x12A\n" +
-	"\rfinish_reason\x18\x05 \x01(\x0e2\x1c.llm_manager.v1.FinishReasonR\ffinishReason*n\n" +
+	"\rfinish_reason\x18\x05 \x01(\x0e2\x1c.llm_manager.v1.FinishReasonR\ffinishReason\x127\n" +
+	"\n" +
+	"tool_calls\x18\x06 \x03(\v2\x18.llm_manager.v1.ToolCallR\ttoolCalls\x12D\n" +
+	"\x11structured_output\x18\a \x01(\v2\x17.google.protobuf.StructR\x10structuredOutput*n\n" +
 	"\x10ConversationView\x12!\n" +
 	"\x1dCONVERSATION_VIEW_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17CONVERSATION_VIEW_BASIC\x10\x01\x12\x1a\n" +
@@ -977,9 +1086,13 @@ var file_llm_manager_v1_conversation_service_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
 	(TaskType)(0),                      // 17: llm_manager.v1.TaskType
 	(*GenerationPreferences)(nil),      // 18: llm_manager.v1.GenerationPreferences
-	(*Usage)(nil),                      // 19: llm_manager.v1.Usage
-	(*ResponseMetadata)(nil),           // 20: llm_manager.v1.ResponseMetadata
-	(FinishReason)(0),                  // 21: llm_manager.v1.FinishReason
+	(*Tool)(nil),                       // 19: llm_manager.v1.Tool
+	(*ToolChoice)(nil),                 // 20: llm_manager.v1.ToolChoice
+	(*Usage)(nil),                      // 21: llm_manager.v1.Usage
+	(*ResponseMetadata)(nil),           // 22: llm_manager.v1.ResponseMetadata
+	(FinishReason)(0),                  // 23: llm_manager.v1.FinishReason
+	(*ToolCall)(nil),                   // 24: llm_manager.v1.ToolCall
+	(*structpb.Struct)(nil),            // 25: google.protobuf.Struct
 }
 var file_llm_manager_v1_conversation_service_proto_depIdxs = []int32{
 	15, // 0: llm_manager.v1.Conversation.messages:type_name -> llm_manager.v1.ChatMessage
@@ -994,31 +1107,41 @@ var file_llm_manager_v1_conversation_service_proto_depIdxs = []int32{
 	1,  // 9: llm_manager.v1.ListConversationsResponse.conversations:type_name -> llm_manager.v1.Conversation
 	17, // 10: llm_manager.v1.SendMessageRequest.task_type:type_name -> llm_manager.v1.TaskType
 	18, // 11: llm_manager.v1.SendMessageRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
-	19, // 12: llm_manager.v1.SendMessageResponse.usage:type_name -> llm_manager.v1.Usage
-	20, // 13: llm_manager.v1.SendMessageResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
-	21, // 14: llm_manager.v1.SendMessageResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
-	17, // 15: llm_manager.v1.StreamSendMessageRequest.task_type:type_name -> llm_manager.v1.TaskType
-	18, // 16: llm_manager.v1.StreamSendMessageRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
-	19, // 17: llm_manager.v1.StreamSendMessageResponse.usage:type_name -> llm_manager.v1.Usage
-	20, // 18: llm_manager.v1.StreamSendMessageResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
-	21, // 19: llm_manager.v1.StreamSendMessageResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
-	2,  // 20: llm_manager.v1.ConversationService.CreateConversation:input_type -> llm_manager.v1.CreateConversationRequest
-	4,  // 21: llm_manager.v1.ConversationService.GetConversation:input_type -> llm_manager.v1.GetConversationRequest
-	6,  // 22: llm_manager.v1.ConversationService.ListConversations:input_type -> llm_manager.v1.ListConversationsRequest
-	8,  // 23: llm_manager.v1.ConversationService.DeleteConversation:input_type -> llm_manager.v1.DeleteConversationRequest
-	10, // 24: llm_manager.v1.ConversationService.SendMessage:input_type -> llm_manager.v1.SendMessageRequest
-	12, // 25: llm_manager.v1.ConversationService.StreamSendMessage:input_type -> llm_manager.v1.StreamSendMessageRequest
-	3,  // 26: llm_manager.v1.ConversationService.CreateConversation:output_type -> llm_manager.v1.CreateConversationResponse
-	5,  // 27: llm_manager.v1.ConversationService.GetConversation:output_type -> llm_manager.v1.GetConversationResponse
-	7,  // 28: llm_manager.v1.ConversationService.ListConversations:output_type -> llm_manager.v1.ListConversationsResponse
-	9,  // 29: llm_manager.v1.ConversationService.DeleteConversation:output_type -> llm_manager.v1.DeleteConversationResponse
-	11, // 30: llm_manager.v1.ConversationService.SendMessage:output_type -> llm_manager.v1.SendMessageResponse
-	13, // 31: llm_manager.v1.ConversationService.StreamSendMessage:output_type -> llm_manager.v1.StreamSendMessageResponse
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	19, // 12: llm_manager.v1.SendMessageRequest.tools:type_name -> llm_manager.v1.Tool
+	20, // 13: llm_manager.v1.SendMessageRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
+	15, // 14: llm_manager.v1.SendMessageRequest.tool_results:type_name -> llm_manager.v1.ChatMessage
+	21, // 15: llm_manager.v1.SendMessageResponse.usage:type_name -> llm_manager.v1.Usage
+	22, // 16: llm_manager.v1.SendMessageResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
+	23, // 17: llm_manager.v1.SendMessageResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
+	24, // 18: llm_manager.v1.SendMessageResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
+	25, // 19: llm_manager.v1.SendMessageResponse.structured_output:type_name -> google.protobuf.Struct
+	17, // 20: llm_manager.v1.StreamSendMessageRequest.task_type:type_name -> llm_manager.v1.TaskType
+	18, // 21: llm_manager.v1.StreamSendMessageRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
+	19, // 22: llm_manager.v1.StreamSendMessageRequest.tools:type_name -> llm_manager.v1.Tool
+	20, // 23: llm_manager.v1.StreamSendMessageRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
+	15, // 24: llm_manager.v1.StreamSendMessageRequest.tool_results:type_name -> llm_manager.v1.ChatMessage
+	21, // 25: llm_manager.v1.StreamSendMessageResponse.usage:type_name -> llm_manager.v1.Usage
+	22, // 26: llm_manager.v1.StreamSendMessageResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
+	23, // 27: llm_manager.v1.StreamSendMessageResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
+	24, // 28: llm_manager.v1.StreamSendMessageResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
+	25, // 29: llm_manager.v1.StreamSendMessageResponse.structured_output:type_name -> google.protobuf.Struct
+	2,  // 30: llm_manager.v1.ConversationService.CreateConversation:input_type -> llm_manager.v1.CreateConversationRequest
+	4,  // 31: llm_manager.v1.ConversationService.GetConversation:input_type -> llm_manager.v1.GetConversationRequest
+	6,  // 32: llm_manager.v1.ConversationService.ListConversations:input_type -> llm_manager.v1.ListConversationsRequest
+	8,  // 33: llm_manager.v1.ConversationService.DeleteConversation:input_type -> llm_manager.v1.DeleteConversationRequest
+	10, // 34: llm_manager.v1.ConversationService.SendMessage:input_type -> llm_manager.v1.SendMessageRequest
+	12, // 35: llm_manager.v1.ConversationService.StreamSendMessage:input_type -> llm_manager.v1.StreamSendMessageRequest
+	3,  // 36: llm_manager.v1.ConversationService.CreateConversation:output_type -> llm_manager.v1.CreateConversationResponse
+	5,  // 37: llm_manager.v1.ConversationService.GetConversation:output_type -> llm_manager.v1.GetConversationResponse
+	7,  // 38: llm_manager.v1.ConversationService.ListConversations:output_type -> llm_manager.v1.ListConversationsResponse
+	9,  // 39: llm_manager.v1.ConversationService.DeleteConversation:output_type -> llm_manager.v1.DeleteConversationResponse
+	11, // 40: llm_manager.v1.ConversationService.SendMessage:output_type -> llm_manager.v1.SendMessageResponse
+	13, // 41: llm_manager.v1.ConversationService.StreamSendMessage:output_type -> llm_manager.v1.StreamSendMessageResponse
+	36, // [36:42] is the sub-list for method output_type
+	30, // [30:36] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_llm_manager_v1_conversation_service_proto_init() }

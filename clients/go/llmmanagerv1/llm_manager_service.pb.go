@@ -9,6 +9,7 @@ package llmmanagerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -93,7 +94,11 @@ type GenerateRequest struct {
 	// Model, sampling and routing preferences.
 	Preferences *GenerationPreferences `protobuf:"bytes,5,opt,name=preferences,proto3" json:"preferences,omitempty"`
 	// Response cache control.
-	CacheControl  *CacheControl `protobuf:"bytes,6,opt,name=cache_control,json=cacheControl,proto3" json:"cache_control,omitempty"`
+	CacheControl *CacheControl `protobuf:"bytes,6,opt,name=cache_control,json=cacheControl,proto3" json:"cache_control,omitempty"`
+	// Tools the model may call (at most 128, names unique).
+	Tools []*Tool `protobuf:"bytes,7,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Whether the model may, must or must not call tools; unset is auto.
+	ToolChoice    *ToolChoice `protobuf:"bytes,8,opt,name=tool_choice,json=toolChoice,proto3" json:"tool_choice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -170,6 +175,20 @@ func (x *GenerateRequest) GetCacheControl() *CacheControl {
 	return nil
 }
 
+func (x *GenerateRequest) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *GenerateRequest) GetToolChoice() *ToolChoice {
+	if x != nil {
+		return x.ToolChoice
+	}
+	return nil
+}
+
 // A complete answer.
 type GenerateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -181,10 +200,15 @@ type GenerateResponse struct {
 	Usage *Usage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
 	// Latency, retries, cache and routing details.
 	Metadata *ResponseMetadata `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	// Why generation stopped.
-	FinishReason  FinishReason `protobuf:"varint,5,opt,name=finish_reason,json=finishReason,proto3,enum=llm_manager.v1.FinishReason" json:"finish_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Why generation stopped (FINISH_REASON_TOOL_CALLS when the model called tools).
+	FinishReason FinishReason `protobuf:"varint,5,opt,name=finish_reason,json=finishReason,proto3,enum=llm_manager.v1.FinishReason" json:"finish_reason,omitempty"`
+	// The tools the model called, each complete and valid against its schema.
+	ToolCalls []*ToolCall `protobuf:"bytes,6,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// With RESPONSE_FORMAT_JSON_SCHEMA: the answer, valid against the schema (`text`
+	// holds the same JSON).
+	StructuredOutput *structpb.Struct `protobuf:"bytes,7,opt,name=structured_output,json=structuredOutput,proto3" json:"structured_output,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GenerateResponse) Reset() {
@@ -252,6 +276,20 @@ func (x *GenerateResponse) GetFinishReason() FinishReason {
 	return FinishReason_FINISH_REASON_UNSPECIFIED
 }
 
+func (x *GenerateResponse) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *GenerateResponse) GetStructuredOutput() *structpb.Struct {
+	if x != nil {
+		return x.StructuredOutput
+	}
+	return nil
+}
+
 // A streaming generation request; the same fields, with the same numbers,
 // as GenerateRequest.
 type StreamGenerateRequest struct {
@@ -267,7 +305,11 @@ type StreamGenerateRequest struct {
 	// Model, sampling and routing preferences.
 	Preferences *GenerationPreferences `protobuf:"bytes,5,opt,name=preferences,proto3" json:"preferences,omitempty"`
 	// Response cache control.
-	CacheControl  *CacheControl `protobuf:"bytes,6,opt,name=cache_control,json=cacheControl,proto3" json:"cache_control,omitempty"`
+	CacheControl *CacheControl `protobuf:"bytes,6,opt,name=cache_control,json=cacheControl,proto3" json:"cache_control,omitempty"`
+	// Tools the model may call (at most 128, names unique).
+	Tools []*Tool `protobuf:"bytes,7,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Whether the model may, must or must not call tools; unset is auto.
+	ToolChoice    *ToolChoice `protobuf:"bytes,8,opt,name=tool_choice,json=toolChoice,proto3" json:"tool_choice,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -344,6 +386,20 @@ func (x *StreamGenerateRequest) GetCacheControl() *CacheControl {
 	return nil
 }
 
+func (x *StreamGenerateRequest) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *StreamGenerateRequest) GetToolChoice() *ToolChoice {
+	if x != nil {
+		return x.ToolChoice
+	}
+	return nil
+}
+
 // One piece of a streamed answer. Every message carries the text generated
 // since the previous one; the last message also carries `usage`, `metadata`
 // and `finish_reason` (and may have empty `text`). A failure after text was
@@ -359,9 +415,14 @@ type StreamGenerateResponse struct {
 	// Set on the last message only.
 	Metadata *ResponseMetadata `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// Set on the last message only.
-	FinishReason  FinishReason `protobuf:"varint,5,opt,name=finish_reason,json=finishReason,proto3,enum=llm_manager.v1.FinishReason" json:"finish_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FinishReason FinishReason `protobuf:"varint,5,opt,name=finish_reason,json=finishReason,proto3,enum=llm_manager.v1.FinishReason" json:"finish_reason,omitempty"`
+	// Tool calls whose arguments completed since the previous message: each call is
+	// sent once, complete, never in fragments.
+	ToolCalls []*ToolCall `protobuf:"bytes,6,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	// Set on the last message only, with RESPONSE_FORMAT_JSON_SCHEMA.
+	StructuredOutput *structpb.Struct `protobuf:"bytes,7,opt,name=structured_output,json=structuredOutput,proto3" json:"structured_output,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StreamGenerateResponse) Reset() {
@@ -427,6 +488,20 @@ func (x *StreamGenerateResponse) GetFinishReason() FinishReason {
 		return x.FinishReason
 	}
 	return FinishReason_FINISH_REASON_UNSPECIFIED
+}
+
+func (x *StreamGenerateResponse) GetToolCalls() []*ToolCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *StreamGenerateResponse) GetStructuredOutput() *structpb.Struct {
+	if x != nil {
+		return x.StructuredOutput
+	}
+	return nil
 }
 
 // Lists models (AIP-132).
@@ -618,7 +693,9 @@ type Model struct {
 	// Price per million tokens.
 	Price *ModelPrice `protobuf:"bytes,5,opt,name=price,proto3" json:"price,omitempty"`
 	// A human-readable note on the health state (e.g. the last probe's error).
-	HealthDetail  string `protobuf:"bytes,6,opt,name=health_detail,json=healthDetail,proto3" json:"health_detail,omitempty"`
+	HealthDetail string `protobuf:"bytes,6,opt,name=health_detail,json=healthDetail,proto3" json:"health_detail,omitempty"`
+	// What the model can do (tools, JSON schema, ...), as the server knows it.
+	Capabilities  []Capability `protobuf:"varint,7,rep,packed,name=capabilities,proto3,enum=llm_manager.v1.Capability" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -695,37 +772,56 @@ func (x *Model) GetHealthDetail() string {
 	return ""
 }
 
+func (x *Model) GetCapabilities() []Capability {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
 var File_llm_manager_v1_llm_manager_service_proto protoreflect.FileDescriptor
 
 const file_llm_manager_v1_llm_manager_service_proto_rawDesc = "" +
 	"\n" +
-	"(llm_manager/v1/llm_manager_service.proto\x12\x0ellm_manager.v1\x1a\x1bllm_manager/v1/common.proto\"\xbd\x02\n" +
+	"(llm_manager/v1/llm_manager_service.proto\x12\x0ellm_manager.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bllm_manager/v1/common.proto\"\xa6\x03\n" +
 	"\x0fGenerateRequest\x12\x16\n" +
 	"\x06prompt\x18\x01 \x01(\tR\x06prompt\x127\n" +
 	"\bmessages\x18\x02 \x03(\v2\x1b.llm_manager.v1.ChatMessageR\bmessages\x12\x16\n" +
 	"\x06system\x18\x03 \x01(\tR\x06system\x125\n" +
 	"\ttask_type\x18\x04 \x01(\x0e2\x18.llm_manager.v1.TaskTypeR\btaskType\x12G\n" +
 	"\vpreferences\x18\x05 \x01(\v2%.llm_manager.v1.GenerationPreferencesR\vpreferences\x12A\n" +
-	"\rcache_control\x18\x06 \x01(\v2\x1c.llm_manager.v1.CacheControlR\fcacheControl\"\xea\x01\n" +
+	"\rcache_control\x18\x06 \x01(\v2\x1c.llm_manager.v1.CacheControlR\fcacheControl\x12*\n" +
+	"\x05tools\x18\a \x03(\v2\x14.llm_manager.v1.ToolR\x05tools\x12;\n" +
+	"\vtool_choice\x18\b \x01(\v2\x1a.llm_manager.v1.ToolChoiceR\n" +
+	"toolChoice\"\xe9\x02\n" +
 	"\x10GenerateResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12+\n" +
 	"\x05usage\x18\x03 \x01(\v2\x15.llm_manager.v1.UsageR\x05usage\x12<\n" +
 	"\bmetadata\x18\x04 \x01(\v2 .llm_manager.v1.ResponseMetadataR\bmetadata\x12A\n" +
-	"\rfinish_reason\x18\x05 \x01(\x0e2\x1c.llm_manager.v1.FinishReasonR\ffinishReason\"\xc3\x02\n" +
+	"\rfinish_reason\x18\x05 \x01(\x0e2\x1c.llm_manager.v1.FinishReasonR\ffinishReason\x127\n" +
+	"\n" +
+	"tool_calls\x18\x06 \x03(\v2\x18.llm_manager.v1.ToolCallR\ttoolCalls\x12D\n" +
+	"\x11structured_output\x18\a \x01(\v2\x17.google.protobuf.StructR\x10structuredOutput\"\xac\x03\n" +
 	"\x15StreamGenerateRequest\x12\x16\n" +
 	"\x06prompt\x18\x01 \x01(\tR\x06prompt\x127\n" +
 	"\bmessages\x18\x02 \x03(\v2\x1b.llm_manager.v1.ChatMessageR\bmessages\x12\x16\n" +
 	"\x06system\x18\x03 \x01(\tR\x06system\x125\n" +
 	"\ttask_type\x18\x04 \x01(\x0e2\x18.llm_manager.v1.TaskTypeR\btaskType\x12G\n" +
 	"\vpreferences\x18\x05 \x01(\v2%.llm_manager.v1.GenerationPreferencesR\vpreferences\x12A\n" +
-	"\rcache_control\x18\x06 \x01(\v2\x1c.llm_manager.v1.CacheControlR\fcacheControl\"\xf0\x01\n" +
+	"\rcache_control\x18\x06 \x01(\v2\x1c.llm_manager.v1.CacheControlR\fcacheControl\x12*\n" +
+	"\x05tools\x18\a \x03(\v2\x14.llm_manager.v1.ToolR\x05tools\x12;\n" +
+	"\vtool_choice\x18\b \x01(\v2\x1a.llm_manager.v1.ToolChoiceR\n" +
+	"toolChoice\"\xef\x02\n" +
 	"\x16StreamGenerateResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12+\n" +
 	"\x05usage\x18\x03 \x01(\v2\x15.llm_manager.v1.UsageR\x05usage\x12<\n" +
 	"\bmetadata\x18\x04 \x01(\v2 .llm_manager.v1.ResponseMetadataR\bmetadata\x12A\n" +
-	"\rfinish_reason\x18\x05 \x01(\x0e2\x1c.llm_manager.v1.FinishReasonR\ffinishReason\"O\n" +
+	"\rfinish_reason\x18\x05 \x01(\x0e2\x1c.llm_manager.v1.FinishReasonR\ffinishReason\x127\n" +
+	"\n" +
+	"tool_calls\x18\x06 \x03(\v2\x18.llm_manager.v1.ToolCallR\ttoolCalls\x12D\n" +
+	"\x11structured_output\x18\a \x01(\v2\x17.google.protobuf.StructR\x10structuredOutput\"O\n" +
 	"\x11ListModelsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -737,14 +833,15 @@ const file_llm_manager_v1_llm_manager_service_proto_rawDesc = "" +
 	"ModelPrice\x121\n" +
 	"\x15input_per_million_usd\x18\x01 \x01(\x01R\x12inputPerMillionUsd\x123\n" +
 	"\x16output_per_million_usd\x18\x02 \x01(\x01R\x13outputPerMillionUsd\x12>\n" +
-	"\x1ccached_input_per_million_usd\x18\x03 \x01(\x01R\x18cachedInputPerMillionUsd\"\x8f\x02\n" +
+	"\x1ccached_input_per_million_usd\x18\x03 \x01(\x01R\x18cachedInputPerMillionUsd\"\xcf\x02\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\bprovider\x18\x02 \x01(\x0e2\x18.llm_manager.v1.ProviderR\bprovider\x12%\n" +
 	"\x0econtext_window\x18\x03 \x01(\x05R\rcontextWindow\x12>\n" +
 	"\fhealth_state\x18\x04 \x01(\x0e2\x1b.llm_manager.v1.HealthStateR\vhealthState\x120\n" +
 	"\x05price\x18\x05 \x01(\v2\x1a.llm_manager.v1.ModelPriceR\x05price\x12#\n" +
-	"\rhealth_detail\x18\x06 \x01(\tR\fhealthDetail*}\n" +
+	"\rhealth_detail\x18\x06 \x01(\tR\fhealthDetail\x12>\n" +
+	"\fcapabilities\x18\a \x03(\x0e2\x1a.llm_manager.v1.CapabilityR\fcapabilities*}\n" +
 	"\vHealthState\x12\x1c\n" +
 	"\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x1a\n" +
@@ -784,41 +881,55 @@ var file_llm_manager_v1_llm_manager_service_proto_goTypes = []any{
 	(TaskType)(0),                  // 10: llm_manager.v1.TaskType
 	(*GenerationPreferences)(nil),  // 11: llm_manager.v1.GenerationPreferences
 	(*CacheControl)(nil),           // 12: llm_manager.v1.CacheControl
-	(*Usage)(nil),                  // 13: llm_manager.v1.Usage
-	(*ResponseMetadata)(nil),       // 14: llm_manager.v1.ResponseMetadata
-	(FinishReason)(0),              // 15: llm_manager.v1.FinishReason
-	(Provider)(0),                  // 16: llm_manager.v1.Provider
+	(*Tool)(nil),                   // 13: llm_manager.v1.Tool
+	(*ToolChoice)(nil),             // 14: llm_manager.v1.ToolChoice
+	(*Usage)(nil),                  // 15: llm_manager.v1.Usage
+	(*ResponseMetadata)(nil),       // 16: llm_manager.v1.ResponseMetadata
+	(FinishReason)(0),              // 17: llm_manager.v1.FinishReason
+	(*ToolCall)(nil),               // 18: llm_manager.v1.ToolCall
+	(*structpb.Struct)(nil),        // 19: google.protobuf.Struct
+	(Provider)(0),                  // 20: llm_manager.v1.Provider
+	(Capability)(0),                // 21: llm_manager.v1.Capability
 }
 var file_llm_manager_v1_llm_manager_service_proto_depIdxs = []int32{
 	9,  // 0: llm_manager.v1.GenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
 	10, // 1: llm_manager.v1.GenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
 	11, // 2: llm_manager.v1.GenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
 	12, // 3: llm_manager.v1.GenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
-	13, // 4: llm_manager.v1.GenerateResponse.usage:type_name -> llm_manager.v1.Usage
-	14, // 5: llm_manager.v1.GenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
-	15, // 6: llm_manager.v1.GenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
-	9,  // 7: llm_manager.v1.StreamGenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
-	10, // 8: llm_manager.v1.StreamGenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
-	11, // 9: llm_manager.v1.StreamGenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
-	12, // 10: llm_manager.v1.StreamGenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
-	13, // 11: llm_manager.v1.StreamGenerateResponse.usage:type_name -> llm_manager.v1.Usage
-	14, // 12: llm_manager.v1.StreamGenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
-	15, // 13: llm_manager.v1.StreamGenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
-	8,  // 14: llm_manager.v1.ListModelsResponse.models:type_name -> llm_manager.v1.Model
-	16, // 15: llm_manager.v1.Model.provider:type_name -> llm_manager.v1.Provider
-	0,  // 16: llm_manager.v1.Model.health_state:type_name -> llm_manager.v1.HealthState
-	7,  // 17: llm_manager.v1.Model.price:type_name -> llm_manager.v1.ModelPrice
-	1,  // 18: llm_manager.v1.LLMManagerService.Generate:input_type -> llm_manager.v1.GenerateRequest
-	3,  // 19: llm_manager.v1.LLMManagerService.StreamGenerate:input_type -> llm_manager.v1.StreamGenerateRequest
-	5,  // 20: llm_manager.v1.LLMManagerService.ListModels:input_type -> llm_manager.v1.ListModelsRequest
-	2,  // 21: llm_manager.v1.LLMManagerService.Generate:output_type -> llm_manager.v1.GenerateResponse
-	4,  // 22: llm_manager.v1.LLMManagerService.StreamGenerate:output_type -> llm_manager.v1.StreamGenerateResponse
-	6,  // 23: llm_manager.v1.LLMManagerService.ListModels:output_type -> llm_manager.v1.ListModelsResponse
-	21, // [21:24] is the sub-list for method output_type
-	18, // [18:21] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	13, // 4: llm_manager.v1.GenerateRequest.tools:type_name -> llm_manager.v1.Tool
+	14, // 5: llm_manager.v1.GenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
+	15, // 6: llm_manager.v1.GenerateResponse.usage:type_name -> llm_manager.v1.Usage
+	16, // 7: llm_manager.v1.GenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
+	17, // 8: llm_manager.v1.GenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
+	18, // 9: llm_manager.v1.GenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
+	19, // 10: llm_manager.v1.GenerateResponse.structured_output:type_name -> google.protobuf.Struct
+	9,  // 11: llm_manager.v1.StreamGenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
+	10, // 12: llm_manager.v1.StreamGenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
+	11, // 13: llm_manager.v1.StreamGenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
+	12, // 14: llm_manager.v1.StreamGenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
+	13, // 15: llm_manager.v1.StreamGenerateRequest.tools:type_name -> llm_manager.v1.Tool
+	14, // 16: llm_manager.v1.StreamGenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
+	15, // 17: llm_manager.v1.StreamGenerateResponse.usage:type_name -> llm_manager.v1.Usage
+	16, // 18: llm_manager.v1.StreamGenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
+	17, // 19: llm_manager.v1.StreamGenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
+	18, // 20: llm_manager.v1.StreamGenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
+	19, // 21: llm_manager.v1.StreamGenerateResponse.structured_output:type_name -> google.protobuf.Struct
+	8,  // 22: llm_manager.v1.ListModelsResponse.models:type_name -> llm_manager.v1.Model
+	20, // 23: llm_manager.v1.Model.provider:type_name -> llm_manager.v1.Provider
+	0,  // 24: llm_manager.v1.Model.health_state:type_name -> llm_manager.v1.HealthState
+	7,  // 25: llm_manager.v1.Model.price:type_name -> llm_manager.v1.ModelPrice
+	21, // 26: llm_manager.v1.Model.capabilities:type_name -> llm_manager.v1.Capability
+	1,  // 27: llm_manager.v1.LLMManagerService.Generate:input_type -> llm_manager.v1.GenerateRequest
+	3,  // 28: llm_manager.v1.LLMManagerService.StreamGenerate:input_type -> llm_manager.v1.StreamGenerateRequest
+	5,  // 29: llm_manager.v1.LLMManagerService.ListModels:input_type -> llm_manager.v1.ListModelsRequest
+	2,  // 30: llm_manager.v1.LLMManagerService.Generate:output_type -> llm_manager.v1.GenerateResponse
+	4,  // 31: llm_manager.v1.LLMManagerService.StreamGenerate:output_type -> llm_manager.v1.StreamGenerateResponse
+	6,  // 32: llm_manager.v1.LLMManagerService.ListModels:output_type -> llm_manager.v1.ListModelsResponse
+	30, // [30:33] is the sub-list for method output_type
+	27, // [27:30] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_llm_manager_v1_llm_manager_service_proto_init() }

@@ -164,6 +164,9 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
             violations.append(FieldViolation("message", f"must be at most {convert.MAX_REQUEST_CHARS} characters"))
         task = convert.task_from_proto(request.task_type, violations)
         sampling, strategy = convert.sampling_from_proto(request.preferences, violations)
+        convert.unsupported_tools(request, violations)
+        if request.tool_results:
+            violations.append(FieldViolation("tool_results", "tool calling is not supported by this server version yet"))
         _raise_if(violations)
         conversation = await self._store.get(request.conversation_id, with_messages=False)
         template = GenerationRequest(

@@ -128,6 +128,9 @@ def messages_from_proto(
         if message.role not in _ROLES:
             violations.append(FieldViolation(f"{field}[{index}].role", "must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"))
             continue
+        if message.tool_calls or message.tool_call_id:
+            violations.append(FieldViolation(f"{field}[{index}].tool_calls", "tool calling is not supported by this server version yet"))
+            continue
         if not message.content.strip():
             violations.append(FieldViolation(f"{field}[{index}].content", "must not be empty"))
             continue
@@ -135,10 +138,17 @@ def messages_from_proto(
     return result
 
 
+def unsupported_tools(request: Any, violations: list[FieldViolation]) -> None:
+    """Tools are in the API but not served yet: refused clearly, never silently dropped."""
+    if request.tools or request.HasField("tool_choice"):
+        violations.append(FieldViolation("tools", "tool calling is not supported by this server version yet"))
+
+
 def generation_request(request: GenerateLike, messages: Iterable[common_pb2.ChatMessage]) -> GenerationRequest:
     """Validates a (Stream)GenerateRequest; raises INVALID_REQUEST listing every bad field."""
     violations: list[FieldViolation] = []
     chat = messages_from_proto(messages, violations)
+    unsupported_tools(request, violations)
     if not request.prompt.strip() and not chat and not any(v.field.startswith("messages") for v in violations):
         violations.append(FieldViolation("prompt", "give a non-empty prompt or at least one message"))
     elif not request.prompt.strip() and chat and all(m.role is Role.SYSTEM for m in chat):

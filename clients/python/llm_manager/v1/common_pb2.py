@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllm_manager/v1/common.proto\x12\x0ellm_manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.llm_manager.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb4\x02\n\x15GenerationPreferences\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x39\n\x10routing_strategy\x18\x04 \x01(\x0e\x32\x1f.llm_manager.v1.RoutingStrategy\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x08 \x01(\x0e\x32\x1e.llm_manager.v1.ResponseFormatB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"2\n\x0c\x43\x61\x63heControl\x12\x10\n\x08no_cache\x18\x01 \x01(\x08\x12\x10\n\x08no_store\x18\x02 \x01(\x08\"\x9e\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x05 \x01(\x05\x12\x1d\n\x15\x63\x61\x63he_creation_tokens\x18\x06 \x01(\x05\"\xbe\x02\n\x10ResponseMetadata\x12\x12\n\nlatency_ms\x18\x01 \x01(\x03\x12\x13\n\x0bretry_count\x18\x02 \x01(\x05\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x12\x39\n\x10routing_strategy\x18\x04 \x01(\x0e\x32\x1f.llm_manager.v1.RoutingStrategy\x12\x15\n\rfallback_used\x18\x05 \x01(\x08\x12\x13\n\x0bmodel_chain\x18\x06 \x03(\t\x12*\n\x08provider\x18\x07 \x01(\x0e\x32\x18.llm_manager.v1.Provider\x12\x1e\n\x16time_to_first_token_ms\x18\x08 \x01(\x03\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x12\n\ncandidates\x18\n \x03(\t\x12\x16\n\x0erouting_reason\x18\x0b \x01(\t*\xb0\x01\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_TYPE_GENERAL\x10\x01\x12\x16\n\x12TASK_TYPE_ANALYSIS\x10\x02\x12\x1b\n\x17TASK_TYPE_UI_GENERATION\x10\x03\x12\x1f\n\x1bTASK_TYPE_CONFIG_MANAGEMENT\x10\x04\x12\x1c\n\x18TASK_TYPE_SQL_GENERATION\x10\x05*\x8f\x01\n\x0fRoutingStrategy\x12 \n\x1cROUTING_STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n\x15ROUTING_STRATEGY_COST\x10\x01\x12 \n\x1cROUTING_STRATEGY_PERFORMANCE\x10\x02\x12\x1d\n\x19ROUTING_STRATEGY_BALANCED\x10\x03*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x9a\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x04*l\n\x0eResponseFormat\x12\x1f\n\x1bRESPONSE_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14RESPONSE_FORMAT_TEXT\x10\x01\x12\x1f\n\x1bRESPONSE_FORMAT_JSON_OBJECT\x10\x02*e\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x12\n\x0ePROVIDER_LOCAL\x10\x01\x12\x13\n\x0fPROVIDER_OPENAI\x10\x02\x12\x16\n\x12PROVIDER_ANTHROPIC\x10\x03\x42IZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllm_manager/v1/common.proto\x12\x0ellm_manager.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x01\n\x0b\x43hatMessage\x12\"\n\x04role\x18\x01 \x01(\x0e\x32\x14.llm_manager.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\ntool_calls\x18\x04 \x03(\x0b\x32\x18.llm_manager.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x05 \x01(\t\"V\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12+\n\nparameters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"M\n\nToolChoice\x12,\n\x04mode\x18\x01 \x01(\x0e\x32\x1e.llm_manager.v1.ToolChoiceMode\x12\x11\n\ttool_name\x18\x02 \x01(\t\"P\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe6\x02\n\x15GenerationPreferences\x12\r\n\x05model\x18\x01 \x01(\t\x12\x17\n\nmax_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x39\n\x10routing_strategy\x18\x04 \x01(\x0e\x32\x1f.llm_manager.v1.RoutingStrategy\x12\x12\n\x05top_p\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12\x37\n\x0fresponse_format\x18\x08 \x01(\x0e\x32\x1e.llm_manager.v1.ResponseFormat\x12\x30\n\x0fresponse_schema\x18\t \x01(\x0b\x32\x17.google.protobuf.StructB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"2\n\x0c\x43\x61\x63heControl\x12\x10\n\x08no_cache\x18\x01 \x01(\x08\x12\x10\n\x08no_store\x18\x02 \x01(\x08\"\x9e\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x05 \x01(\x05\x12\x1d\n\x15\x63\x61\x63he_creation_tokens\x18\x06 \x01(\x05\"\xbe\x02\n\x10ResponseMetadata\x12\x12\n\nlatency_ms\x18\x01 \x01(\x03\x12\x13\n\x0bretry_count\x18\x02 \x01(\x05\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\x12\x39\n\x10routing_strategy\x18\x04 \x01(\x0e\x32\x1f.llm_manager.v1.RoutingStrategy\x12\x15\n\rfallback_used\x18\x05 \x01(\x08\x12\x13\n\x0bmodel_chain\x18\x06 \x03(\t\x12*\n\x08provider\x18\x07 \x01(\x0e\x32\x18.llm_manager.v1.Provider\x12\x1e\n\x16time_to_first_token_ms\x18\x08 \x01(\x03\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x12\n\ncandidates\x18\n \x03(\t\x12\x16\n\x0erouting_reason\x18\x0b \x01(\t*\xb0\x01\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_TYPE_GENERAL\x10\x01\x12\x16\n\x12TASK_TYPE_ANALYSIS\x10\x02\x12\x1b\n\x17TASK_TYPE_UI_GENERATION\x10\x03\x12\x1f\n\x1bTASK_TYPE_CONFIG_MANAGEMENT\x10\x04\x12\x1c\n\x18TASK_TYPE_SQL_GENERATION\x10\x05*\x8f\x01\n\x0fRoutingStrategy\x12 \n\x1cROUTING_STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n\x15ROUTING_STRATEGY_COST\x10\x01\x12 \n\x1cROUTING_STRATEGY_PERFORMANCE\x10\x02\x12\x1d\n\x19ROUTING_STRATEGY_BALANCED\x10\x03*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x04\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x05*\x8d\x01\n\x0eResponseFormat\x12\x1f\n\x1bRESPONSE_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14RESPONSE_FORMAT_TEXT\x10\x01\x12\x1f\n\x1bRESPONSE_FORMAT_JSON_OBJECT\x10\x02\x12\x1f\n\x1bRESPONSE_FORMAT_JSON_SCHEMA\x10\x03*e\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x12\n\x0ePROVIDER_LOCAL\x10\x01\x12\x13\n\x0fPROVIDER_OPENAI\x10\x02\x12\x16\n\x12PROVIDER_ANTHROPIC\x10\x03*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*\x8b\x01\n\nCapability\x12\x1a\n\x16\x43\x41PABILITY_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41PABILITY_TOOLS\x10\x01\x12\x1a\n\x16\x43\x41PABILITY_JSON_SCHEMA\x10\x02\x12\x15\n\x11\x43\x41PABILITY_VISION\x10\x03\x12\x18\n\x14\x43\x41PABILITY_REASONING\x10\x04\x42IZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +34,36 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llm_manager.v1.common_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1'
-  _globals['_TASKTYPE']._serialized_start=1043
-  _globals['_TASKTYPE']._serialized_end=1219
-  _globals['_ROUTINGSTRATEGY']._serialized_start=1222
-  _globals['_ROUTINGSTRATEGY']._serialized_end=1365
-  _globals['_ROLE']._serialized_start=1367
-  _globals['_ROLE']._serialized_end=1447
-  _globals['_FINISHREASON']._serialized_start=1450
-  _globals['_FINISHREASON']._serialized_end=1604
-  _globals['_RESPONSEFORMAT']._serialized_start=1606
-  _globals['_RESPONSEFORMAT']._serialized_end=1714
-  _globals['_PROVIDER']._serialized_start=1716
-  _globals['_PROVIDER']._serialized_end=1817
-  _globals['_CHATMESSAGE']._serialized_start=80
-  _globals['_CHATMESSAGE']._serialized_end=195
-  _globals['_GENERATIONPREFERENCES']._serialized_start=198
-  _globals['_GENERATIONPREFERENCES']._serialized_end=506
-  _globals['_CACHECONTROL']._serialized_start=508
-  _globals['_CACHECONTROL']._serialized_end=558
-  _globals['_USAGE']._serialized_start=561
-  _globals['_USAGE']._serialized_end=719
-  _globals['_RESPONSEMETADATA']._serialized_start=722
-  _globals['_RESPONSEMETADATA']._serialized_end=1040
+  _globals['_TASKTYPE']._serialized_start=1441
+  _globals['_TASKTYPE']._serialized_end=1617
+  _globals['_ROUTINGSTRATEGY']._serialized_start=1620
+  _globals['_ROUTINGSTRATEGY']._serialized_end=1763
+  _globals['_ROLE']._serialized_start=1765
+  _globals['_ROLE']._serialized_end=1860
+  _globals['_FINISHREASON']._serialized_start=1863
+  _globals['_FINISHREASON']._serialized_end=2047
+  _globals['_RESPONSEFORMAT']._serialized_start=2050
+  _globals['_RESPONSEFORMAT']._serialized_end=2191
+  _globals['_PROVIDER']._serialized_start=2193
+  _globals['_PROVIDER']._serialized_end=2294
+  _globals['_TOOLCHOICEMODE']._serialized_start=2297
+  _globals['_TOOLCHOICEMODE']._serialized_end=2432
+  _globals['_CAPABILITY']._serialized_start=2435
+  _globals['_CAPABILITY']._serialized_end=2574
+  _globals['_CHATMESSAGE']._serialized_start=111
+  _globals['_CHATMESSAGE']._serialized_end=294
+  _globals['_TOOL']._serialized_start=296
+  _globals['_TOOL']._serialized_end=382
+  _globals['_TOOLCHOICE']._serialized_start=384
+  _globals['_TOOLCHOICE']._serialized_end=461
+  _globals['_TOOLCALL']._serialized_start=463
+  _globals['_TOOLCALL']._serialized_end=543
+  _globals['_GENERATIONPREFERENCES']._serialized_start=546
+  _globals['_GENERATIONPREFERENCES']._serialized_end=904
+  _globals['_CACHECONTROL']._serialized_start=906
+  _globals['_CACHECONTROL']._serialized_end=956
+  _globals['_USAGE']._serialized_start=959
+  _globals['_USAGE']._serialized_end=1117
+  _globals['_RESPONSEMETADATA']._serialized_start=1120
+  _globals['_RESPONSEMETADATA']._serialized_end=1438
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -99,7 +100,9 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_USER: _Role.ValueType  # 2
     """The caller's turn."""
     ROLE_ASSISTANT: _Role.ValueType  # 3
-    """The model's turn."""
+    """The model's turn: text, and/or the tools it called (`ChatMessage.tool_calls`)."""
+    ROLE_TOOL: _Role.ValueType  # 4
+    """A tool's result: `content` answers the call named by `ChatMessage.tool_call_id`."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """The author of a chat message."""
@@ -111,7 +114,9 @@ ROLE_SYSTEM: Role.ValueType  # 1
 ROLE_USER: Role.ValueType  # 2
 """The caller's turn."""
 ROLE_ASSISTANT: Role.ValueType  # 3
-"""The model's turn."""
+"""The model's turn: text, and/or the tools it called (`ChatMessage.tool_calls`)."""
+ROLE_TOOL: Role.ValueType  # 4
+"""A tool's result: `content` answers the call named by `ChatMessage.tool_call_id`."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _FinishReason:
@@ -130,6 +135,8 @@ class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishRe
     """The provider's content filter withheld the answer."""
     FINISH_REASON_OTHER: _FinishReason.ValueType  # 4
     """Any other reason the provider reported."""
+    FINISH_REASON_TOOL_CALLS: _FinishReason.ValueType  # 5
+    """The model called one or more tools (the reply's `tool_calls`) and waits for their results."""
 
 class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
     """Why the model stopped producing text."""
@@ -144,6 +151,8 @@ FINISH_REASON_CONTENT_FILTER: FinishReason.ValueType  # 3
 """The provider's content filter withheld the answer."""
 FINISH_REASON_OTHER: FinishReason.ValueType  # 4
 """Any other reason the provider reported."""
+FINISH_REASON_TOOL_CALLS: FinishReason.ValueType  # 5
+"""The model called one or more tools (the reply's `tool_calls`) and waits for their results."""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 class _ResponseFormat:
@@ -158,6 +167,10 @@ class _ResponseFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Respon
     """Free text."""
     RESPONSE_FORMAT_JSON_OBJECT: _ResponseFormat.ValueType  # 2
     """A single JSON object (providers' "JSON mode")."""
+    RESPONSE_FORMAT_JSON_SCHEMA: _ResponseFormat.ValueType  # 3
+    """JSON that conforms to `GenerationPreferences.response_schema`; the reply carries it parsed
+    in `structured_output` (and as JSON text in `text`). The server validates it.
+    """
 
 class ResponseFormat(_ResponseFormat, metaclass=_ResponseFormatEnumTypeWrapper):
     """The shape the reply text must take."""
@@ -168,6 +181,10 @@ RESPONSE_FORMAT_TEXT: ResponseFormat.ValueType  # 1
 """Free text."""
 RESPONSE_FORMAT_JSON_OBJECT: ResponseFormat.ValueType  # 2
 """A single JSON object (providers' "JSON mode")."""
+RESPONSE_FORMAT_JSON_SCHEMA: ResponseFormat.ValueType  # 3
+"""JSON that conforms to `GenerationPreferences.response_schema`; the reply carries it parsed
+in `structured_output` (and as JSON text in `text`). The server validates it.
+"""
 Global___ResponseFormat: _TypeAlias = ResponseFormat  # noqa: Y015
 
 class _Provider:
@@ -202,6 +219,70 @@ PROVIDER_ANTHROPIC: Provider.ValueType  # 3
 """Anthropic's Messages API (Claude models)."""
 Global___Provider: _TypeAlias = Provider  # noqa: Y015
 
+class _ToolChoiceMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolChoiceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolChoiceMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_CHOICE_MODE_UNSPECIFIED: _ToolChoiceMode.ValueType  # 0
+    """Not set: TOOL_CHOICE_MODE_AUTO when the request has tools."""
+    TOOL_CHOICE_MODE_AUTO: _ToolChoiceMode.ValueType  # 1
+    """The model decides whether to call tools or to answer with text."""
+    TOOL_CHOICE_MODE_NONE: _ToolChoiceMode.ValueType  # 2
+    """The model must not call any tool (the tools stay in its context)."""
+    TOOL_CHOICE_MODE_REQUIRED: _ToolChoiceMode.ValueType  # 3
+    """The model must call at least one tool."""
+
+class ToolChoiceMode(_ToolChoiceMode, metaclass=_ToolChoiceModeEnumTypeWrapper):
+    """How the model may use the request's tools."""
+
+TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode.ValueType  # 0
+"""Not set: TOOL_CHOICE_MODE_AUTO when the request has tools."""
+TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.ValueType  # 1
+"""The model decides whether to call tools or to answer with text."""
+TOOL_CHOICE_MODE_NONE: ToolChoiceMode.ValueType  # 2
+"""The model must not call any tool (the tools stay in its context)."""
+TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.ValueType  # 3
+"""The model must call at least one tool."""
+Global___ToolChoiceMode: _TypeAlias = ToolChoiceMode  # noqa: Y015
+
+class _Capability:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CapabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Capability.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CAPABILITY_UNSPECIFIED: _Capability.ValueType  # 0
+    """Not used."""
+    CAPABILITY_TOOLS: _Capability.ValueType  # 1
+    """Calls the request's tools (natively, or by the server constraining its answer
+    to a tool-call schema).
+    """
+    CAPABILITY_JSON_SCHEMA: _Capability.ValueType  # 2
+    """Answers in JSON that conforms to a given schema (RESPONSE_FORMAT_JSON_SCHEMA)."""
+    CAPABILITY_VISION: _Capability.ValueType  # 3
+    """Understands images."""
+    CAPABILITY_REASONING: _Capability.ValueType  # 4
+    """A reasoning model (thinks before it answers)."""
+
+class Capability(_Capability, metaclass=_CapabilityEnumTypeWrapper):
+    """What a model can do, as the server knows it (ListModels `capabilities`)."""
+
+CAPABILITY_UNSPECIFIED: Capability.ValueType  # 0
+"""Not used."""
+CAPABILITY_TOOLS: Capability.ValueType  # 1
+"""Calls the request's tools (natively, or by the server constraining its answer
+to a tool-call schema).
+"""
+CAPABILITY_JSON_SCHEMA: Capability.ValueType  # 2
+"""Answers in JSON that conforms to a given schema (RESPONSE_FORMAT_JSON_SCHEMA)."""
+CAPABILITY_VISION: Capability.ValueType  # 3
+"""Understands images."""
+CAPABILITY_REASONING: Capability.ValueType  # 4
+"""A reasoning model (thinks before it answers)."""
+Global___Capability: _TypeAlias = Capability  # noqa: Y015
+
 @_typing.final
 class ChatMessage(_message.Message):
     """One message of a chat."""
@@ -211,13 +292,27 @@ class ChatMessage(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """Who wrote the message. Required."""
     content: _builtins.str
-    """The message text. Required to be non-empty."""
+    """The message text; for ROLE_TOOL, the tool's result. Required to be non-empty,
+    except on an assistant message that carries `tool_calls`.
+    """
+    tool_call_id: _builtins.str
+    """On a ROLE_TOOL message (required there, refused elsewhere): the `id` of the
+    earlier assistant tool call this message answers.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the message was stored. Output only (set on conversation messages)."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """On a ROLE_ASSISTANT message: the tools the model called in that turn, as the
+        reply's `tool_calls` gave them. Each `id` is unique within the request.
+        """
 
     def __init__(
         self,
@@ -225,14 +320,112 @@ class ChatMessage(_message.Message):
         role: Global___Role.ValueType = ...,
         content: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        tool_call_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "create_time", b"create_time", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "create_time", b"create_time", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
+class Tool(_message.Message):
+    """A tool the model may call. The server validates the model's arguments
+    against `parameters` before the call reaches the caller.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The tool's name: 1-64 of [a-zA-Z0-9_-], unique within the request. Required."""
+    description: _builtins.str
+    """What the tool does and when to use it; models choose tools by this text."""
+    @_builtins.property
+    def parameters(self) -> _struct_pb2.Struct:
+        """The arguments as a JSON Schema object (`{"type": "object", "properties": ...}`).
+        Unset: the tool takes no arguments.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        parameters: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters", b"parameters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tool: _TypeAlias = Tool  # noqa: Y015
+
+@_typing.final
+class ToolChoice(_message.Message):
+    """Which tools the model may or must call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    TOOL_NAME_FIELD_NUMBER: _builtins.int
+    mode: Global___ToolChoiceMode.ValueType
+    """Auto, none or required. Ignored when `tool_name` is set."""
+    tool_name: _builtins.str
+    """Set: the model must call this tool (one of the request's `tools`)."""
+    def __init__(
+        self,
+        *,
+        mode: Global___ToolChoiceMode.ValueType = ...,
+        tool_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "tool_name", b"tool_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolChoice: _TypeAlias = ToolChoice  # noqa: Y015
+
+@_typing.final
+class ToolCall(_message.Message):
+    """A call of one tool, complete: in a stream it is sent once, in the message where
+    its arguments completed, never in fragments.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The call's id, to be echoed in the ROLE_TOOL message that answers it."""
+    name: _builtins.str
+    """The tool's name (one of the request's `tools`)."""
+    @_builtins.property
+    def arguments(self) -> _struct_pb2.Struct:
+        """The arguments, valid against the tool's `parameters` schema."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
 
 @_typing.final
 class GenerationPreferences(_message.Message):
@@ -248,6 +441,7 @@ class GenerationPreferences(_message.Message):
     STOP_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
+    RESPONSE_SCHEMA_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Pin a model by name, e.g. "gpt-4o-mini", "claude-3-5-haiku-latest" or a
     local model's name. The provider follows from the name: "claude-*" is
@@ -270,6 +464,12 @@ class GenerationPreferences(_message.Message):
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Up to 4 sequences at which generation stops."""
 
+    @_builtins.property
+    def response_schema(self) -> _struct_pb2.Struct:
+        """With RESPONSE_FORMAT_JSON_SCHEMA (required there, refused otherwise): the JSON
+        Schema the answer must conform to. Its root must be `{"type": "object", ...}`.
+        """
+
     def __init__(
         self,
         *,
@@ -281,10 +481,11 @@ class GenerationPreferences(_message.Message):
         stop: _abc.Iterable[_builtins.str] | None = ...,
         seed: _builtins.int | None = ...,
         response_format: Global___ResponseFormat.ValueType = ...,
+        response_schema: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "response_schema", b"response_schema", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "model", b"model", "response_format", b"response_format", "routing_strategy", b"routing_strategy", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "model", b"model", "response_format", b"response_format", "response_schema", b"response_schema", "routing_strategy", b"routing_strategy", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015

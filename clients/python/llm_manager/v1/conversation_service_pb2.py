@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from llm_manager.v1 import common_pb2 as llm__manager_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)llm_manager/v1/conversation_service.proto\x12\x0ellm_manager.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bllm_manager/v1/common.proto\"\xaa\x02\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.llm_manager.v1.ChatMessage\x12<\n\x08metadata\x18\x03 \x03(\x0b\x32*.llm_manager.v1.Conversation.MetadataEntry\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06system\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x19\x43reateConversationRequest\x12\x32\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1c.llm_manager.v1.Conversation\"P\n\x1a\x43reateConversationResponse\x12\x32\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1c.llm_manager.v1.Conversation\"T\n\x16GetConversationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x04view\x18\x02 \x01(\x0e\x32 .llm_manager.v1.ConversationView\"M\n\x17GetConversationResponse\x12\x32\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1c.llm_manager.v1.Conversation\"q\n\x18ListConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12.\n\x04view\x18\x03 \x01(\x0e\x32 .llm_manager.v1.ConversationView\"i\n\x19ListConversationsResponse\x12\x33\n\rconversations\x18\x01 \x03(\x0b\x32\x1c.llm_manager.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x19\x44\x65leteConversationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"\xa7\x01\n\x12SendMessageRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\ttask_type\x18\x03 \x01(\x0e\x32\x18.llm_manager.v1.TaskType\x12:\n\x0bpreferences\x18\x04 \x01(\x0b\x32%.llm_manager.v1.GenerationPreferences\"\xc1\x01\n\x13SendMessageResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llm_manager.v1.Usage\x12\x32\n\x08metadata\x18\x04 \x01(\x0b\x32 .llm_manager.v1.ResponseMetadata\x12\x33\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1c.llm_manager.v1.FinishReason\"\xad\x01\n\x18StreamSendMessageRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\ttask_type\x18\x03 \x01(\x0e\x32\x18.llm_manager.v1.TaskType\x12:\n\x0bpreferences\x18\x04 \x01(\x0b\x32%.llm_manager.v1.GenerationPreferences\"\xc7\x01\n\x19StreamSendMessageResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llm_manager.v1.Usage\x12\x32\n\x08metadata\x18\x04 \x01(\x0b\x32 .llm_manager.v1.ResponseMetadata\x12\x33\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1c.llm_manager.v1.FinishReason*n\n\x10\x43onversationView\x12!\n\x1d\x43ONVERSATION_VIEW_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONVERSATION_VIEW_BASIC\x10\x01\x12\x1a\n\x16\x43ONVERSATION_VIEW_FULL\x10\x02\x32\x81\x05\n\x13\x43onversationService\x12k\n\x12\x43reateConversation\x12).llm_manager.v1.CreateConversationRequest\x1a*.llm_manager.v1.CreateConversationResponse\x12\x62\n\x0fGetConversation\x12&.llm_manager.v1.GetConversationRequest\x1a\'.llm_manager.v1.GetConversationResponse\x12h\n\x11ListConversations\x12(.llm_manager.v1.ListConversationsRequest\x1a).llm_manager.v1.ListConversationsResponse\x12k\n\x12\x44\x65leteConversation\x12).llm_manager.v1.DeleteConversationRequest\x1a*.llm_manager.v1.DeleteConversationResponse\x12V\n\x0bSendMessage\x12\".llm_manager.v1.SendMessageRequest\x1a#.llm_manager.v1.SendMessageResponse\x12j\n\x11StreamSendMessage\x12(.llm_manager.v1.StreamSendMessageRequest\x1a).llm_manager.v1.StreamSendMessageResponse0\x01\x42IZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)llm_manager/v1/conversation_service.proto\x12\x0ellm_manager.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bllm_manager/v1/common.proto\"\xaa\x02\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.llm_manager.v1.ChatMessage\x12<\n\x08metadata\x18\x03 \x03(\x0b\x32*.llm_manager.v1.Conversation.MetadataEntry\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06system\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x19\x43reateConversationRequest\x12\x32\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1c.llm_manager.v1.Conversation\"P\n\x1a\x43reateConversationResponse\x12\x32\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1c.llm_manager.v1.Conversation\"T\n\x16GetConversationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x04view\x18\x02 \x01(\x0e\x32 .llm_manager.v1.ConversationView\"M\n\x17GetConversationResponse\x12\x32\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1c.llm_manager.v1.Conversation\"q\n\x18ListConversationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12.\n\x04view\x18\x03 \x01(\x0e\x32 .llm_manager.v1.ConversationView\"i\n\x19ListConversationsResponse\x12\x33\n\rconversations\x18\x01 \x03(\x0b\x32\x1c.llm_manager.v1.Conversation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x19\x44\x65leteConversationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65leteConversationResponse\"\xb0\x02\n\x12SendMessageRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\ttask_type\x18\x03 \x01(\x0e\x32\x18.llm_manager.v1.TaskType\x12:\n\x0bpreferences\x18\x04 \x01(\x0b\x32%.llm_manager.v1.GenerationPreferences\x12#\n\x05tools\x18\x05 \x03(\x0b\x32\x14.llm_manager.v1.Tool\x12/\n\x0btool_choice\x18\x06 \x01(\x0b\x32\x1a.llm_manager.v1.ToolChoice\x12\x31\n\x0ctool_results\x18\x07 \x03(\x0b\x32\x1b.llm_manager.v1.ChatMessage\"\xa3\x02\n\x13SendMessageResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llm_manager.v1.Usage\x12\x32\n\x08metadata\x18\x04 \x01(\x0b\x32 .llm_manager.v1.ResponseMetadata\x12\x33\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1c.llm_manager.v1.FinishReason\x12,\n\ntool_calls\x18\x06 \x03(\x0b\x32\x18.llm_manager.v1.ToolCall\x12\x32\n\x11structured_output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xb6\x02\n\x18StreamSendMessageRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\ttask_type\x18\x03 \x01(\x0e\x32\x18.llm_manager.v1.TaskType\x12:\n\x0bpreferences\x18\x04 \x01(\x0b\x32%.llm_manager.v1.GenerationPreferences\x12#\n\x05tools\x18\x05 \x03(\x0b\x32\x14.llm_manager.v1.Tool\x12/\n\x0btool_choice\x18\x06 \x01(\x0b\x32\x1a.llm_manager.v1.ToolChoice\x12\x31\n\x0ctool_results\x18\x07 \x03(\x0b\x32\x1b.llm_manager.v1.ChatMessage\"\xa9\x02\n\x19StreamSendMessageResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llm_manager.v1.Usage\x12\x32\n\x08metadata\x18\x04 \x01(\x0b\x32 .llm_manager.v1.ResponseMetadata\x12\x33\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1c.llm_manager.v1.FinishReason\x12,\n\ntool_calls\x18\x06 \x03(\x0b\x32\x18.llm_manager.v1.ToolCall\x12\x32\n\x11structured_output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct*n\n\x10\x43onversationView\x12!\n\x1d\x43ONVERSATION_VIEW_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONVERSATION_VIEW_BASIC\x10\x01\x12\x1a\n\x16\x43ONVERSATION_VIEW_FULL\x10\x02\x32\x81\x05\n\x13\x43onversationService\x12k\n\x12\x43reateConversation\x12).llm_manager.v1.CreateConversationRequest\x1a*.llm_manager.v1.CreateConversationResponse\x12\x62\n\x0fGetConversation\x12&.llm_manager.v1.GetConversationRequest\x1a\'.llm_manager.v1.GetConversationResponse\x12h\n\x11ListConversations\x12(.llm_manager.v1.ListConversationsRequest\x1a).llm_manager.v1.ListConversationsResponse\x12k\n\x12\x44\x65leteConversation\x12).llm_manager.v1.DeleteConversationRequest\x1a*.llm_manager.v1.DeleteConversationResponse\x12V\n\x0bSendMessage\x12\".llm_manager.v1.SendMessageRequest\x1a#.llm_manager.v1.SendMessageResponse\x12j\n\x11StreamSendMessage\x12(.llm_manager.v1.StreamSendMessageRequest\x1a).llm_manager.v1.StreamSendMessageResponse0\x01\x42IZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,36 +37,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'ZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1'
   _globals['_CONVERSATION_METADATAENTRY']._loaded_options = None
   _globals['_CONVERSATION_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CONVERSATIONVIEW']._serialized_start=1789
-  _globals['_CONVERSATIONVIEW']._serialized_end=1899
-  _globals['_CONVERSATION']._serialized_start=124
-  _globals['_CONVERSATION']._serialized_end=422
-  _globals['_CONVERSATION_METADATAENTRY']._serialized_start=375
-  _globals['_CONVERSATION_METADATAENTRY']._serialized_end=422
-  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=424
-  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=503
-  _globals['_CREATECONVERSATIONRESPONSE']._serialized_start=505
-  _globals['_CREATECONVERSATIONRESPONSE']._serialized_end=585
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=587
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=671
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=673
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=750
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=752
-  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=865
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=867
-  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=972
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=974
-  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1013
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=1015
-  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1043
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=1046
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=1213
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=1216
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=1409
-  _globals['_STREAMSENDMESSAGEREQUEST']._serialized_start=1412
-  _globals['_STREAMSENDMESSAGEREQUEST']._serialized_end=1585
-  _globals['_STREAMSENDMESSAGERESPONSE']._serialized_start=1588
-  _globals['_STREAMSENDMESSAGERESPONSE']._serialized_end=1787
-  _globals['_CONVERSATIONSERVICE']._serialized_start=1902
-  _globals['_CONVERSATIONSERVICE']._serialized_end=2543
+  _globals['_CONVERSATIONVIEW']._serialized_start=2289
+  _globals['_CONVERSATIONVIEW']._serialized_end=2399
+  _globals['_CONVERSATION']._serialized_start=154
+  _globals['_CONVERSATION']._serialized_end=452
+  _globals['_CONVERSATION_METADATAENTRY']._serialized_start=405
+  _globals['_CONVERSATION_METADATAENTRY']._serialized_end=452
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_start=454
+  _globals['_CREATECONVERSATIONREQUEST']._serialized_end=533
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_start=535
+  _globals['_CREATECONVERSATIONRESPONSE']._serialized_end=615
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=617
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=701
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=703
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=780
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=782
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=895
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=897
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=1002
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_start=1004
+  _globals['_DELETECONVERSATIONREQUEST']._serialized_end=1043
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_start=1045
+  _globals['_DELETECONVERSATIONRESPONSE']._serialized_end=1073
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=1076
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=1380
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=1383
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=1674
+  _globals['_STREAMSENDMESSAGEREQUEST']._serialized_start=1677
+  _globals['_STREAMSENDMESSAGEREQUEST']._serialized_end=1987
+  _globals['_STREAMSENDMESSAGERESPONSE']._serialized_start=1990
+  _globals['_STREAMSENDMESSAGERESPONSE']._serialized_end=2287
+  _globals['_CONVERSATIONSERVICE']._serialized_start=2402
+  _globals['_CONVERSATIONSERVICE']._serialized_end=3043
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -320,15 +321,33 @@ class SendMessageRequest(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     TASK_TYPE_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    TOOL_RESULTS_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation's id. Required."""
     message: _builtins.str
-    """The user's message text. Required."""
+    """The user's message text. Required unless `tool_results` is set."""
     task_type: _common_pb2.TaskType.ValueType
     """The kind of task; picks the default model chain."""
     @_builtins.property
     def preferences(self) -> _common_pb2.GenerationPreferences:
         """Model, sampling and routing preferences."""
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Tool]:
+        """Tools the model may call in this turn."""
+
+    @_builtins.property
+    def tool_choice(self) -> _common_pb2.ToolChoice:
+        """Whether the model may, must or must not call tools; unset is auto."""
+
+    @_builtins.property
+    def tool_results(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
+        """Results of the tools the previous reply called: ROLE_TOOL messages, each with
+        the `tool_call_id` it answers and the result as `content`. They are stored
+        before the reply (and before `message`, when both are given).
+        """
 
     def __init__(
         self,
@@ -337,10 +356,13 @@ class SendMessageRequest(_message.Message):
         message: _builtins.str = ...,
         task_type: _common_pb2.TaskType.ValueType = ...,
         preferences: _common_pb2.GenerationPreferences | None = ...,
+        tools: _abc.Iterable[_common_pb2.Tool] | None = ...,
+        tool_choice: _common_pb2.ToolChoice | None = ...,
+        tool_results: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "message", b"message", "preferences", b"preferences", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "message", b"message", "preferences", b"preferences", "task_type", b"task_type", "tool_choice", b"tool_choice", "tool_results", b"tool_results", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -357,12 +379,14 @@ class SendMessageResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    STRUCTURED_OUTPUT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The model's reply, also stored in the conversation."""
     model: _builtins.str
     """The model that replied."""
     finish_reason: _common_pb2.FinishReason.ValueType
-    """Why generation stopped."""
+    """Why generation stopped (FINISH_REASON_TOOL_CALLS when the model called tools)."""
     @_builtins.property
     def usage(self) -> _common_pb2.Usage:
         """Token usage and cost as reported by the provider."""
@@ -370,6 +394,14 @@ class SendMessageResponse(_message.Message):
     @_builtins.property
     def metadata(self) -> _common_pb2.ResponseMetadata:
         """Latency, retries and routing details."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]:
+        """The tools the model called; answer them with the next turn's `tool_results`."""
+
+    @_builtins.property
+    def structured_output(self) -> _struct_pb2.Struct:
+        """With RESPONSE_FORMAT_JSON_SCHEMA: the reply, valid against the schema."""
 
     def __init__(
         self,
@@ -379,10 +411,12 @@ class SendMessageResponse(_message.Message):
         usage: _common_pb2.Usage | None = ...,
         metadata: _common_pb2.ResponseMetadata | None = ...,
         finish_reason: _common_pb2.FinishReason.ValueType = ...,
+        tool_calls: _abc.Iterable[_common_pb2.ToolCall] | None = ...,
+        structured_output: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "structured_output", b"structured_output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "metadata", b"metadata", "model", b"model", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "metadata", b"metadata", "model", b"model", "structured_output", b"structured_output", "text", b"text", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -398,15 +432,33 @@ class StreamSendMessageRequest(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     TASK_TYPE_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    TOOL_RESULTS_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation's id. Required."""
     message: _builtins.str
-    """The user's message text. Required."""
+    """The user's message text. Required unless `tool_results` is set."""
     task_type: _common_pb2.TaskType.ValueType
     """The kind of task; picks the default model chain."""
     @_builtins.property
     def preferences(self) -> _common_pb2.GenerationPreferences:
         """Model, sampling and routing preferences."""
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Tool]:
+        """Tools the model may call in this turn."""
+
+    @_builtins.property
+    def tool_choice(self) -> _common_pb2.ToolChoice:
+        """Whether the model may, must or must not call tools; unset is auto."""
+
+    @_builtins.property
+    def tool_results(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
+        """Results of the tools the previous reply called: ROLE_TOOL messages, each with
+        the `tool_call_id` it answers and the result as `content`. They are stored
+        before the reply (and before `message`, when both are given).
+        """
 
     def __init__(
         self,
@@ -415,10 +467,13 @@ class StreamSendMessageRequest(_message.Message):
         message: _builtins.str = ...,
         task_type: _common_pb2.TaskType.ValueType = ...,
         preferences: _common_pb2.GenerationPreferences | None = ...,
+        tools: _abc.Iterable[_common_pb2.Tool] | None = ...,
+        tool_choice: _common_pb2.ToolChoice | None = ...,
+        tool_results: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "message", b"message", "preferences", b"preferences", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "message", b"message", "preferences", b"preferences", "task_type", b"task_type", "tool_choice", b"tool_choice", "tool_results", b"tool_results", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -437,6 +492,8 @@ class StreamSendMessageResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    STRUCTURED_OUTPUT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Newly generated text."""
     model: _builtins.str
@@ -451,6 +508,14 @@ class StreamSendMessageResponse(_message.Message):
     def metadata(self) -> _common_pb2.ResponseMetadata:
         """Set on the last message only."""
 
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]:
+        """Tool calls whose arguments completed since the previous message, each sent once, complete."""
+
+    @_builtins.property
+    def structured_output(self) -> _struct_pb2.Struct:
+        """Set on the last message only, with RESPONSE_FORMAT_JSON_SCHEMA."""
+
     def __init__(
         self,
         *,
@@ -459,10 +524,12 @@ class StreamSendMessageResponse(_message.Message):
         usage: _common_pb2.Usage | None = ...,
         metadata: _common_pb2.ResponseMetadata | None = ...,
         finish_reason: _common_pb2.FinishReason.ValueType = ...,
+        tool_calls: _abc.Iterable[_common_pb2.ToolCall] | None = ...,
+        structured_output: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "structured_output", b"structured_output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "metadata", b"metadata", "model", b"model", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "metadata", b"metadata", "model", b"model", "structured_output", b"structured_output", "text", b"text", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from llm_manager.v1 import common_pb2 as _common_pb2
@@ -62,6 +63,8 @@ class GenerateRequest(_message.Message):
     TASK_TYPE_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
     CACHE_CONTROL_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """The user's prompt as plain text."""
     system: _builtins.str
@@ -80,6 +83,14 @@ class GenerateRequest(_message.Message):
     def cache_control(self) -> _common_pb2.CacheControl:
         """Response cache control."""
 
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Tool]:
+        """Tools the model may call (at most 128, names unique)."""
+
+    @_builtins.property
+    def tool_choice(self) -> _common_pb2.ToolChoice:
+        """Whether the model may, must or must not call tools; unset is auto."""
+
     def __init__(
         self,
         *,
@@ -89,10 +100,12 @@ class GenerateRequest(_message.Message):
         task_type: _common_pb2.TaskType.ValueType = ...,
         preferences: _common_pb2.GenerationPreferences | None = ...,
         cache_control: _common_pb2.CacheControl | None = ...,
+        tools: _abc.Iterable[_common_pb2.Tool] | None = ...,
+        tool_choice: _common_pb2.ToolChoice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control", "preferences", b"preferences"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control", "preferences", b"preferences", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control", "messages", b"messages", "preferences", b"preferences", "prompt", b"prompt", "system", b"system", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control", "messages", b"messages", "preferences", b"preferences", "prompt", b"prompt", "system", b"system", "task_type", b"task_type", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -109,12 +122,14 @@ class GenerateResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    STRUCTURED_OUTPUT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The generated text."""
     model: _builtins.str
     """The model that produced the text, as the provider named it."""
     finish_reason: _common_pb2.FinishReason.ValueType
-    """Why generation stopped."""
+    """Why generation stopped (FINISH_REASON_TOOL_CALLS when the model called tools)."""
     @_builtins.property
     def usage(self) -> _common_pb2.Usage:
         """Token usage and cost as reported by the provider."""
@@ -122,6 +137,16 @@ class GenerateResponse(_message.Message):
     @_builtins.property
     def metadata(self) -> _common_pb2.ResponseMetadata:
         """Latency, retries, cache and routing details."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]:
+        """The tools the model called, each complete and valid against its schema."""
+
+    @_builtins.property
+    def structured_output(self) -> _struct_pb2.Struct:
+        """With RESPONSE_FORMAT_JSON_SCHEMA: the answer, valid against the schema (`text`
+        holds the same JSON).
+        """
 
     def __init__(
         self,
@@ -131,10 +156,12 @@ class GenerateResponse(_message.Message):
         usage: _common_pb2.Usage | None = ...,
         metadata: _common_pb2.ResponseMetadata | None = ...,
         finish_reason: _common_pb2.FinishReason.ValueType = ...,
+        tool_calls: _abc.Iterable[_common_pb2.ToolCall] | None = ...,
+        structured_output: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "structured_output", b"structured_output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "metadata", b"metadata", "model", b"model", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "metadata", b"metadata", "model", b"model", "structured_output", b"structured_output", "text", b"text", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -154,6 +181,8 @@ class StreamGenerateRequest(_message.Message):
     TASK_TYPE_FIELD_NUMBER: _builtins.int
     PREFERENCES_FIELD_NUMBER: _builtins.int
     CACHE_CONTROL_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     """The user's prompt as plain text."""
     system: _builtins.str
@@ -172,6 +201,14 @@ class StreamGenerateRequest(_message.Message):
     def cache_control(self) -> _common_pb2.CacheControl:
         """Response cache control."""
 
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Tool]:
+        """Tools the model may call (at most 128, names unique)."""
+
+    @_builtins.property
+    def tool_choice(self) -> _common_pb2.ToolChoice:
+        """Whether the model may, must or must not call tools; unset is auto."""
+
     def __init__(
         self,
         *,
@@ -181,10 +218,12 @@ class StreamGenerateRequest(_message.Message):
         task_type: _common_pb2.TaskType.ValueType = ...,
         preferences: _common_pb2.GenerationPreferences | None = ...,
         cache_control: _common_pb2.CacheControl | None = ...,
+        tools: _abc.Iterable[_common_pb2.Tool] | None = ...,
+        tool_choice: _common_pb2.ToolChoice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control", "preferences", b"preferences"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control", "preferences", b"preferences", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control", "messages", b"messages", "preferences", b"preferences", "prompt", b"prompt", "system", b"system", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_control", b"cache_control", "messages", b"messages", "preferences", b"preferences", "prompt", b"prompt", "system", b"system", "task_type", b"task_type", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -205,6 +244,8 @@ class StreamGenerateResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    STRUCTURED_OUTPUT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Newly generated text."""
     model: _builtins.str
@@ -219,6 +260,16 @@ class StreamGenerateResponse(_message.Message):
     def metadata(self) -> _common_pb2.ResponseMetadata:
         """Set on the last message only."""
 
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]:
+        """Tool calls whose arguments completed since the previous message: each call is
+        sent once, complete, never in fragments.
+        """
+
+    @_builtins.property
+    def structured_output(self) -> _struct_pb2.Struct:
+        """Set on the last message only, with RESPONSE_FORMAT_JSON_SCHEMA."""
+
     def __init__(
         self,
         *,
@@ -227,10 +278,12 @@ class StreamGenerateResponse(_message.Message):
         usage: _common_pb2.Usage | None = ...,
         metadata: _common_pb2.ResponseMetadata | None = ...,
         finish_reason: _common_pb2.FinishReason.ValueType = ...,
+        tool_calls: _abc.Iterable[_common_pb2.ToolCall] | None = ...,
+        structured_output: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "structured_output", b"structured_output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "metadata", b"metadata", "model", b"model", "text", b"text", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "metadata", b"metadata", "model", b"model", "structured_output", b"structured_output", "text", b"text", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -334,6 +387,7 @@ class Model(_message.Message):
     HEALTH_STATE_FIELD_NUMBER: _builtins.int
     PRICE_FIELD_NUMBER: _builtins.int
     HEALTH_DETAIL_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The model's name as sent to the provider; usable as preferences.model."""
     provider: _common_pb2.Provider.ValueType
@@ -348,6 +402,10 @@ class Model(_message.Message):
     def price(self) -> Global___ModelPrice:
         """Price per million tokens."""
 
+    @_builtins.property
+    def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Capability.ValueType]:
+        """What the model can do (tools, JSON schema, ...), as the server knows it."""
+
     def __init__(
         self,
         *,
@@ -357,10 +415,11 @@ class Model(_message.Message):
         health_state: Global___HealthState.ValueType = ...,
         price: Global___ModelPrice | None = ...,
         health_detail: _builtins.str = ...,
+        capabilities: _abc.Iterable[_common_pb2.Capability.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_window", b"context_window", "health_detail", b"health_detail", "health_state", b"health_state", "name", b"name", "price", b"price", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "context_window", b"context_window", "health_detail", b"health_detail", "health_state", b"health_state", "name", b"name", "price", b"price", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
