@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -48,6 +49,17 @@ def store_unavailable(error: BaseException) -> LLMError:
     return LLMError(ErrorKind.NETWORK_ERROR, f"the conversation store is unavailable ({type(error).__name__})")
 
 
+# What a page token may carry: exactly what the stores can compare against their columns.
+# update_time_us is SQLite INTEGER and PostgreSQL BIGINT, both signed 64-bit; ids are the
+# stores' own (UUIDs today), so URL-safe ASCII without ':' (no extra fields) and no NUL
+# (PostgreSQL TEXT cannot hold one), at most as long as any id the API accepts.
+MAX_CURSOR_TIME_US = 2**63 - 1
+MAX_CURSOR_ID_CHARS = 128
+_CURSOR_ID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_CURSOR_ID_CHARS)
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]*")
+_MAX_TOKEN_CHARS = -(-4 * len(f"v1:{MAX_CURSOR_TIME_US}:{'x' * MAX_CURSOR_ID_CHARS}") // 3)
+
+
 @dataclass(frozen=True)
 class PageCursor:
     """Where a page ends in (update_time desc, id desc) order: the next page starts after it.
@@ -69,16 +81,29 @@ class PageCursor:
 
     @classmethod
     def from_token(cls, token: str) -> PageCursor:
-        """Raises ``ValueError`` for a token this server did not issue."""
+        """Raises ``ValueError`` for a token this server did not issue.
+
+        Only a token ``token()`` would produce is accepted: unpadded URL-safe base64 of
+        ``v1:<update_time_us>:<id>``, the time a canonical decimal in 0..2**63-1 and the id
+        1 to 128 URL-safe ASCII characters. So no store ever sees a cursor its columns
+        cannot be compared with (an out-of-range integer overflowed SQLite and asyncpg)."""
+        if len(token) > _MAX_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(token):
+            raise ValueError("not a page token")
         try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
         except (ValueError, UnicodeDecodeError):
             raise ValueError("not base64") from None
-        version, _, rest = raw.partition(":")
-        update_time, _, conversation_id = rest.partition(":")
-        if version != "v1" or not update_time.isdigit() or not conversation_id:
+        parts = raw.split(":")
+        if len(parts) != 3 or parts[0] != "v1":
             raise ValueError("not a page token")
-        return cls(int(update_time), conversation_id)
+        update_time, conversation_id = parts[1], parts[2]
+        if not (update_time.isascii() and update_time.isdigit()) or not _CURSOR_ID.fullmatch(conversation_id):
+            raise ValueError("not a page token")
+        cursor = cls(int(update_time), conversation_id)
+        # Range, and canonical form: no leading zeros, no stray padding bits in the base64.
+        if cursor.update_time_us > MAX_CURSOR_TIME_US or cursor.token() != token:
+            raise ValueError("not a page token")
+        return cursor
 
 
 def sort_key(conversation: Conversation) -> tuple[int, str]:
