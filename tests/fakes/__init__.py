@@ -1,7 +1,7 @@
 """Wire-faithful fake LLM APIs on loopback, for tests that must never reach the internet."""
 
-from .anthropic_fake import FakeAnthropic
-from .http_fake import CapturedRequest, TokenCounts
-from .openai_fake import FakeOpenAI
+from .anthropic_fake import FakeAnthropic, ToolUseSpec
+from .http_fake import CapturedRequest, Ending, TokenCounts
+from .openai_fake import FakeOpenAI, ToolCallSpec
 
-__all__ = ["CapturedRequest", "FakeAnthropic", "FakeOpenAI", "TokenCounts"]
+__all__ = ["CapturedRequest", "Ending", "FakeAnthropic", "FakeOpenAI", "TokenCounts", "ToolCallSpec", "ToolUseSpec"]

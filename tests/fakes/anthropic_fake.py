@@ -9,6 +9,7 @@ Anthropic's API reference); scenarios rewrite only the text and usage of those s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -22,8 +23,11 @@ from .http_fake import (
     fixture_json,
     fixture_text,
     json_reply,
+    plan_shaped,
     raw_json_reply,
     recorded_events,
+    resolve_shaped,
+    split_evenly,
     split_inside_multibyte_characters,
 )
 
@@ -93,6 +97,147 @@ def error_body(name: str, *, message: str | None = None) -> dict[str, Any]:
     return body
 
 
+# --- tool use and structured output ----------------------------------------------------------
+
+# One tool_use block to script: (id, tool name, input). A dict is the input object; a string
+# is streamed verbatim as the input JSON (so a test can script input that does not parse).
+ToolUseSpec = tuple[str, str, dict[str, Any] | str]
+
+_TOOL_USE = "message_tool_use.json"
+_TOOL_USE_STREAM = "message_tool_use_stream.sse"
+_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+# The usage of message.json, for structured-output scenarios planned without counts.
+JSON_DEFAULT_COUNTS = TokenCounts(prompt=12, completion=12)
+
+
+def _input_json(tool_input: dict[str, Any] | str) -> str:
+    # Spaced as the API streams it: {"a": 2, "b": 3}.
+    return tool_input if isinstance(tool_input, str) else json.dumps(tool_input, ensure_ascii=False)
+
+
+def _first_payloads(name: str) -> dict[str, Any]:
+    payloads: dict[str, Any] = {}
+    for block in fixture_text(PROVIDER, name).split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in lines:
+            payloads.setdefault(lines["event"], json.loads(lines["data"]))
+    return payloads
+
+
+def tool_use_message(
+    calls: Sequence[ToolUseSpec], counts: TokenCounts | None = None, *, text: str | None = None, stop_reason: str = "tool_use"
+) -> dict[str, Any]:
+    """A ``message`` in the recorded shape of ``message_tool_use.json``: an optional text block,
+    then one ``{"type": "tool_use", "id", "name", "input": {...}}`` block per call, and
+    ``stop_reason: "tool_use"``. ``counts`` None keeps the fixture's usage."""
+    body: dict[str, Any] = fixture_json(PROVIDER, _TOOL_USE)
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    for call_id, name, tool_input in calls:
+        content.append({"type": "tool_use", "id": call_id, "name": name, "input": json.loads(tool_input) if isinstance(tool_input, str) else tool_input})
+    body["content"] = content
+    body["stop_reason"] = stop_reason
+    if counts is not None:
+        body["usage"] = _usage(counts)
+    return body
+
+
+def tool_use_stream_events(
+    calls: Sequence[ToolUseSpec],
+    counts: TokenCounts | None = None,
+    *,
+    text: str | None = None,
+    fragments: int = 3,
+    stop_reason: str = "tool_use",
+    complete: bool = True,
+) -> list[bytes]:
+    """The documented event sequence for tool use: ``message_start``; an optional text block;
+    per call ``content_block_start`` with ``{"type": "tool_use", "id", "name", "input": {}}``,
+    ``content_block_delta`` events with ``input_json_delta`` (first ``partial_json: ""``, then
+    ``fragments`` pieces of the input JSON cut anywhere), ``content_block_stop``; then
+    ``message_delta`` (``stop_reason: "tool_use"``, cumulative usage) and ``message_stop``.
+    ``complete=False`` ends after the last fragment (for cut and stalled streams)."""
+    start = _first_payloads(_TOOL_USE_STREAM)["message_start"]
+    usage = _usage(counts) if counts is not None else fixture_json(PROVIDER, _TOOL_USE)["usage"]
+    start["message"]["usage"] = {**usage, "output_tokens": 1}
+    events = [_event("message_start", start)]
+    index = 0
+    if text:
+        events += [_event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}), _PING]
+        for piece in split_evenly(text, fragments):
+            events.append(_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}))
+        events.append(_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        index = 1
+    for number, (call_id, name, tool_input) in enumerate(calls):
+        block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+        events.append(_event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+        if not text and number == 0:
+            events.append(_PING)
+        for piece in ["", *split_evenly(_input_json(tool_input), fragments)]:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            events.append(_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+        if not complete and number == len(calls) - 1:
+            return events
+        events.append(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
+    if not complete:
+        return events
+    cumulative = {key: usage[key] for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")}
+    events.append(_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": cumulative}))
+    events.append(_event("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def _blocks(message: Any) -> list[Any]:
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, list) else []
+
+
+def _tool_use_ids(message: Any) -> list[Any]:
+    if not isinstance(message, dict) or message.get("role") != "assistant":
+        return []
+    return [block.get("id") for block in _blocks(message) if isinstance(block, dict) and block.get("type") == "tool_use"]
+
+
+def tool_block_problem(body: dict[str, Any]) -> str | None:
+    """The Messages API's checks on tool blocks, with the wording of its real 400 replies:
+    every ``tool_use`` needs a ``tool_result`` in the very next (user) message, every
+    ``tool_result`` must answer a ``tool_use`` of the message just before, and a ``tool_use``
+    ``input`` must be an object."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "assistant":
+            for position, block in enumerate(_blocks(message)):
+                if isinstance(block, dict) and block.get("type") == "tool_use" and not isinstance(block.get("input"), dict):
+                    return f"messages.{index}.content.{position}.tool_use.input: Input should be a valid dictionary"
+            ids = _tool_use_ids(message)
+            if ids and index + 1 < len(messages):
+                following = messages[index + 1]
+                answered = {
+                    block.get("tool_use_id")
+                    for block in _blocks(following)
+                    if isinstance(block, dict) and block.get("type") == "tool_result" and following.get("role") == "user"
+                }
+                missing = [str(call_id) for call_id in ids if call_id not in answered]
+                if missing:
+                    return (
+                        f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately after: {', '.join(missing)}. "
+                        "Each `tool_use` block must have a corresponding `tool_result` block in the next message."
+                    )
+        elif message.get("role") == "user":
+            previous_ids = _tool_use_ids(messages[index - 1]) if index else []
+            for position, block in enumerate(_blocks(message)):
+                if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("tool_use_id") not in previous_ids:
+                    return (
+                        f"messages.{index}.content.{position}: unexpected `tool_use_id` found in `tool_result` blocks: {block.get('tool_use_id')}. "
+                        "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                    )
+    return None
+
+
 class FakeAnthropic(FakeHTTPServer):
     def __init__(self, *, api_key: str, echo_key_in_errors: bool = False) -> None:
         super().__init__()
@@ -139,11 +284,11 @@ class FakeAnthropic(FakeHTTPServer):
         reply = self._rejected_request(request)
         body = captured.body if isinstance(captured.body, dict) else {}
         if reply is None:
-            problem = self._validation_problem(body)
+            problem = self._validation_problem(body) or tool_block_problem(body)
             if problem:
                 invalid = error_body("error_prompt_too_long.json", message=problem)
                 reply = json_reply(400, invalid, self._headers())
-        reply = reply or self.next_planned()
+        reply = resolve_shaped(reply or self.next_planned(), body)
         if reply is None:  # the recorded replies, verbatim
             if body.get("stream"):
                 reply = event_stream_reply(recorded_events(fixture_text(PROVIDER, "message_stream.sse")), headers=self._headers())
@@ -203,3 +348,87 @@ class FakeAnthropic(FakeHTTPServer):
 
     def stall_stream(self, pieces: list[str]) -> None:
         self.plan(event_stream_reply(tuple(stream_events(pieces, None)), ending=Ending.STALL, headers=self._headers()))
+
+    # --- tool use and structured output --------------------------------------------------
+
+    def _tool_use_stream(
+        self,
+        calls: Sequence[ToolUseSpec] | None,
+        counts: TokenCounts | None,
+        *,
+        text: str | None,
+        fragments: int,
+        stop_reason: str,
+        split_utf8: bool = False,
+        ending: Ending = Ending.COMPLETE,
+    ) -> PlannedReply:
+        complete = ending is Ending.COMPLETE
+        if calls is None:  # the recorded stream (without its last block stop, message_delta, message_stop if cut)
+            events = list(recorded_events(fixture_text(PROVIDER, _TOOL_USE_STREAM)))
+            events = events if complete else events[:-3]
+        else:
+            events = tool_use_stream_events(calls, counts, text=text, fragments=fragments, stop_reason=stop_reason, complete=complete)
+        chunks = split_inside_multibyte_characters(b"".join(events)) if split_utf8 else tuple(events)
+        return event_stream_reply(chunks, ending=ending, headers=self._headers())
+
+    def reply_tool_use(
+        self,
+        calls: Sequence[ToolUseSpec] | None = None,
+        counts: TokenCounts | None = None,
+        *,
+        text: str | None = None,
+        fragments: int = 3,
+        stop_reason: str = "tool_use",
+    ) -> None:
+        """The next request gets these tool_use blocks (after ``text`` if given), in the shape
+        it asks for: a ``message`` or, for ``stream: true``, events with each input in
+        ``fragments`` ``input_json_delta`` pieces. Without ``calls``: the recorded fixtures
+        verbatim (``message_tool_use.json`` / ``message_tool_use_stream.sse``, the same text
+        and two tool_use blocks). ``counts`` None keeps the fixture's usage."""
+
+        def build(body: dict[str, Any]) -> PlannedReply:
+            if body.get("stream"):
+                return self._tool_use_stream(calls, counts, text=text, fragments=fragments, stop_reason=stop_reason)
+            if calls is None:
+                return raw_json_reply(200, fixture_text(PROVIDER, _TOOL_USE), self._headers())
+            return json_reply(200, tool_use_message(calls, counts, text=text, stop_reason=stop_reason), self._headers())
+
+        plan_shaped(self, build)
+
+    def stream_tool_use(
+        self,
+        calls: Sequence[ToolUseSpec] | None = None,
+        counts: TokenCounts | None = None,
+        *,
+        text: str | None = None,
+        fragments: int = 3,
+        stop_reason: str = "tool_use",
+        split_utf8: bool = False,
+        ending: Ending = Ending.COMPLETE,
+    ) -> None:
+        """The next request gets a tool-use event stream (whatever it asked for). Without
+        ``calls``: ``message_tool_use_stream.sse`` verbatim. ``ending`` CUT or STALL stops
+        after the last ``input_json_delta`` (no block stop, ``message_delta`` or ``message_stop``)."""
+        self.plan(
+            self._tool_use_stream(calls, counts, text=text, fragments=fragments, stop_reason=stop_reason, split_utf8=split_utf8, ending=ending)
+        )
+
+    def reply_json(self, text: str, counts: TokenCounts | None = None, *, fragments: int = 8) -> None:
+        """A structured-output answer (``output_config.format`` json_schema): the JSON document
+        ``text`` as the message's one text block, ``stop_reason: "end_turn"``; streamed in
+        ``fragments`` text deltas when the request asks for a stream."""
+        counts = counts or JSON_DEFAULT_COUNTS
+
+        def build(body: dict[str, Any]) -> PlannedReply:
+            if body.get("stream"):
+                return event_stream_reply(tuple(stream_events(split_evenly(text, fragments), counts)), headers=self._headers())
+            message = fixture_json(PROVIDER, "message.json")
+            message["content"][0]["text"] = text
+            message["usage"] = _usage(counts)
+            return json_reply(200, message, self._headers())
+
+        plan_shaped(self, build)
+
+    def stream_json(self, pieces: list[str], counts: TokenCounts | None = None, *, split_utf8: bool = False) -> None:
+        """A structured-output answer streamed as these text deltas."""
+        self.stream_text(pieces, counts or JSON_DEFAULT_COUNTS, split_utf8=split_utf8)

@@ -179,3 +179,37 @@ class FakeHTTPServer:
             return response
         await response.write_eof()
         return response
+
+
+# --- replies built when the request arrives (additive: tool calls, structured output) -------
+
+
+@dataclass(frozen=True)
+class ShapedReply:
+    """A planned answer whose shape follows the request: ``build`` gets the parsed request
+    body and returns the reply, so one scenario serves plain and ``stream: true`` requests."""
+
+    build: Callable[[dict[str, Any]], PlannedReply]
+
+
+def plan_shaped(server: FakeHTTPServer, build: Callable[[dict[str, Any]], PlannedReply]) -> None:
+    """Queues a :class:`ShapedReply` among ``server``'s planned replies; the fake resolves it
+    against the body of the request that takes it."""
+    server.plan(ShapedReply(build))  # type: ignore[arg-type]
+
+
+def resolve_shaped(reply: PlannedReply | None, body: dict[str, Any]) -> PlannedReply | None:
+    return reply.build(body) if isinstance(reply, ShapedReply) else reply
+
+
+def split_evenly(text: str, pieces: int) -> list[str]:
+    """``text`` cut into ``pieces`` runs of nearly equal length (whole characters, so the cuts
+    fall anywhere in a JSON document: inside strings, between a key and its colon, ...)."""
+    pieces = max(1, min(pieces, len(text))) if text else 1
+    size, extra = divmod(len(text), pieces)
+    parts, start = [], 0
+    for index in range(pieces):
+        end = start + size + (1 if index < extra else 0)
+        parts.append(text[start:end])
+        start = end
+    return parts
