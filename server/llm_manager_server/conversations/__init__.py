@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .base import ConversationStore
 from .memory import MemoryConversationStore
-from .model import Conversation, PageCursor, StoredMessage
+from .model import Conversation, PageCursor, StoredMessage, reply_message
 from .turns import Turn, TurnCoordinator
 
 
@@ -36,4 +36,5 @@ __all__ = [
     "Turn",
     "TurnCoordinator",
     "conversation_store_for",
+    "reply_message",
 ]

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Role
-from .model import Conversation, PageCursor, StoredMessage, new_conversation_id, not_found, now_us, sort_key
+from ..domain.types import Message, ToolCall
+from .model import (
+    Conversation,
+    PageCursor,
+    StoredMessage,
+    check_new_messages,
+    check_reply,
+    check_turn,
+    new_conversation_id,
+    not_found,
+    now_us,
+    sort_key,
+    tool_calls_from_json,
+    tool_calls_json,
+)
 
 
 @dataclass
@@ -63,18 +76,26 @@ class MemoryConversationStore:
     def _touch(self, record: _Record, now: int) -> None:
         record.conversation = replace(record.conversation, update_time_us=now)
 
-    async def begin_turn(self, conversation_id: str, user_message: str, *, turn_id: str, lease_s: float) -> Conversation | None:
+    async def begin_turn(self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float) -> Conversation | None:
+        check_new_messages(new_messages)
         record = self._record(conversation_id)
         now = self._clock()
         if record.turn_id is not None and record.turn_expires_us > now:
             return None
+        check_turn(record.messages, new_messages)  # before anything changes, like a rollback
+        added = [StoredMessage.from_message(m, now) for m in new_messages]
         record.turn_id = turn_id
         record.turn_expires_us = now + int(lease_s * 1_000_000)
-        record.messages.append(StoredMessage(Role.USER, user_message, now))
+        record.messages.extend(added)
         self._touch(record, now)
         return self._view(record, True)
 
-    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: str | None) -> None:
+    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: Message | None) -> None:
+        calls: tuple[ToolCall, ...] = ()
+        if reply is not None:
+            check_reply(reply)
+            # Through JSON like the other stores: the same values read back, no aliasing.
+            calls = tool_calls_from_json(tool_calls_json(reply.tool_calls))
         record = self._records.get(conversation_id)
         if record is None:
             if reply is not None:
@@ -87,5 +108,5 @@ class MemoryConversationStore:
         record.turn_id = None
         if reply is not None:
             now = self._clock()
-            record.messages.append(StoredMessage(Role.ASSISTANT, reply, now))
+            record.messages.append(replace(StoredMessage.from_message(reply, now), tool_calls=calls))
             self._touch(record, now)

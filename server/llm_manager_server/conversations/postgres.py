@@ -5,6 +5,14 @@ together apply each migration once. Turn leases live in the conversation row: th
 conditional ``UPDATE`` that takes one is atomic under READ COMMITTED (the row lock makes a
 second taker re-check the condition), so two replicas can never both begin a turn.
 Timestamps are microseconds from the server's clock, like the other stores.
+
+Each migration runs in the transaction that records its version, under that lock: a
+database is at one version or the next, never in between, and a replica that opens it
+while another migrates waits, then finds nothing left to do. The statements are
+idempotent as well (``IF NOT EXISTS`` / ``IF EXISTS``). Version 2 (tool calling) only adds
+nullable columns and swaps ``CHECK`` constraints, so replicas still running version 1 can
+go on writing text turns while the rest are upgraded (they cannot read tool turns, and
+refuse to start on a version-2 database).
 """
 
 from __future__ import annotations
@@ -12,20 +20,26 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import asyncpg
 
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Role
+from ..domain.types import Message, Role
 from .model import (
     Conversation,
     PageCursor,
     StoredMessage,
     attach_messages,
+    check_new_messages,
+    check_reply,
+    check_turn,
     new_conversation_id,
     not_found,
     now_us,
     store_unavailable,
+    tool_calls_from_json,
+    tool_calls_json,
 )
 
 # Each entry: (version, statements). Append only; never edit an applied migration.
@@ -51,6 +65,22 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 create_time_us BIGINT NOT NULL,
                 PRIMARY KEY (conversation_id, seq)
             )""",
+        ),
+    ),
+    (
+        2,
+        (
+            # Tool calling: an assistant reply's calls (JSON text, an array of {id, name,
+            # arguments}, kept exactly as written) and the call a tool message answers; role
+            # 'tool' allowed. Old rows keep their values and get NULL in both new columns.
+            "ALTER TABLE conversation_messages ADD COLUMN IF NOT EXISTS tool_calls TEXT, "
+            "ADD COLUMN IF NOT EXISTS tool_call_id TEXT",
+            # Version 1's inline CHECK on role has PostgreSQL's generated name.
+            "ALTER TABLE conversation_messages DROP CONSTRAINT IF EXISTS conversation_messages_role_check, "
+            "ADD CONSTRAINT conversation_messages_role_check CHECK (role IN ('user', 'assistant', 'tool'))",
+            "ALTER TABLE conversation_messages DROP CONSTRAINT IF EXISTS conversation_messages_tool_check, "
+            "ADD CONSTRAINT conversation_messages_tool_check CHECK ("
+            "(tool_calls IS NULL OR role = 'assistant') AND ((tool_call_id IS NOT NULL) = (role = 'tool')))",
         ),
     ),
 )
@@ -113,12 +143,12 @@ class PostgresConversationStore:
         found: dict[str, list[StoredMessage]] = {conversation_id: [] for conversation_id in ids}
         if ids:
             rows = await connection.fetch(
-                "SELECT conversation_id, role, content, create_time_us FROM conversation_messages "
+                "SELECT conversation_id, role, content, create_time_us, tool_calls, tool_call_id FROM conversation_messages "
                 "WHERE conversation_id = ANY($1::text[]) ORDER BY conversation_id, seq",
                 list(ids),
             )
             for row in rows:
-                found[row[0]].append(StoredMessage(Role(row[1]), row[2], row[3]))
+                found[row[0]].append(StoredMessage(Role(row[1]), row[2], row[3], tool_calls_from_json(row[4]), row[5]))
         return found
 
     async def _read(self, connection: asyncpg.pool.PoolConnectionProxy, conversation_id: str, with_messages: bool) -> Conversation:
@@ -168,14 +198,20 @@ class PostgresConversationStore:
                 raise not_found(conversation_id)
 
     @staticmethod
-    async def _append(connection: asyncpg.pool.PoolConnectionProxy, conversation_id: str, role: Role, content: str, now: int) -> None:
+    async def _append(connection: asyncpg.pool.PoolConnectionProxy, conversation_id: str, message: StoredMessage) -> None:
         await connection.execute(
-            "INSERT INTO conversation_messages (conversation_id, seq, role, content, create_time_us) "
-            "SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM conversation_messages WHERE conversation_id = $1",
-            conversation_id, role.value, content, now,
+            "INSERT INTO conversation_messages (conversation_id, seq, role, content, create_time_us, tool_calls, tool_call_id) "
+            "SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6 FROM conversation_messages WHERE conversation_id = $1",
+            conversation_id,
+            message.role.value,
+            message.content,
+            message.create_time_us,
+            tool_calls_json(message.tool_calls),
+            message.tool_call_id,
         )
 
-    async def begin_turn(self, conversation_id: str, user_message: str, *, turn_id: str, lease_s: float) -> Conversation | None:
+    async def begin_turn(self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float) -> Conversation | None:
+        check_new_messages(new_messages)
         now = self._clock()
         async with self._transaction() as connection:
             taken = await connection.fetchval(
@@ -186,13 +222,22 @@ class PostgresConversationStore:
             if taken is None:
                 await self._read(connection, conversation_id, False)  # raises NOT_FOUND if it is gone
                 return None
-            await self._append(connection, conversation_id, Role.USER, user_message, now)
-            return await self._read(connection, conversation_id, True)
+            conversation = await self._read(connection, conversation_id, True)
+            check_turn(conversation.messages, new_messages)  # raising rolls the lease back too
+            added = tuple(StoredMessage.from_message(m, now) for m in new_messages)
+            for message in added:
+                await self._append(connection, conversation_id, message)
+            return replace(conversation, messages=conversation.messages + added)
 
-    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: str | None) -> None:
+    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: Message | None) -> None:
         now = self._clock()
+        stored = None
+        if reply is not None:
+            check_reply(reply)
+            stored = StoredMessage.from_message(reply, now)
+            tool_calls_json(stored.tool_calls)  # arguments that are not JSON fail here, before the transaction
         async with self._transaction() as connection:
-            if reply is None:
+            if stored is None:
                 await connection.execute(
                     "UPDATE conversations SET turn_id = NULL, turn_expires_us = NULL WHERE id = $1 AND turn_id = $2",
                     conversation_id, turn_id,
@@ -206,4 +251,4 @@ class PostgresConversationStore:
             if released is None:
                 await self._read(connection, conversation_id, False)
                 raise LLMError(ErrorKind.TIMEOUT, "the reply took longer than the turn's lease; it was not stored")
-            await self._append(connection, conversation_id, Role.ASSISTANT, reply, now)
+            await self._append(connection, conversation_id, stored)

@@ -7,6 +7,11 @@ transaction survives a crash, even of the machine, and readers do not block the 
 
 The file belongs to one process: on open, turn leases left by a crashed predecessor are
 cleared so its conversations are usable at once. Several replicas need PostgreSQL.
+
+Migrations run on open, each in the one ``BEGIN IMMEDIATE`` transaction that records its
+version, so a database is at one version or the next, never in between, and a second
+opener waits for the first and then finds nothing left to do. Version 2 (tool calling)
+rebuilds the messages table, since SQLite cannot change a ``CHECK`` constraint in place.
 """
 
 from __future__ import annotations
@@ -16,22 +21,28 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Role
+from ..domain.types import Message, Role
 from .model import (
     Conversation,
     PageCursor,
     StoredMessage,
     attach_messages,
+    check_new_messages,
+    check_reply,
+    check_turn,
     new_conversation_id,
     not_found,
     now_us,
     store_unavailable,
+    tool_calls_from_json,
+    tool_calls_json,
 )
 
 # Each entry: (version, statements). Append only; never edit an applied migration.
@@ -57,6 +68,28 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 create_time_us INTEGER NOT NULL,
                 PRIMARY KEY (conversation_id, seq)
             )""",
+        ),
+    ),
+    (
+        2,
+        (
+            # Tool calling: an assistant reply's calls (a JSON array of {id, name, arguments})
+            # and the call a tool message answers; role 'tool' allowed. Old rows keep their
+            # values and get NULL in both new columns.
+            """CREATE TABLE conversation_messages_v2 (
+                conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                seq INTEGER NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'tool')),
+                content TEXT NOT NULL,
+                create_time_us INTEGER NOT NULL,
+                tool_calls TEXT CHECK (tool_calls IS NULL OR role = 'assistant'),
+                tool_call_id TEXT CHECK ((tool_call_id IS NOT NULL) = (role = 'tool')),
+                PRIMARY KEY (conversation_id, seq)
+            )""",
+            "INSERT INTO conversation_messages_v2 (conversation_id, seq, role, content, create_time_us) "
+            "SELECT conversation_id, seq, role, content, create_time_us FROM conversation_messages",
+            "DROP TABLE conversation_messages",
+            "ALTER TABLE conversation_messages_v2 RENAME TO conversation_messages",
         ),
     ),
 )
@@ -131,10 +164,15 @@ class SqliteConversationStore:
         if not ids:
             return found
         marks = ", ".join("?" for _ in ids)
-        sql = f"SELECT conversation_id, role, content, create_time_us FROM conversation_messages WHERE conversation_id IN ({marks}) ORDER BY conversation_id, seq"
+        sql = (
+            "SELECT conversation_id, role, content, create_time_us, tool_calls, tool_call_id FROM conversation_messages "
+            f"WHERE conversation_id IN ({marks}) ORDER BY conversation_id, seq"
+        )
         async with db.execute(sql, tuple(ids)) as cursor:
             async for row in cursor:
-                found[str(row[0])].append(StoredMessage(Role(row[1]), str(row[2]), int(row[3])))
+                found[str(row[0])].append(
+                    StoredMessage(Role(row[1]), str(row[2]), int(row[3]), tool_calls_from_json(row[4]), None if row[5] is None else str(row[5]))
+                )
         return found
 
     async def _read(self, db: aiosqlite.Connection, conversation_id: str, with_messages: bool) -> Conversation:
@@ -182,14 +220,23 @@ class SqliteConversationStore:
                 raise not_found(conversation_id)
 
     @staticmethod
-    async def _append(db: aiosqlite.Connection, conversation_id: str, role: Role, content: str, now: int) -> None:
+    async def _append(db: aiosqlite.Connection, conversation_id: str, message: StoredMessage) -> None:
         await db.execute(
-            "INSERT INTO conversation_messages (conversation_id, seq, role, content, create_time_us) "
-            "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM conversation_messages WHERE conversation_id = ?",
-            (conversation_id, role.value, content, now, conversation_id),
+            "INSERT INTO conversation_messages (conversation_id, seq, role, content, create_time_us, tool_calls, tool_call_id) "
+            "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM conversation_messages WHERE conversation_id = ?",
+            (
+                conversation_id,
+                message.role.value,
+                message.content,
+                message.create_time_us,
+                tool_calls_json(message.tool_calls),
+                message.tool_call_id,
+                conversation_id,
+            ),
         )
 
-    async def begin_turn(self, conversation_id: str, user_message: str, *, turn_id: str, lease_s: float) -> Conversation | None:
+    async def begin_turn(self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float) -> Conversation | None:
+        check_new_messages(new_messages)
         now = self._clock()
         async with self._transaction() as db:
             cursor = await db.execute(
@@ -200,13 +247,22 @@ class SqliteConversationStore:
             if cursor.rowcount == 0:
                 await self._read(db, conversation_id, False)  # raises NOT_FOUND if it is gone
                 return None
-            await self._append(db, conversation_id, Role.USER, user_message, now)
-            return await self._read(db, conversation_id, True)
+            conversation = await self._read(db, conversation_id, True)
+            check_turn(conversation.messages, new_messages)  # raising rolls the lease back too
+            added = tuple(StoredMessage.from_message(m, now) for m in new_messages)
+            for message in added:
+                await self._append(db, conversation_id, message)
+            return replace(conversation, messages=conversation.messages + added)
 
-    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: str | None) -> None:
+    async def end_turn(self, conversation_id: str, *, turn_id: str, reply: Message | None) -> None:
         now = self._clock()
+        stored = None
+        if reply is not None:
+            check_reply(reply)
+            stored = StoredMessage.from_message(reply, now)
+            tool_calls_json(stored.tool_calls)  # arguments that are not JSON fail here, before the transaction
         async with self._transaction() as db:
-            if reply is None:
+            if stored is None:
                 await db.execute("UPDATE conversations SET turn_id = NULL, turn_expires_us = NULL WHERE id = ? AND turn_id = ?", (conversation_id, turn_id))
                 return
             cursor = await db.execute(
@@ -216,4 +272,4 @@ class SqliteConversationStore:
             if cursor.rowcount == 0:
                 await self._read(db, conversation_id, False)
                 raise LLMError(ErrorKind.TIMEOUT, "the reply took longer than the turn's lease; it was not stored")
-            await self._append(db, conversation_id, Role.ASSISTANT, reply, now)
+            await self._append(db, conversation_id, stored)

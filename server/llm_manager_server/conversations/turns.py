@@ -13,12 +13,13 @@ import asyncio
 import logging
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from ..domain.errors import ErrorKind, LLMError
+from ..domain.types import Message
 from .base import ConversationStore
-from .model import Conversation
+from .model import Conversation, check_new_messages, check_reply
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,20 @@ POLL_INTERVAL_S = 0.05
 
 
 class Turn:
-    """One turn in progress: the conversation with the user's message stored last."""
+    """One turn in progress: the conversation with the turn's new messages stored last
+    (``new_count`` of them)."""
 
-    def __init__(self, store: ConversationStore, conversation: Conversation, turn_id: str) -> None:
+    def __init__(self, store: ConversationStore, conversation: Conversation, turn_id: str, new_count: int) -> None:
         self.conversation = conversation
         self.turn_id = turn_id
+        self.new_count = new_count
         self._store = store
         self.finished = False
 
-    async def complete(self, reply: str) -> None:
-        """Stores the reply and ends the turn; the reply is durable when this returns."""
+    async def complete(self, reply: Message) -> None:
+        """Stores the assistant's reply (text and/or tool calls; ``model.reply_message``
+        builds one) and ends the turn; the reply is durable when this returns."""
+        check_reply(reply)
         await self._store.end_turn(self.conversation.id, turn_id=self.turn_id, reply=reply)
         self.finished = True
 
@@ -76,28 +81,32 @@ class TurnCoordinator:
         except Exception:  # noqa: BLE001 - the turn's own outcome is what the caller must see
             log.warning("could not release the turn lease of conversation %s", conversation_id, exc_info=True)
 
-    async def _begin(self, conversation_id: str, user_message: str, deadline: float) -> Turn:
+    async def _begin(self, conversation_id: str, new_messages: Sequence[Message], deadline: float) -> Turn:
         loop = asyncio.get_running_loop()
         lease_s = min(max(deadline - loop.time(), 0.0), MAX_LEASE_S) + LEASE_MARGIN_S
         while True:
             turn_id = uuid.uuid4().hex
             try:
-                conversation = await self._store.begin_turn(conversation_id, user_message, turn_id=turn_id, lease_s=lease_s)
+                conversation = await self._store.begin_turn(conversation_id, new_messages, turn_id=turn_id, lease_s=lease_s)
             except asyncio.CancelledError:
                 # Cancelled after the store committed? Then the lease is ours: give it back.
                 await self._release(conversation_id, turn_id)
                 raise
             if conversation is not None:
-                return Turn(self._store, conversation, turn_id)
+                return Turn(self._store, conversation, turn_id, len(new_messages))
             if loop.time() + self._poll_interval_s >= deadline:
                 raise self._waited_too_long(conversation_id)
             await asyncio.sleep(self._poll_interval_s)
 
     @asynccontextmanager
-    async def turn(self, conversation_id: str, user_message: str, deadline: float) -> AsyncIterator[Turn]:
-        """Stores the user's message and yields the turn; if the body leaves without
+    async def turn(self, conversation_id: str, new_messages: Sequence[Message], deadline: float) -> AsyncIterator[Turn]:
+        """Stores the turn's new messages (tool results, then the user's message; either
+        may be absent, not both) and yields the turn; if the body leaves without
         :meth:`Turn.complete` (an error, a cancellation), the turn ends with no reply and
-        the user's message stays stored."""
+        the new messages stay stored. Tool results that do not answer the last reply's
+        calls are INVALID_REQUEST, raised before the body runs, with nothing stored."""
+        check_new_messages(new_messages)
+        new_messages = tuple(new_messages)
         lock = self._lock(conversation_id)
         try:
             async with asyncio.timeout_at(deadline):
@@ -105,7 +114,7 @@ class TurnCoordinator:
         except TimeoutError:
             raise self._waited_too_long(conversation_id) from None
         try:
-            turn = await self._begin(conversation_id, user_message, deadline)
+            turn = await self._begin(conversation_id, new_messages, deadline)
             try:
                 yield turn
             finally:
