@@ -37,7 +37,8 @@ from .logs import configure_logging
 from .routing.registry import ModelRegistry
 from .routing.router import Router
 from .servicers.conversations import ConversationServicer
-from .servicers.llm_manager import Generator, LLMManagerServicer
+from .engine import Generator
+from .servicers.llm_manager import LLMManagerServicer
 from .telemetry import Telemetry, build_meter_provider, build_tracer_provider
 
 log = logging.getLogger("llm_manager_server")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .domain.types import ProviderKind, Usage
+from .domain.types import Capability, ProviderKind, Usage
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,26 @@ def facts_for(name: str, *, local_context_window: int, price_overrides: Mapping[
     if overridden is not None and len(overridden) >= len(shipped_prefix):
         price = overrides[overridden]
     return ModelFacts(window, price)
+
+
+# Older chat models without function calling or JSON-schema answers.
+_NO_TOOLS_PREFIXES = ("gpt-3.5-turbo-instruct", "gpt-4-0314", "gpt-4-32k-0314")
+_VISION_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4-turbo", "gpt-5", "o1", "o3", "o4", "claude-")
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5", "claude-3-7", "claude-sonnet-4", "claude-opus-4", "claude-haiku-4")
+
+
+def capabilities_for(name: str, *, local_tools: bool = True) -> frozenset[Capability]:
+    """What a model can do, by name. Every cloud chat model this service maps calls tools and
+    answers JSON schemas (OpenAI natively; Claude through tools); local models answer JSON
+    schemas through llama.cpp's grammar, and call tools through it too (the server offers the
+    tools as a schema-constrained answer) unless ``local_tools`` is off."""
+    lowered = name.lower()
+    kind = provider_for_model(name)
+    if kind is ProviderKind.LOCAL:
+        return frozenset({Capability.JSON_SCHEMA, *((Capability.TOOLS,) if local_tools else ())})
+    found = {Capability.JSON_SCHEMA, Capability.TOOLS} if not lowered.startswith(_NO_TOOLS_PREFIXES) else set()
+    if lowered.startswith(_VISION_PREFIXES):
+        found.add(Capability.VISION)
+    if lowered.startswith(_REASONING_PREFIXES):
+        found.add(Capability.REASONING)
+    return frozenset(found)

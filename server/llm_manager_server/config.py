@@ -75,6 +75,11 @@ class LlamaSettings:
     gpu_layers: int = 0
     parallel: int = 2
     max_queue: int = 16
+    # LLM_LOCAL_TOOL_CALLING: "schema" (the server offers tools as a schema-constrained answer;
+    # works with any model llama.cpp can constrain), "native" (the local server's own tool
+    # calling, for models whose chat template supports tools) or "off" (local models get no
+    # tool requests).
+    tool_calling: str = "schema"
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,13 @@ def _url(variable: str, raw: object) -> str:
         raise ConfigError(variable, f"has a bad port: {error}") from None
     if any(c.isspace() for c in text) or parts.fragment:
         raise ConfigError(variable, f"must be a plain http(s) URL (no spaces or #fragment), got {text!r}")
+    return text
+
+
+def _tool_calling(variable: str, raw: object) -> str:
+    text = str(raw).strip().lower()
+    if text not in {"schema", "native", "off"}:
+        raise ConfigError(variable, f"must be schema, native or off, got {str(raw)!r}")
     return text
 
 
@@ -415,6 +427,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         threads=parsed("LLM_LOCAL_THREADS", llama_file, ("threads",), lambda n, r: _int(n, r, minimum=0, maximum=1024), ld.threads),
         gpu_layers=parsed("LLM_LOCAL_GPU_LAYERS", llama_file, ("gpuLayers", "gpu_layers"), lambda n, r: _int(n, r, minimum=-1, maximum=10_000), ld.gpu_layers),
         parallel=parsed("LLM_LOCAL_PARALLEL", llama_file, ("parallel",), lambda n, r: _int(n, r, minimum=1, maximum=64), ld.parallel),
+        tool_calling=parsed("LLM_LOCAL_TOOL_CALLING", llama_file, ("toolCalling", "tool_calling"), _tool_calling, ld.tool_calling),
         max_queue=parsed("LLM_LOCAL_MAX_QUEUE", llama_file, ("maxQueue", "max_queue"), lambda n, r: _int(n, r, minimum=0, maximum=100_000), ld.max_queue),
     )
 

@@ -20,6 +20,10 @@ TOKEN_TYPE = "gen_ai.token.type"
 INPUT_MESSAGES = "gen_ai.input.messages"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
 ERROR_TYPE = "error.type"
+# "text" or "json" (the conventions' well-known values).
+OUTPUT_TYPE = "gen_ai.output.type"
+# The tools offered, as JSON (the conventions' opt-in attribute: names, descriptions, schemas).
+TOOL_DEFINITIONS = "gen_ai.tool.definitions"
 
 OPERATION_CHAT = "chat"
 
@@ -34,6 +38,9 @@ STRATEGY = "llm_manager.routing.strategy"
 CANDIDATES = "llm_manager.routing.candidates"
 STREAMING = "llm_manager.streaming"
 CACHE_HIT = "llm_manager.cache.hit"
+# The names of the tools offered and of the tools the model called (cheap, always recorded).
+REQUEST_TOOL_NAMES = "llm_manager.request.tool_names"
+RESPONSE_TOOL_CALLS = "llm_manager.response.tool_calls"
 METRIC_COST = "llm_manager.cost"
 METRIC_CACHE_LOOKUPS = "llm_manager.cache.lookups"
 

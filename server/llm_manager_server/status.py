@@ -31,6 +31,7 @@ _CODES: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.ALL_MODELS_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorKind.CONVERSATION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.INVALID_MODEL_OUTPUT: grpc.StatusCode.UNAVAILABLE,
 }
 
 

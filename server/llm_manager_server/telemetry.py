@@ -29,7 +29,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from . import __version__, genai
 from .domain.errors import LLMError
-from .domain.types import FinishReason, ModelCall, ProviderKind, Usage
+from .domain.types import Answer, ModelCall, ProviderKind, ResponseFormat
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +171,26 @@ class Telemetry:
         span.set_attributes(
             {genai.ATTEMPT: attempt, genai.FALLBACK: fallback, genai.STREAMING: streaming, genai.CANDIDATES: candidates, genai.STRATEGY: strategy}
         )
+        json_output = sampling.response_format is not ResponseFormat.TEXT
+        span.set_attribute(genai.OUTPUT_TYPE, "json" if json_output else "text")
+        if call.tools:
+            span.set_attribute(genai.REQUEST_TOOL_NAMES, [t.name for t in call.tools])
         if self._record_content:
             span.set_attribute(genai.INPUT_MESSAGES, json.dumps([{"role": m.role.value, "content": m.content} for m in call.messages]))
+            if call.tools:
+                span.set_attribute(
+                    genai.TOOL_DEFINITIONS,
+                    json.dumps([{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters} for t in call.tools]),
+                )
 
-    def succeeded(self, observed: Attempt, *, model: str, usage: Usage | None, finish: FinishReason | None, cost_usd: float, text: str | None = None) -> None:
+    def succeeded(self, observed: Attempt, *, answer: Answer, streaming: bool) -> None:
         span = observed.span
+        model, usage, cost_usd = answer.model, answer.usage, answer.cost_usd
         observed.attributes[genai.RESPONSE_MODEL] = model
         span.set_attribute(genai.RESPONSE_MODEL, model)
-        if finish is not None:
-            span.set_attribute(genai.RESPONSE_FINISH_REASONS, [finish.value])
+        span.set_attribute(genai.RESPONSE_FINISH_REASONS, [answer.finish_reason.value])
+        if answer.tool_calls:
+            span.set_attribute(genai.RESPONSE_TOOL_CALLS, [c.name for c in answer.tool_calls])
         if usage is not None:
             span.set_attributes({genai.USAGE_INPUT_TOKENS: usage.prompt_tokens, genai.USAGE_OUTPUT_TOKENS: usage.completion_tokens})
             self._tokens.record(usage.prompt_tokens, {**observed.attributes, genai.TOKEN_TYPE: "input"})
@@ -188,8 +199,11 @@ class Telemetry:
             self._first_chunk.record(observed.first_chunk_s, observed.attributes)
         if cost_usd:
             self._cost.add(cost_usd, {genai.REQUEST_MODEL: observed.attributes[genai.REQUEST_MODEL]})
-        if self._record_content and text is not None:
-            span.set_attribute(genai.OUTPUT_MESSAGES, json.dumps([{"role": "assistant", "content": text}]))
+        if self._record_content and not streaming:
+            output: dict[str, object] = {"role": "assistant", "content": answer.text}
+            if answer.tool_calls:
+                output["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in answer.tool_calls]
+            span.set_attribute(genai.OUTPUT_MESSAGES, json.dumps([output]))
 
     def observe_cache(self, snapshot: Callable[[], Mapping[str, float]]) -> None:
         """Publishes the response cache's counters (``hits``, ``misses``, ``errors``, ...) as

@@ -12,7 +12,7 @@ from ..config import CacheSettings
 from ..domain.types import RoutingStrategy
 from .keys import cache_key, key_document
 from .redis_store import RedisCacheStore
-from .response_cache import CachedAnswer, CacheStats, Flight, ResponseCache
+from .response_cache import CacheStats, Flight, ResponseCache, answer_from_bytes, answer_to_bytes
 from .stores import CacheStore, CacheStoreError, MemoryCacheStore
 
 
@@ -32,11 +32,12 @@ __all__ = [
     "CacheStats",
     "CacheStore",
     "CacheStoreError",
-    "CachedAnswer",
     "Flight",
     "MemoryCacheStore",
     "RedisCacheStore",
     "ResponseCache",
+    "answer_from_bytes",
+    "answer_to_bytes",
     "build_response_cache",
     "cache_key",
     "key_document",

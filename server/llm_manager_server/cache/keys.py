@@ -1,9 +1,11 @@
 """The response cache key: a hash of everything in a request that can change the answer.
 
-The key is built by walking every field of :class:`GenerationRequest` and
-:class:`SamplingOptions` by introspection, so a field added later is part of the key by
-default (a new field can only cause misses, never a wrong hit). Only fields that cannot
-change the answer are left out: the per-request cache controls themselves.
+The key is built by walking every field of :class:`GenerationRequest` by introspection, down
+through every dataclass it holds (messages and their parts, tools, tool choice, sampling
+options), so a field added later anywhere is part of the key by default (a new field can only
+cause misses, never a wrong hit); there is no hand-kept list of fields. JSON values (schemas,
+tool arguments) are keyed in canonical form (sorted keys). Only fields that cannot change the
+answer are left out: the per-request cache controls themselves.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import hashlib
 import json
 from typing import Any
 
-from ..domain.types import GenerationRequest, Message, RoutingStrategy, SamplingOptions
+from ..domain.types import GenerationRequest, RoutingStrategy, SamplingOptions
 
 # Bump when the key's document or the stored entry's shape changes, so old entries (in a
 # shared Redis, say) are never read by a server that would misread them.
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 # Request fields that steer the cache, not the model.
 EXCLUDED_REQUEST_FIELDS = frozenset({"no_cache", "no_store"})
@@ -28,12 +30,15 @@ def _normalized(value: Any) -> Any:
     """A JSON-friendly, canonical form of one field's value."""
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, Message):
-        return [value.role.value, value.content]
     if isinstance(value, float):
         return value + 0.0  # -0.0 and 0.0 are the same temperature
     if isinstance(value, (tuple, list)):
         return [_normalized(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): _normalized(v) for k, v in value.items()}  # sorted when dumped
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # Every field, named by type and field, so two part types never collide.
+        return {"@": type(value).__name__, **{f.name: _normalized(getattr(value, f.name)) for f in dataclasses.fields(value)}}
     return value
 
 

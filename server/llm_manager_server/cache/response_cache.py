@@ -10,75 +10,71 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..domain.types import FinishReason, GenerationRequest, ProviderKind, RoutingStrategy, Usage
+from ..domain.call_context import deadline_exceeded
+from ..domain.types import Answer, CallMetadata, FinishReason, GenerationRequest, ProviderKind, RoutingStrategy, StreamDelta, ToolCall, Usage
 from .keys import KEY_VERSION, cache_key
 from .stores import CacheStore, CacheStoreError
 
 log = logging.getLogger(__name__)
 
-# Complete answers: the model stopped by itself or at the caller's max_tokens.
-CACHEABLE_FINISH_REASONS = frozenset({FinishReason.STOP, FinishReason.LENGTH})
+# Complete answers: the model stopped by itself, at the caller's max_tokens, or to call tools.
+CACHEABLE_FINISH_REASONS = frozenset({FinishReason.STOP, FinishReason.LENGTH, FinishReason.TOOL_CALLS})
+# A cached answer replayed as a stream goes out in pieces of this many characters.
+CACHED_STREAM_CHUNK_CHARS = 512
 
 
-@dataclass(frozen=True)
-class CachedAnswer:
+def cacheable(answer: Answer) -> bool:
+    return answer.finish_reason in CACHEABLE_FINISH_REASONS
+
+
+def answer_to_bytes(answer: Answer) -> bytes:
     """A complete answer as stored: what the model said and how it was produced."""
+    usage = answer.usage
+    document = {
+        "version": KEY_VERSION,
+        "text": answer.text,
+        "model": answer.model,
+        "usage": [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_prompt_tokens, usage.cache_creation_tokens],
+        "finish_reason": answer.finish_reason.value,
+        "tool_calls": [[c.id, c.name, c.arguments] for c in answer.tool_calls],
+        "structured_output": answer.structured_output,
+        "provider": answer.metadata.provider.value if answer.metadata.provider else None,
+        "strategy": answer.metadata.strategy.value,
+        # What the original call cost; reported as savings, never billed again.
+        "cost_usd": answer.cost_usd,
+    }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
-    text: str
-    model: str
-    usage: Usage
-    finish_reason: FinishReason
-    provider: ProviderKind | None
-    strategy: RoutingStrategy
-    # What the original call cost; reported as savings, never billed again.
-    cost_usd: float = 0.0
 
-    @property
-    def cacheable(self) -> bool:
-        return self.finish_reason in CACHEABLE_FINISH_REASONS
-
-    def to_bytes(self) -> bytes:
-        document = {
-            "version": KEY_VERSION,
-            "text": self.text,
-            "model": self.model,
-            "usage": [
-                self.usage.prompt_tokens,
-                self.usage.completion_tokens,
-                self.usage.total_tokens,
-                self.usage.cached_prompt_tokens,
-                self.usage.cache_creation_tokens,
-            ],
-            "finish_reason": self.finish_reason.value,
-            "provider": self.provider.value if self.provider else None,
-            "strategy": self.strategy.value,
-            "cost_usd": self.cost_usd,
-        }
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> CachedAnswer:
-        """Raises ``ValueError`` for anything this version did not write."""
-        try:
-            document: dict[str, Any] = json.loads(data)
-            if document.get("version") != KEY_VERSION:
-                raise ValueError(f"entry version {document.get('version')!r}")
-            prompt, completion, total, cached_prompt, cache_creation = (int(n) for n in document["usage"])
-            provider = document["provider"]
-            return cls(
-                text=str(document["text"]),
-                model=str(document["model"]),
-                usage=Usage(prompt, completion, total, cached_prompt, cache_creation),
-                finish_reason=FinishReason(document["finish_reason"]),
-                provider=ProviderKind(provider) if provider is not None else None,
-                strategy=RoutingStrategy(document["strategy"]),
-                cost_usd=float(document["cost_usd"]),
-            )
-        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as error:
-            raise ValueError(f"unreadable cache entry: {error}") from None
+def answer_from_bytes(data: bytes) -> Answer:
+    """A stored answer (its ``cost_usd`` the original call's); raises ``ValueError`` for
+    anything this version did not write."""
+    try:
+        document: dict[str, Any] = json.loads(data)
+        if document.get("version") != KEY_VERSION:
+            raise ValueError(f"entry version {document.get('version')!r}")
+        prompt, completion, total, cached_prompt, cache_creation = (int(n) for n in document["usage"])
+        provider = document["provider"]
+        structured = document["structured_output"]
+        calls = tuple(ToolCall(str(i), str(n), dict(a)) for i, n, a in document["tool_calls"])
+        return Answer(
+            text=str(document["text"]),
+            model=str(document["model"]),
+            usage=Usage(prompt, completion, total, cached_prompt, cache_creation),
+            finish_reason=FinishReason(document["finish_reason"]),
+            tool_calls=calls,
+            structured_output=dict(structured) if structured is not None else None,
+            cost_usd=float(document["cost_usd"]),
+            metadata=CallMetadata(
+                provider=ProviderKind(provider) if provider is not None else None, strategy=RoutingStrategy(document["strategy"])
+            ),
+        )
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"unreadable cache entry: {error}") from None
 
 
 @dataclass
@@ -130,25 +126,25 @@ class Flight:
     def __init__(self, key: str, flights: dict[str, Flight]) -> None:
         self.key = key
         self._flights = flights
-        self._result: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
+        self._result: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
 
     @property
     def done(self) -> bool:
         return self._result.done()
 
-    def _end(self, answer: CachedAnswer | None) -> None:
+    def _end(self, answer: Answer | None) -> None:
         if self._flights.get(self.key) is self:
             del self._flights[self.key]
         if not self._result.done():
             self._result.set_result(answer)
 
-    def complete(self, answer: CachedAnswer) -> None:
+    def complete(self, answer: Answer) -> None:
         self._end(answer)
 
     def abandon(self) -> None:
         self._end(None)
 
-    async def wait(self) -> CachedAnswer | None:
+    async def wait(self) -> Answer | None:
         # Shielded: a follower's cancellation must not cancel the shared future.
         return await asyncio.shield(self._result)
 
@@ -174,7 +170,7 @@ class ResponseCache:
         self._flights[key] = flight
         return flight, True
 
-    async def lookup(self, key: str) -> CachedAnswer | None:
+    async def lookup(self, key: str) -> Answer | None:
         try:
             data = await self.store.get(key)
         except CacheStoreError:
@@ -184,7 +180,7 @@ class ResponseCache:
             self.stats.misses += 1
             return None
         try:
-            answer = CachedAnswer.from_bytes(data)
+            answer = answer_from_bytes(data)
         except ValueError as error:
             log.warning("response cache: ignoring entry %s…: %s", key[:12], error)
             self.stats.errors += 1
@@ -192,12 +188,12 @@ class ResponseCache:
         self.stats.hits += 1
         return answer
 
-    async def save(self, key: str, answer: CachedAnswer) -> None:
-        if not answer.cacheable:
+    async def save(self, key: str, answer: Answer) -> None:
+        if not cacheable(answer):
             self.stats.store_skipped += 1
             return
         try:
-            stored = await self.store.set(key, answer.to_bytes())
+            stored = await self.store.set(key, answer_to_bytes(answer))
         except CacheStoreError:
             self.stats.store_errors += 1
             return
@@ -210,3 +206,121 @@ class ResponseCache:
         for flight in list(self._flights.values()):
             flight.abandon()
         await self.store.close()
+
+    # --- the policy: one home for what is served from the cache and what is stored ------------
+
+    def _replayed(self, answer: Answer) -> Answer:
+        """An answer served without a model call: as originally generated, but this call
+        spent nothing (the original cost is counted as saved)."""
+        self.stats.saved_cost_usd += answer.cost_usd
+        original = answer.metadata
+        return replace(
+            answer,
+            cost_usd=0.0,
+            metadata=CallMetadata(
+                cached=True,
+                provider=original.provider,
+                strategy=original.strategy,
+                routing_reason=f"answered from the response cache (originally by {answer.model})",
+            ),
+        )
+
+    async def _store(self, key: str, request: GenerationRequest, answer: Answer) -> None:
+        if request.no_store:
+            self.stats.store_skipped += 1
+        else:
+            await self.save(key, answer)
+
+    async def _follow(self, flight: Flight, deadline: float) -> Answer | None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await flight.wait()
+        except TimeoutError:
+            raise deadline_exceeded("an identical call in flight answered") from None
+
+    async def answer(self, request: GenerationRequest, compute: Callable[[], Awaitable[Answer]], deadline: float) -> Answer:
+        """The answer to ``request``: from the cache when it can, else ``compute``'s.
+
+        Identical concurrent requests reach the model once (single-flight): the first leads,
+        the others wait for its answer; if the leader fails or is cancelled they try again
+        themselves. ``no_cache`` requests neither read the cache nor join a flight; ``no_store``
+        answers are not stored. Only complete answers are stored. An answer served without a
+        model call reports the original text, tool calls, model, finish reason and usage (the
+        provider's counts for the original call: never invented), ``cost_usd`` 0,
+        ``metadata.cached`` true, no model chain or candidates, and a ``routing_reason`` naming
+        the model that produced it."""
+        key = self.key_for(request)
+        if request.no_cache:
+            self.stats.bypassed += 1
+            fresh = await compute()
+            await self._store(key, request, fresh)
+            return fresh
+        while True:
+            flight, leading = self.join(key)
+            if not leading:
+                shared = await self._follow(flight, deadline)
+                if shared is None:
+                    continue  # the leader failed: look again, lead or follow a new leader
+                self.stats.coalesced += 1
+                return self._replayed(shared)
+            try:
+                hit = await self.lookup(key)
+                if hit is not None:
+                    flight.complete(hit)
+                    return self._replayed(hit)
+                fresh = await compute()
+                await self._store(key, request, fresh)
+                flight.complete(fresh)
+                return fresh
+            finally:
+                flight.abandon()  # no-op once completed; frees followers on failure
+
+    def _replay_stream(self, answer: Answer) -> list[StreamDelta]:
+        replayed = self._replayed(answer)
+        text = replayed.text
+        pieces = [StreamDelta(text=text[i : i + CACHED_STREAM_CHUNK_CHARS], model=answer.model) for i in range(0, len(text), CACHED_STREAM_CHUNK_CHARS)]
+        if replayed.tool_calls:
+            pieces.append(StreamDelta(model=answer.model, tool_calls=replayed.tool_calls))
+        pieces.append(StreamDelta(model=answer.model, answer=replayed))
+        return pieces
+
+    async def stream(
+        self, request: GenerationRequest, produce: Callable[[], AsyncIterator[StreamDelta]], deadline: float
+    ) -> AsyncIterator[StreamDelta]:
+        """``request`` answered as a stream, with the policy of :meth:`answer`: a cached or
+        shared answer is replayed (text in pieces, then its tool calls, then the answer); a
+        fresh stream passes through and is stored once it ended normally (a cut or cancelled
+        one raised before that)."""
+        key = self.key_for(request)
+        if request.no_cache:
+            self.stats.bypassed += 1
+            async for delta in produce():
+                if delta.answer is not None:
+                    await self._store(key, request, delta.answer)
+                yield delta
+            return
+        while True:
+            flight, leading = self.join(key)
+            if not leading:
+                shared = await self._follow(flight, deadline)
+                if shared is None:
+                    continue
+                self.stats.coalesced += 1
+                for delta in self._replay_stream(shared):
+                    yield delta
+                return
+            try:
+                hit = await self.lookup(key)
+                if hit is not None:
+                    flight.complete(hit)
+                    for delta in self._replay_stream(hit):
+                        yield delta
+                    return
+                async for delta in produce():
+                    if delta.answer is not None:
+                        await self._store(key, request, delta.answer)
+                        flight.complete(delta.answer)
+                    yield delta
+                return
+            finally:
+                flight.abandon()

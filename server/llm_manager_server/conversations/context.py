@@ -27,11 +27,10 @@ not fit, the turn is refused with CONTEXT_TOO_LARGE (before anything is stored, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Message, Role, TextPart, ToolCall
+from ..domain.types import Message, Role, ToolCall
 from ..routing.strategy import estimate_prompt_tokens
 from .model import StoredMessage, reply_message
 
@@ -45,31 +44,10 @@ def estimate_tokens(text: str) -> int:
     return estimate_prompt_tokens([Message.of(Role.USER, text)]) - _NO_MESSAGES
 
 
-def arguments_json(call: ToolCall) -> str:
-    """A call's arguments as a provider sends them: compact JSON."""
-    return json.dumps(call.arguments, ensure_ascii=False, separators=(",", ":"))
-
-
-def message_chars(message: Message) -> int:
-    """The characters a message's estimate counts: text, tool calls (name and JSON
-    arguments) and tool results."""
-    chars = 0
-    for part in message.parts:
-        if isinstance(part, TextPart):
-            chars += len(part.text)
-        elif isinstance(part, ToolCall):
-            chars += len(part.name) + len(arguments_json(part))
-        else:
-            chars += len(part.content)
-    return chars
-
-
 def estimate_message_tokens(message: Message) -> int:
-    """One message's tokens, as :func:`estimate_tokens` counts a text of its characters."""
-    parts = message.parts
-    if len(parts) == 1 and isinstance(parts[0], TextPart):
-        return estimate_tokens(parts[0].text)
-    return estimate_tokens("x" * message_chars(message))
+    """One message's share of the router's ``estimate_prompt_tokens`` (text, tool calls and
+    tool results, counted by ``Message.chars``)."""
+    return estimate_prompt_tokens([message]) - _NO_MESSAGES
 
 
 def reply_reserve(window: int, max_tokens: int | None) -> int:

@@ -27,6 +27,8 @@ class ErrorKind(enum.Enum):
     CONVERSATION_NOT_FOUND = "CONVERSATION_NOT_FOUND"
     # Not one of the seed's kinds: a local engine's request queue is full.
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    # A model's tool arguments or structured output did not validate against their schema.
+    INVALID_MODEL_OUTPUT = "INVALID_MODEL_OUTPUT"
 
 
 # Kinds worth another attempt at the same or the next model (408/409/429/5xx/network).
@@ -37,6 +39,7 @@ RETRYABLE_KINDS = frozenset(
         ErrorKind.TIMEOUT,
         ErrorKind.NETWORK_ERROR,
         ErrorKind.RESOURCE_EXHAUSTED,
+        ErrorKind.INVALID_MODEL_OUTPUT,  # sampling again (or another model) may well validate
     }
 )
 

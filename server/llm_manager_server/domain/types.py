@@ -1,17 +1,30 @@
-"""Provider-neutral generation requests and replies."""
+"""Provider-neutral generation requests and replies.
+
+A request is a :class:`GenerationRequest` of :class:`Message` s, each a role and a tuple of
+typed parts (text, tool calls, tool results; images later are one more part). A reply is one
+:class:`Answer`, from the provider through the router and the cache to the servicer: text,
+tool calls, structured output, usage, cost and how it was produced. A stream is a sequence of
+:class:`StreamDelta` s whose last one carries the complete :class:`Answer`.
+"""
 
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+# A JSON object as decoded by ``json.loads``: tool arguments, schemas, structured output.
+JsonObject = dict[str, Any]
 
 
 class Role(enum.Enum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    TOOL = "tool"
 
 
 class ProviderKind(enum.Enum):
@@ -39,12 +52,21 @@ class FinishReason(enum.Enum):
     STOP = "stop"
     LENGTH = "length"
     CONTENT_FILTER = "content_filter"
+    TOOL_CALLS = "tool_calls"
     OTHER = "other"
+
+
+class Capability(enum.Enum):
+    TOOLS = "tools"
+    JSON_SCHEMA = "json_schema"
+    VISION = "vision"
+    REASONING = "reasoning"
 
 
 class ResponseFormat(enum.Enum):
     TEXT = "text"
     JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
 
 
 # What a model name may be: letters, digits and the separators real names use
@@ -60,9 +82,96 @@ def is_valid_model_name(name: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
-    role: Role
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A model's call of one tool, complete; ``arguments`` valid against the tool's schema."""
+
+    id: str
+    name: str
+    arguments: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A tool's result, answering the call ``tool_call_id``."""
+
+    tool_call_id: str
     content: str
+
+
+Part = TextPart | ToolCall | ToolResult
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message: a role and its parts, in order."""
+
+    role: Role
+    parts: tuple[Part, ...]
+
+    @staticmethod
+    def of(role: Role, text: str) -> Message:
+        """A message of one text part."""
+        return Message(role, (TextPart(text),))
+
+    @property
+    def content(self) -> str:
+        """The message's text: its text parts, or a tool message's result."""
+        parts = self.parts
+        if len(parts) == 1 and isinstance(parts[0], TextPart):
+            return parts[0].text  # the common case, without a join
+        return "".join(p.text if isinstance(p, TextPart) else p.content if isinstance(p, ToolResult) else "" for p in parts)
+
+    @property
+    def chars(self) -> int:
+        """What a token estimate counts: text, tool calls (name and compact JSON arguments)
+        and tool results."""
+        parts = self.parts
+        if len(parts) == 1 and isinstance(parts[0], TextPart):
+            return len(parts[0].text)
+        total = 0
+        for part in parts:
+            if isinstance(part, TextPart):
+                total += len(part.text)
+            elif isinstance(part, ToolCall):
+                total += len(part.name) + len(json.dumps(part.arguments, ensure_ascii=False, separators=(",", ":")))
+            else:
+                total += len(part.content)
+        return total
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ToolCall))
+
+    @property
+    def tool_result(self) -> ToolResult | None:
+        return next((p for p in self.parts if isinstance(p, ToolResult)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool the model may call; ``parameters`` is a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: JsonObject = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolChoiceMode(enum.Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    TOOL = "tool"  # the one tool named by ``ToolChoice.name``
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +184,8 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     response_format: ResponseFormat = ResponseFormat.TEXT
+    # With ResponseFormat.JSON_SCHEMA: the schema the answer must conform to.
+    response_schema: JsonObject | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +199,8 @@ class GenerationRequest:
     strategy: RoutingStrategy | None = None
     no_cache: bool = False
     no_store: bool = False
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +214,8 @@ class ModelCall:
     timeout_s: float | None = None
     # W3C trace context of this call's span, sent as HTTP headers to the provider.
     trace_headers: Mapping[str, str] = field(default_factory=dict)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,35 +225,6 @@ class Usage:
     total_tokens: int = 0
     cached_prompt_tokens: int = 0
     cache_creation_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A provider's complete answer."""
-
-    text: str
-    model: str
-    usage: Usage
-    finish_reason: FinishReason
-
-
-@dataclass(frozen=True, slots=True)
-class StreamDelta:
-    """One piece of a provider stream: new text, and on the final piece usage and finish."""
-
-    text: str = ""
-    model: str | None = None
-    usage: Usage | None = None
-    finish_reason: FinishReason | None = None
-
-    def summary_with(self, later: StreamDelta) -> StreamDelta:
-        """The stream's summary so far (no text): ``later``'s model, usage and finish reason
-        where it has them, else these."""
-        return StreamDelta(
-            model=later.model or self.model,
-            usage=later.usage or self.usage,
-            finish_reason=later.finish_reason or self.finish_reason,
-        )
 
 
 @dataclass
@@ -154,3 +240,30 @@ class CallMetadata:
     provider: ProviderKind | None = None
     routing_reason: str = ""
     cost_usd: float = 0.0
+
+
+@dataclass(slots=True)
+class Answer:
+    """A complete answer, the one type that flows from provider to servicer: the provider
+    fills what the model said, the router adds the cost and how it was produced."""
+
+    text: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: FinishReason = FinishReason.UNSPECIFIED
+    tool_calls: tuple[ToolCall, ...] = ()
+    # With ResponseFormat.JSON_SCHEMA: ``text`` parsed and validated against the schema.
+    structured_output: JsonObject | None = None
+    cost_usd: float = 0.0
+    metadata: CallMetadata = field(default_factory=CallMetadata)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    """One piece of a stream: new text and tool calls that just completed (each once, whole);
+    the last piece carries the complete :class:`Answer` (usage, finish reason, everything)."""
+
+    text: str = ""
+    model: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    answer: Answer | None = None

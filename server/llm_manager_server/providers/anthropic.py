@@ -17,7 +17,7 @@ import aiohttp
 
 from ..config import Secret
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Completion, ModelCall, ProviderKind, StreamDelta
+from ..domain.types import Answer, ModelCall, ProviderKind, StreamDelta
 from . import anthropic_wire
 from .base import HealthReport
 from .http import UpstreamSession
@@ -88,7 +88,7 @@ class AnthropicProvider:
         body = await self._upstream.error_body(response)
         raise anthropic_wire.http_error(response.status, body, response.headers, model=model, secrets=self._secrets())
 
-    async def generate(self, call: ModelCall) -> Completion:
+    async def generate(self, call: ModelCall) -> Answer:
         try:
             async with self._post(call, stream=False) as response:
                 await self._raise_for_status(response, call.model)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain.errors import ErrorKind, FieldViolation, LLMError
-from ..domain.types import Completion, FinishReason, ModelCall, ResponseFormat, Role, StreamDelta, Usage
+from ..domain.types import Answer, FinishReason, Message, ModelCall, ResponseFormat, Role, StreamDelta, TextPart, ToolCall, ToolChoiceMode, ToolResult, Usage
 from ..redaction import redact_and_cut
 from .openai_wire import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status
 
@@ -34,7 +34,7 @@ _STOP_REASONS = {
     "max_tokens": FinishReason.LENGTH,
     "model_context_window_exceeded": FinishReason.LENGTH,
     "refusal": FinishReason.CONTENT_FILTER,
-    "tool_use": FinishReason.OTHER,
+    "tool_use": FinishReason.TOOL_CALLS,
     "pause_turn": FinishReason.OTHER,
 }
 
@@ -60,10 +60,58 @@ def map_stop_reason(raw: object) -> FinishReason:
     return _STOP_REASONS.get(str(raw), FinishReason.OTHER)
 
 
+# Structured output by a forced tool (the documented way across Claude models): the schema is
+# this tool's input schema, and its input is the answer. The name is reserved: a caller's tool
+# may not use it.
+RESPONSE_TOOL = "structured_response"
+
+
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    """A message's parts as content blocks (text, tool_use, tool_result)."""
+    blocks: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            if part.text:
+                blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, ToolCall):
+            blocks.append({"type": "tool_use", "id": part.id, "name": part.name, "input": part.arguments})
+        elif isinstance(part, ToolResult):
+            blocks.append({"type": "tool_result", "tool_use_id": part.tool_call_id, "content": part.content})
+    return blocks
+
+
+def _tool_fields(call: ModelCall) -> dict[str, Any]:
+    """``tools`` and ``tool_choice``; a JSON-schema answer adds the forced response tool."""
+    tools = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in call.tools]
+    choice = call.tool_choice
+    wire_choice: dict[str, Any] | None = None
+    if choice is not None:
+        choices: dict[ToolChoiceMode, dict[str, Any]] = {
+            ToolChoiceMode.AUTO: {"type": "auto"},
+            ToolChoiceMode.NONE: {"type": "none"},
+            ToolChoiceMode.REQUIRED: {"type": "any"},
+            ToolChoiceMode.TOOL: {"type": "tool", "name": choice.name},
+        }
+        wire_choice = choices[choice.mode]
+    schema = call.sampling.response_schema
+    if call.sampling.response_format is ResponseFormat.JSON_SCHEMA and schema is not None:
+        tools.append({"name": RESPONSE_TOOL, "description": "Give your final answer with this tool, as its input.", "input_schema": schema})
+        # Alone, the answer must come through the response tool; with the caller's tools,
+        # the model must call one of them or answer through it.
+        wire_choice = {"type": "tool", "name": RESPONSE_TOOL} if not call.tools else {"type": "any"}
+    fields: dict[str, Any] = {}
+    if tools:
+        fields["tools"] = tools
+    if wire_choice is not None:
+        fields["tool_choice"] = wire_choice
+    return fields
+
+
 def messages_body(call: ModelCall, *, default_max_tokens: int, stream: bool) -> dict[str, Any]:
     """The JSON body of ``POST /v1/messages`` for ``call``.
 
-    System messages become the top-level ``system``; the rest become content blocks, with
+    System messages become the top-level ``system``; the rest become content blocks (tool
+    calls ``tool_use``, tool results ``tool_result`` blocks of a user message), with
     consecutive turns of one role merged into one message (the API expects alternation).
     """
     system_parts = [m.content for m in call.messages if m.role is Role.SYSTEM]
@@ -74,11 +122,12 @@ def messages_body(call: ModelCall, *, default_max_tokens: int, stream: bool) -> 
     for message in call.messages:
         if message.role is Role.SYSTEM:
             continue
-        block = {"type": "text", "text": message.content}
-        if messages and messages[-1]["role"] == message.role.value:
-            messages[-1]["content"].append(block)
+        role = "user" if message.role is Role.TOOL else message.role.value
+        blocks = _blocks(message)
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
         else:
-            messages.append({"role": message.role.value, "content": [block]})
+            messages.append({"role": role, "content": blocks})
     body: dict[str, Any] = {
         "model": call.model,
         "max_tokens": sampling.max_tokens if sampling.max_tokens is not None else default_max_tokens,
@@ -92,6 +141,7 @@ def messages_body(call: ModelCall, *, default_max_tokens: int, stream: bool) -> 
         body["top_p"] = sampling.top_p
     if sampling.stop:
         body["stop_sequences"] = list(sampling.stop)
+    body.update(_tool_fields(call))
     if stream:
         body["stream"] = True
     return body
@@ -132,15 +182,40 @@ def _text_of(content: object) -> str:
     )
 
 
-def parse_message(body: Mapping[str, Any], requested_model: str) -> Completion:
-    """A non-streamed ``message`` object as a :class:`Completion`."""
+def _tool_input(raw: object, name: str, model: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise LLMError(ErrorKind.INVALID_MODEL_OUTPUT, f"anthropic model {model!r} called tool {name!r} with an input that is not an object", model=model)
+    return raw
+
+
+def _answer(text: str, calls: list[ToolCall], *, model: str, usage: Usage, stop_reason: object) -> Answer:
+    """The answer; a call of the response tool is the structured answer itself (as JSON text)."""
+    finish = map_stop_reason(stop_reason)
+    responses = [c for c in calls if c.name == RESPONSE_TOOL]
+    if responses:
+        text = json.dumps(responses[0].arguments, ensure_ascii=False)
+        calls = [c for c in calls if c.name != RESPONSE_TOOL]
+        if finish is FinishReason.TOOL_CALLS and not calls:
+            finish = FinishReason.STOP
+    return Answer(text=text, model=model, usage=usage, finish_reason=finish, tool_calls=tuple(calls))
+
+
+def parse_message(body: Mapping[str, Any], requested_model: str) -> Answer:
+    """A non-streamed ``message`` object as an :class:`Answer`."""
     if body.get("type") != "message":
         raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"anthropic model {requested_model!r} sent an unexpected reply", model=requested_model)
-    return Completion(
-        text=_text_of(body.get("content")),
+    content = body.get("content")
+    calls = [
+        ToolCall(str(block.get("id") or ""), str(block.get("name") or ""), _tool_input(block.get("input"), str(block.get("name")), requested_model))
+        for block in (content if isinstance(content, list) else [])
+        if isinstance(block, Mapping) and block.get("type") == "tool_use"
+    ]
+    return _answer(
+        _text_of(content),
+        calls,
         model=str(body.get("model") or requested_model),
         usage=parse_usage(body.get("usage")) or Usage(),
-        finish_reason=map_stop_reason(body.get("stop_reason")),
+        stop_reason=body.get("stop_reason"),
     )
 
 
@@ -154,6 +229,10 @@ class StreamState:
     usage: dict[str, Any] = field(default_factory=dict)
     stop_reason: object = None
     finished: bool = False
+    text: list[str] = field(default_factory=list)
+    # The tool_use block being streamed: [id, name, input JSON so far], by block index.
+    pending: dict[int, list[str]] = field(default_factory=dict)
+    calls: list[ToolCall] = field(default_factory=list)
 
 
 def parse_stream_event(
@@ -174,10 +253,39 @@ def parse_stream_event(
         return None
     if kind in ("content_block_start", "content_block_delta"):
         piece = data.get("content_block") if kind == "content_block_start" else data.get("delta")
-        # Only text reaches callers; thinking, signatures and tool input are skipped.
-        if isinstance(piece, Mapping) and piece.get("type") in ("text", "text_delta") and isinstance(piece.get("text"), str) and piece["text"]:
+        raw_index = data.get("index")
+        index = raw_index if isinstance(raw_index, int) else 0
+        if not isinstance(piece, Mapping):
+            return None
+        if piece.get("type") == "tool_use":
+            # The input arrives as input_json_delta fragments; "input" here is {} or whole.
+            initial = piece.get("input")
+            state.pending[index] = [str(piece.get("id") or ""), str(piece.get("name") or ""), json.dumps(initial) if initial else ""]
+            return None
+        if piece.get("type") == "input_json_delta" and index in state.pending:
+            state.pending[index][2] += str(piece.get("partial_json") or "")
+            return None
+        # Text reaches callers; thinking and signatures are skipped.
+        if piece.get("type") in ("text", "text_delta") and isinstance(piece.get("text"), str) and piece["text"]:
+            state.text.append(piece["text"])
             return StreamDelta(text=piece["text"], model=state.model)
         return None
+    if kind == "content_block_stop":
+        raw_index = data.get("index")
+        index = raw_index if isinstance(raw_index, int) else 0
+        if index not in state.pending:
+            return None
+        call_id, name, raw = state.pending.pop(index)
+        try:
+            arguments = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            arguments = None
+        call = ToolCall(call_id, name, _tool_input(arguments, name, state.requested_model))
+        state.calls.append(call)
+        if name == RESPONSE_TOOL:
+            # The structured answer, as the answer's text (sent whole: its input completed).
+            return StreamDelta(text=json.dumps(call.arguments, ensure_ascii=False), model=state.model)
+        return StreamDelta(model=state.model, tool_calls=(call,))
     if kind == "message_delta":
         delta = data.get("delta")
         if isinstance(delta, Mapping) and delta.get("stop_reason") is not None:
@@ -187,11 +295,13 @@ def parse_stream_event(
         return None
     if kind == "message_stop":
         state.finished = True
-        return StreamDelta(model=state.model, usage=parse_usage(state.usage) or Usage(), finish_reason=map_stop_reason(state.stop_reason))
+        model = state.model or state.requested_model
+        answer = _answer("".join(state.text), state.calls, model=model, usage=parse_usage(state.usage) or Usage(), stop_reason=state.stop_reason)
+        return StreamDelta(model=state.model, answer=answer)
     if kind == "error":
         error = data.get("error")
         raise stream_error(error if isinstance(error, Mapping) else data, model=state.requested_model, secrets=secrets)
-    return None  # ping, content_block_stop and event types added later
+    return None  # ping and event types added later
 
 
 def parse_stream_data(event_type: str, data: str, state: StreamState, *, secrets: tuple[str, ...] = ()) -> StreamDelta | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, StreamDelta, Usage
+from ..domain.errors import ErrorKind, LLMError
+from ..domain.types import Answer, ModelCall, ProviderKind, StreamDelta
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,13 @@ class Provider(Protocol):
     async def close(self) -> None:
         """Releases what ``start`` acquired."""
 
-    async def generate(self, call: ModelCall) -> Completion:
+    async def generate(self, call: ModelCall) -> Answer:
         """A complete answer, or an ``LLMError``."""
         ...
 
     def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
-        """Text deltas as the model produces them; the last carries usage and finish reason.
+        """Text as the model produces it and each tool call once complete; the last delta
+        carries the complete :class:`Answer` (text, tool calls, usage, finish reason).
 
         Raises ``LLMError`` for failures, including a stream that ends before the model
         said it finished. Cancelling the iteration stops the upstream work.
@@ -46,15 +49,12 @@ class Provider(Protocol):
         ...
 
 
-async def completion_from_stream(deltas: AsyncIterator[StreamDelta], model: str) -> Completion:
-    """A complete answer read from a stream. Providers whose engines keep generating a plain
-    request after its caller has gone answer ``generate`` this way: closing the stream stops
-    the engine at the next token."""
-    pieces: list[str] = []
-    usage: Usage | None = None
-    finish: FinishReason | None = None
-    async for delta in deltas:
-        pieces.append(delta.text)
-        usage = delta.usage or usage
-        finish = delta.finish_reason or finish
-    return Completion(text="".join(pieces), model=model, usage=usage or Usage(), finish_reason=finish or FinishReason.UNSPECIFIED)
+async def answer_from_stream(deltas: AsyncIterator[StreamDelta], model: str) -> Answer:
+    """The complete answer a stream ends with. Providers whose engines keep generating a
+    plain request after its caller has gone answer ``generate`` this way: closing the stream
+    stops the engine at the next token."""
+    async with aclosing(deltas):  # type: ignore[type-var]  # closed at once: an engine stops at the next token
+        async for delta in deltas:
+            if delta.answer is not None:
+                return delta.answer
+    raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"model {model!r} ended its stream without an answer", model=model)

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Completion, ModelCall, ProviderKind, StreamDelta
+from ..domain.types import Answer, ModelCall, ProviderKind, StreamDelta
 from . import openai_wire
-from .base import HealthReport, completion_from_stream
+from .base import HealthReport, answer_from_stream
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,8 @@ class LlamaInProcessProvider:
         params.cpuparams_batch.n_threads = self._threads
         # llama.cpp logs every slot event at its default verbosity; errors reach us as replies.
         params.verbosity = 3 if self._verbose else 0
+        # (use_jinja is on by default: native tool calling, LLM_LOCAL_TOOL_CALLING=native, goes
+        # through the model's own chat template, where it supports tools.)
         # The engine always opens an HTTP listener; keep it on loopback.
         params.hostnames = ["127.0.0.1"]
         params.port = 0
@@ -180,10 +182,10 @@ class LlamaInProcessProvider:
         if isinstance(error, Mapping):
             raise openai_wire.stream_error(error, model=model)
 
-    async def generate(self, call: ModelCall) -> Completion:
+    async def generate(self, call: ModelCall) -> Answer:
         # A non-streamed engine call cannot be interrupted, so stream internally: the
         # callback returns True to stop generation if this coroutine is cancelled.
-        return await completion_from_stream(self.stream(call), self._model_name)
+        return await answer_from_stream(self.stream(call), self._model_name)
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
         engine = self._check_model(call)
@@ -215,7 +217,7 @@ class LlamaInProcessProvider:
 
         assert self._executor is not None
         worker = loop.run_in_executor(self._executor, run)
-        finished = False
+        fold = openai_wire.ChunkFold(call.model, model=self._model_name, provider_label="local")
         try:
             async with asyncio.timeout(call.timeout_s):
                 while True:
@@ -225,10 +227,9 @@ class LlamaInProcessProvider:
                     if isinstance(item, BaseException):
                         raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} failed: {item}", model=call.model)
                     self._raise_engine_error(item, call.model)
-                    delta = openai_wire.parse_chunk(item)
-                    finished = finished or delta.finish_reason is not None
-                    if delta.text or delta.usage or delta.finish_reason:
-                        yield StreamDelta(delta.text, self._model_name, delta.usage, delta.finish_reason)
+                    delta = fold.take(item)
+                    if delta is not None:
+                        yield delta
         except TimeoutError:
             raise LLMError(ErrorKind.TIMEOUT, f"local model {call.model!r} did not finish in time", model=call.model) from None
         finally:
@@ -236,5 +237,7 @@ class LlamaInProcessProvider:
             if not worker.done():
                 # Wait for the engine to notice (next token) so the slot is really free.
                 await asyncio.shield(worker)
-        if not finished:
+        if fold.finish is None:
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} ended without finishing", model=call.model)
+        answer = fold.answer()
+        yield StreamDelta(model=answer.model, answer=answer)

@@ -19,7 +19,7 @@ import aiohttp
 
 from ..config import Secret
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import Completion, FinishReason, ModelCall, ProviderKind, SamplingOptions, StreamDelta, Usage
+from ..domain.types import Answer, ModelCall, ProviderKind, SamplingOptions, StreamDelta
 from . import openai_wire
 from .base import HealthReport
 from .http import UpstreamSession
@@ -93,7 +93,11 @@ class OpenAICompatibleProvider:
     async def close(self) -> None:
         await self._upstream.close()
 
-    def _secrets(self) -> tuple[str, ...]:
+    @property
+    def label(self) -> str:
+        return self._label
+
+    def secrets(self) -> tuple[str, ...]:
         return (self._api_key.reveal(),) if self._api_key else ()
 
     def _body(self, call: ModelCall, *, stream: bool) -> dict[str, Any]:
@@ -105,13 +109,13 @@ class OpenAICompatibleProvider:
             return
         body = await self._upstream.error_body(response)
         raise openai_wire.http_error(
-            response.status, body, response.headers, model=model, provider_label=self._label, secrets=self._secrets()
+            response.status, body, response.headers, model=model, provider_label=self._label, secrets=self.secrets()
         )
 
     def _post(self, call: ModelCall, body: Mapping[str, Any]) -> Any:
         return self._upstream.post(f"{self._base_url}/chat/completions", body, call)
 
-    async def generate(self, call: ModelCall) -> Completion:
+    async def generate(self, call: ModelCall) -> Answer:
         if self._kind is ProviderKind.LOCAL:
             return await self._generate_streamed(call)
         body = self._body(call, stream=False)
@@ -126,10 +130,10 @@ class OpenAICompatibleProvider:
         if not isinstance(payload, dict):
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} sent an unexpected reply", model=call.model)
         if isinstance(payload.get("error"), Mapping):  # some proxies answer 200 with an error object
-            raise openai_wire.stream_error(payload["error"], model=call.model, provider_label=self._label, secrets=self._secrets())
+            raise openai_wire.stream_error(payload["error"], model=call.model, provider_label=self._label, secrets=self.secrets())
         return openai_wire.parse_completion(payload, call.model)
 
-    async def _generate_streamed(self, call: ModelCall) -> Completion:
+    async def _generate_streamed(self, call: ModelCall) -> Answer:
         """A complete answer from a local server, asked for as a stream: llama.cpp notices
         a closed plain request only about a second later, a closed stream at the next token,
         so a cancelled call frees the model's slot at once. The body is read whole and then
@@ -143,21 +147,17 @@ class OpenAICompatibleProvider:
             raise self._upstream.transport_error(error, call.model) from None
         decoder = SSEDecoder()
         reading = _ChunkStream(self, call)
-        pieces: list[str] = []
         for event in decoder.feed(raw):
-            delta = reading.take(event)
+            reading.take(event)
             if reading.done:
                 break
-            if delta is not None:
-                pieces.append(delta.text)
         if not reading.done and decoder.has_partial_event:
             raise self._cut_stream_error(call.model, "mid-event")
-        final = reading.final()
-        return Completion("".join(pieces), call.model, final.usage or Usage(), final.finish_reason or FinishReason.UNSPECIFIED)
+        return reading.answer()
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
-        """Text deltas as they arrive, then one final delta with usage and finish reason
-        (OpenAI sends the finish chunk before the usage chunk; callers get them together)."""
+        """Text as it arrives and each tool call once complete, then one final delta with the
+        whole answer (OpenAI sends the finish chunk before the usage chunk; the answer has both)."""
         body = self._body(call, stream=True)
         reading = _ChunkStream(self, call)
         try:
@@ -167,29 +167,14 @@ class OpenAICompatibleProvider:
                     delta = reading.take(event)
                     if reading.done:
                         break
-                    if delta is not None and delta.text:
-                        # Usage and finish reason go out once, on the final delta.
-                        plain = delta.usage is None and delta.finish_reason is None
-                        yield delta if plain else StreamDelta(text=delta.text, model=delta.model)
+                    if delta is not None:
+                        yield delta
         except IncompleteStreamError:
             raise self._cut_stream_error(call.model, "mid-event") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise self._upstream.transport_error(error, call.model) from None
-        yield reading.final()
-
-    def _parse_event(self, event_name: str, data: str, model: str, model_name: str | None) -> StreamDelta | None:
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {model!r} sent a malformed stream event", model=model) from None
-        if not isinstance(chunk, dict):
-            return None
-        error = chunk.get("error")
-        if event_name == "error" or isinstance(error, dict):
-            raise openai_wire.stream_error(
-                error if isinstance(error, dict) else chunk, model=model, provider_label=self._label, secrets=self._secrets()
-            )
-        return openai_wire.parse_chunk(chunk, model=model_name)
+        answer = reading.answer()
+        yield StreamDelta(model=answer.model, answer=answer)
 
     def _cut_stream_error(self, model: str, where: str) -> LLMError:
         kind = ErrorKind.NETWORK_ERROR if self._kind is not ProviderKind.LOCAL else ErrorKind.MODEL_UNAVAILABLE
@@ -208,34 +193,42 @@ class OpenAICompatibleProvider:
 
 
 class _ChunkStream:
-    """One call's ``chat.completion.chunk`` events, folded as they are taken: the model,
-    usage and finish reason so far, and whether ``[DONE]`` came."""
+    """One call's SSE events: ``chat.completion.chunk`` objects folded by
+    :class:`openai_wire.ChunkFold`, and whether ``[DONE]`` came."""
 
     def __init__(self, provider: OpenAICompatibleProvider, call: ModelCall) -> None:
         self._provider = provider
         self._call = call
         # Local servers name their model after a file; callers know it by its configured name.
-        self._model_name = call.model if provider.kind is ProviderKind.LOCAL else None
+        self._fold = openai_wire.ChunkFold(
+            call.model,
+            model=call.model if provider.kind is ProviderKind.LOCAL else None,
+            provider_label=provider.label,
+            secrets=provider.secrets(),
+        )
         self.done = False
-        self._model: str | None = None
-        self._usage: Usage | None = None
-        self._finish: FinishReason | None = None
 
     def take(self, event: SSEEvent) -> StreamDelta | None:
-        """The event's delta; None for ``[DONE]`` (then ``done``) and for events without one."""
-        if event.data == "[DONE]" or event.data.strip() == "[DONE]":
+        """The event's news; None for ``[DONE]`` (then ``done``) and for events without any."""
+        data = event.data
+        if data == "[DONE]" or data.strip() == "[DONE]":
             self.done = True
             return None
-        delta = self._provider._parse_event(event.event, event.data, self._call.model, self._model_name)
-        if delta is not None:
-            self._model = delta.model or self._model
-            self._usage = delta.usage or self._usage
-            self._finish = delta.finish_reason or self._finish
-        return delta
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise LLMError(
+                ErrorKind.MODEL_UNAVAILABLE, f"{self._provider.label} model {self._call.model!r} sent a malformed stream event", model=self._call.model
+            ) from None
+        if not isinstance(chunk, dict):
+            return None
+        if event.event == "error" and not isinstance(chunk.get("error"), dict):
+            chunk = {"error": chunk}
+        return self._fold.take(chunk)
 
-    def final(self) -> StreamDelta:
-        """The summary delta (usage, finish reason); a stream that ended before ``[DONE]`` and
-        without a finish reason was cut."""
-        if not self.done and self._finish is None:
+    def answer(self) -> Answer:
+        """The whole answer; a stream that ended before ``[DONE]`` and without a finish
+        reason was cut."""
+        if not self.done and self._fold.finish is None:
             raise self._provider._cut_stream_error(self._call.model, "before the model finished")
-        return StreamDelta(model=self._model, usage=self._usage, finish_reason=self._finish or FinishReason.UNSPECIFIED)
+        return self._fold.answer()

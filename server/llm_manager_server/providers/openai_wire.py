@@ -15,13 +15,17 @@ from typing import Any
 
 from ..domain.errors import ErrorKind, FieldViolation, LLMError
 from ..domain.types import (
-    Completion,
+    Answer,
     FinishReason,
     Message,
     ModelCall,
     ResponseFormat,
     Role,
     StreamDelta,
+    TextPart,
+    ToolCall,
+    ToolChoiceMode,
+    ToolResult,
     Usage,
 )
 from ..redaction import redact_and_cut
@@ -35,8 +39,8 @@ _FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "length": FinishReason.LENGTH,
     "content_filter": FinishReason.CONTENT_FILTER,
-    "tool_calls": FinishReason.OTHER,
-    "function_call": FinishReason.OTHER,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
 }
 
 # OpenAI's reasoning models (o-series, gpt-5 family) reject ``max_tokens`` and (some of them)
@@ -60,12 +64,61 @@ def map_finish_reason(raw: object) -> FinishReason:
     return _FINISH_REASONS.get(str(raw), FinishReason.OTHER)
 
 
-def _wire_messages(call: ModelCall, *, reasoning: bool) -> list[dict[str, str]]:
+def _wire_message(message: Message, system_role: str) -> dict[str, Any]:
+    parts = message.parts
+    if len(parts) == 1 and isinstance(parts[0], TextPart):  # the common case: one text part
+        return {"role": system_role if message.role is Role.SYSTEM else message.role.value, "content": parts[0].text}
+    if message.role is Role.TOOL:
+        result = message.tool_result
+        return {"role": "tool", "tool_call_id": result.tool_call_id if result else "", "content": message.content}
+    wire: dict[str, Any] = {"role": system_role if message.role is Role.SYSTEM else message.role.value, "content": message.content or None}
+    if message.tool_calls:
+        wire["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+            for c in message.tool_calls
+        ]
+    return wire
+
+
+def _wire_messages(call: ModelCall, *, reasoning: bool) -> list[dict[str, Any]]:
     messages: tuple[Message, ...] = call.messages
     if call.sampling.response_format is ResponseFormat.JSON_OBJECT and not any("json" in m.content.lower() for m in messages):
-        messages = (Message(Role.SYSTEM, JSON_INSTRUCTION), *messages)
+        messages = (Message.of(Role.SYSTEM, JSON_INSTRUCTION), *messages)
     system_role = "developer" if reasoning else "system"
-    return [{"role": system_role if m.role is Role.SYSTEM else m.role.value, "content": m.content} for m in messages]
+    return [_wire_message(m, system_role) for m in messages]
+
+
+def tools_body(call: ModelCall) -> dict[str, Any]:
+    """``tools`` and ``tool_choice`` of a chat completion request (empty without tools)."""
+    if not call.tools:
+        return {}
+    body: dict[str, Any] = {
+        "tools": [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}} for t in call.tools
+        ]
+    }
+    choice = call.tool_choice
+    if choice is not None:
+        if choice.mode is ToolChoiceMode.TOOL:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+        else:
+            body["tool_choice"] = choice.mode.value  # "auto", "none", "required"
+    return body
+
+
+# The name a JSON-schema answer's schema goes by upstream (OpenAI requires one).
+SCHEMA_NAME = "response"
+
+
+def response_format_body(call: ModelCall) -> dict[str, Any] | None:
+    sampling = call.sampling
+    if sampling.response_format is ResponseFormat.JSON_OBJECT:
+        return {"type": "json_object"}
+    if sampling.response_format is ResponseFormat.JSON_SCHEMA and sampling.response_schema is not None:
+        # Not "strict": OpenAI's strict mode refuses schemas with optional properties; the
+        # server validates every answer against the caller's schema itself.
+        return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": sampling.response_schema}}
+    return None
 
 
 def chat_body(call: ModelCall, *, stream: bool, include_stream_usage: bool = True) -> dict[str, Any]:
@@ -86,8 +139,11 @@ def chat_body(call: ModelCall, *, stream: bool, include_stream_usage: bool = Tru
             body["stop"] = list(sampling.stop)
     if sampling.seed is not None:
         body["seed"] = sampling.seed
-    if sampling.response_format is ResponseFormat.JSON_OBJECT:
-        body["response_format"] = {"type": "json_object"}
+    response_format = response_format_body(call)
+    if response_format is not None:
+        body["response_format"] = response_format
+    if call.tools:
+        body.update(tools_body(call))
     if stream:
         body["stream"] = True
         if include_stream_usage:
@@ -116,8 +172,41 @@ def parse_usage(raw: object) -> Usage | None:
     )
 
 
-def parse_completion(body: Mapping[str, Any], requested_model: str) -> Completion:
-    """A non-streamed ``chat.completion`` object as a :class:`Completion`."""
+def tool_arguments(raw: object, *, name: str, model: str) -> dict[str, Any]:
+    """A tool call's arguments: a JSON object, given as JSON text (OpenAI) or already decoded.
+    Anything else is the model's invalid output (a failed attempt)."""
+    try:
+        if isinstance(raw, str):
+            value = json.loads(raw) if raw.strip() else {}  # "" : a call without arguments
+        else:
+            value = raw
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise LLMError(
+            ErrorKind.INVALID_MODEL_OUTPUT, f"model {model!r} called tool {name!r} with arguments that are not a JSON object", model=model,
+            metadata={"tool": name},
+        )
+    return value
+
+
+def parse_tool_calls(raw: object, model: str) -> tuple[ToolCall, ...]:
+    """``message.tool_calls`` of a chat completion."""
+    if not isinstance(raw, list):
+        return ()
+    calls: list[ToolCall] = []
+    for index, item in enumerate(raw):
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise LLMError(ErrorKind.INVALID_MODEL_OUTPUT, f"model {model!r} sent a malformed tool call", model=model)
+        name = function["name"]
+        call_id = str(item.get("id") or f"call_{index}")
+        calls.append(ToolCall(call_id, name, tool_arguments(function.get("arguments"), name=name, model=model)))
+    return tuple(calls)
+
+
+def parse_completion(body: Mapping[str, Any], requested_model: str) -> Answer:
+    """A non-streamed ``chat.completion`` object as an :class:`Answer`."""
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
         raise LLMError(ErrorKind.MODEL_UNAVAILABLE, "model reply had no choices", model=requested_model)
@@ -130,40 +219,112 @@ def parse_completion(body: Mapping[str, Any], requested_model: str) -> Completio
     if not isinstance(content, str) and isinstance(refusal, str) and refusal:
         # A refusal replaces the content; callers see it as text stopped by the content filter.
         content, finish = refusal, FinishReason.CONTENT_FILTER
-    return Completion(
+    tool_calls = parse_tool_calls(message.get("tool_calls"), requested_model)
+    if tool_calls and finish is FinishReason.STOP:
+        finish = FinishReason.TOOL_CALLS  # some servers say "stop" after a tool call
+    return Answer(
         text=content if isinstance(content, str) else "",
         model=str(body.get("model") or requested_model),
         usage=parse_usage(body.get("usage")) or Usage(),
         finish_reason=finish,
+        tool_calls=tool_calls,
     )
 
 
-def parse_chunk(
-    body: Mapping[str, Any], *, model: str | None = None, provider_label: str = "upstream", secrets: tuple[str, ...] = ()
-) -> StreamDelta:
-    """One ``chat.completion.chunk`` as a :class:`StreamDelta` (its model ``model`` when
-    given, else the chunk's); an ``error`` object raises."""
-    if isinstance(body.get("error"), dict):
-        raise stream_error(body["error"], model=str(body.get("model") or ""), provider_label=provider_label, secrets=secrets)
-    text = ""
-    finish: FinishReason | None = None
-    choices = body.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+class ChunkFold:
+    """One call's ``chat.completion.chunk`` objects, folded as they come: text deltas go out
+    at once; tool-call fragments (``delta.tool_calls`` by ``index``: the first names the call,
+    later ones append to its JSON arguments) are assembled, and each call goes out once,
+    complete, when a later call starts or the choice finishes. ``answer()`` is the whole answer.
+
+    Shared by every OpenAI-compatible backend, HTTP or in-process. ``model`` (when given)
+    names the answer, else the chunks' own ``model``."""
+
+    def __init__(self, requested_model: str, *, model: str | None = None, provider_label: str = "upstream", secrets: tuple[str, ...] = ()) -> None:
+        self._requested = requested_model
+        self._name = model
+        self._label = provider_label
+        self._secrets = secrets
+        self.model: str | None = model
+        self.usage: Usage | None = None
+        self.finish: FinishReason | None = None
+        self._text: list[str] = []
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments so far]
+        self._sent: list[ToolCall] = []
+
+    def take(self, chunk: dict[str, Any]) -> StreamDelta | None:
+        """The chunk's news (text, completed tool calls), or None; an ``error`` raises."""
+        if isinstance(chunk.get("error"), dict):
+            raise stream_error(chunk["error"], model=self._requested, provider_label=self._label, secrets=self._secrets)
+        if self._name is None and chunk.get("model"):
+            self.model = str(chunk["model"])
+        usage = chunk.get("usage")
+        if usage is not None:
+            self.usage = parse_usage(usage) or self.usage
+        choices = chunk.get("choices")
+        if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
+            return None
         choice = choices[0]
         delta = choice.get("delta")
-        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-            text = delta["content"]
+        text = ""
+        completed: tuple[ToolCall, ...] = ()
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                text = content
+                self._text.append(content)
+            if isinstance(delta.get("tool_calls"), list):
+                completed = self._fragments(delta["tool_calls"])
         if choice.get("finish_reason") is not None:
-            finish = map_finish_reason(choice.get("finish_reason"))
-    if model is None:
-        reported = body.get("model")
-        model = str(reported) if reported else None
-    return StreamDelta(
-        text=text,
-        model=model,
-        usage=parse_usage(body.get("usage")),
-        finish_reason=finish,
-    )
+            self.finish = map_finish_reason(choice["finish_reason"])
+            completed += self._complete(set(self._calls))
+        if text or completed:
+            return StreamDelta(text=text, model=self.model, tool_calls=completed)
+        return None
+
+    def _fragments(self, fragments: list[Any]) -> tuple[ToolCall, ...]:
+        completed: tuple[ToolCall, ...] = ()
+        for fragment in fragments:
+            if not isinstance(fragment, dict):
+                continue
+            index = fragment.get("index", 0)
+            index = index if isinstance(index, int) else 0
+            if index not in self._calls:
+                # A new call begins: every earlier one is complete (OpenAI and llama.cpp
+                # send a call's fragments before the next call's).
+                completed += self._complete({i for i in self._calls if i < index})
+                self._calls[index] = ["", "", ""]
+            pending = self._calls[index]
+            function = fragment.get("function")
+            if fragment.get("id"):
+                pending[0] = str(fragment["id"])
+            if isinstance(function, dict):
+                if isinstance(function.get("name"), str) and function["name"]:
+                    pending[1] = function["name"]
+                if isinstance(function.get("arguments"), str):
+                    pending[2] += function["arguments"]
+        return completed
+
+    def _complete(self, indices: set[int]) -> tuple[ToolCall, ...]:
+        calls = []
+        for index in sorted(indices):
+            call_id, name, arguments = self._calls.pop(index)
+            if not name:
+                raise LLMError(ErrorKind.INVALID_MODEL_OUTPUT, f"model {self._requested!r} sent a tool call without a name", model=self._requested)
+            call = ToolCall(call_id or f"call_{len(self._sent)}", name, tool_arguments(arguments, name=name, model=self._requested))
+            self._sent.append(call)
+            calls.append(call)
+        return tuple(calls)
+
+    def answer(self) -> Answer:
+        """The complete answer; a fold that never saw its choice finish was cut (raises
+        the caller's cut-stream error instead, see the providers)."""
+        finish = self.finish or FinishReason.UNSPECIFIED
+        if self._sent and finish is FinishReason.STOP:
+            finish = FinishReason.TOOL_CALLS
+        return Answer(
+            text="".join(self._text), model=self.model or self._requested, usage=self.usage or Usage(), finish_reason=finish, tool_calls=tuple(self._sent)
+        )
 
 
 def _error_object(body_text: str) -> Mapping[str, Any]:

@@ -7,14 +7,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..catalog import Price, facts_for, provider_for_model
+from ..catalog import Price, capabilities_for, facts_for, provider_for_model
 from ..config import Settings
 from ..domain.errors import ErrorKind, LLMError
-from ..domain.types import MODEL_NAME_RULE, ProviderKind, is_valid_model_name
+from ..domain.types import MODEL_NAME_RULE, Capability, ProviderKind, is_valid_model_name
 from ..providers.anthropic import AnthropicProvider
 from ..providers.base import Provider
 from ..providers.llama_inprocess import BUNDLED_MODEL_NAME, LlamaInProcessProvider, bundled_model_path
 from ..providers.openai_compat import OpenAICompatibleProvider
+from ..providers.tool_emulation import EmulatedToolsProvider
 from .breaker import CircuitBreaker
 from .stats import ModelStats
 
@@ -42,6 +43,7 @@ class ModelEntry:
     provider: Provider
     context_window: int
     price: Price
+    capabilities: frozenset[Capability] = frozenset()
     health: str = HealthState.UNKNOWN
     health_detail: str = ""
     # The model's own routing state, kept with it (and dropped with an evicted ad-hoc entry).
@@ -76,8 +78,8 @@ class ModelRegistry:
         registry = cls(settings)
         llama = settings.llama
         if llama.endpoint:
-            registry.providers[ProviderKind.LOCAL] = OpenAICompatibleProvider(
-                kind=ProviderKind.LOCAL, base_url=llama.endpoint, label="local"
+            registry.providers[ProviderKind.LOCAL] = registry._local(
+                OpenAICompatibleProvider(kind=ProviderKind.LOCAL, base_url=llama.endpoint, label="local")
             )
             local_names = [m for m in (*llama.general_models, *llama.sql_models) if provider_for_model(m) is ProviderKind.LOCAL]
             registry.default_models[ProviderKind.LOCAL] = local_names[0] if local_names else DEFAULT_ENDPOINT_MODEL
@@ -87,7 +89,7 @@ class ModelRegistry:
             path = llama.model_path or bundled_model_path()
             if path:
                 name = _inprocess_name(path, llama.model_path is None)
-                registry.providers[ProviderKind.LOCAL] = LlamaInProcessProvider(
+                registry.providers[ProviderKind.LOCAL] = registry._local(LlamaInProcessProvider(
                     model_path=path,
                     model_name=name,
                     context_length=llama.context_length,
@@ -96,7 +98,7 @@ class ModelRegistry:
                     parallel=llama.parallel,
                     max_queue=llama.max_queue,
                     verbose=settings.log_level == "DEBUG",
-                )
+                ))
                 registry.local_is_inprocess = True
                 registry.default_models[ProviderKind.LOCAL] = name
                 registry.add(name)
@@ -129,12 +131,18 @@ class ModelRegistry:
                 registry.add(name)
         return registry
 
+    def _local(self, provider: Provider) -> Provider:
+        """A local provider, with tools offered as a schema-constrained answer when
+        ``LLM_LOCAL_TOOL_CALLING`` is ``schema`` (the default)."""
+        return EmulatedToolsProvider(provider) if self.settings.llama.tool_calling == "schema" else provider
+
     def _entry(self, name: str) -> ModelEntry:
         kind = provider_for_model(name)
         facts = facts_for(
             name, local_context_window=self.settings.llama.context_length, price_overrides=dict(self.settings.price_overrides)
         )
-        return ModelEntry(name, kind, self.providers[kind], facts.context_window, facts.price)
+        capabilities = capabilities_for(name, local_tools=self.settings.llama.tool_calling != "off")
+        return ModelEntry(name, kind, self.providers[kind], facts.context_window, facts.price, capabilities)
 
     def add(self, name: str) -> ModelEntry:
         """Registers (or returns) a configured model of a configured provider."""

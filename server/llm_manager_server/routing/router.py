@@ -32,8 +32,11 @@ from ..config import RoutingSettings
 from ..domain.call_context import deadline_exceeded
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import (
+    Answer,
     CallMetadata,
-    Completion,
+    Capability,
+    ResponseFormat,
+    ToolChoiceMode,
     GenerationRequest,
     ModelCall,
     RoutingStrategy,
@@ -42,6 +45,7 @@ from ..domain.types import (
 )
 from ..telemetry import Attempt, Telemetry
 from .breaker import CircuitBreaker, CircuitState
+from .output_check import OutputCheck
 from .registry import ModelEntry, ModelRegistry
 from .strategy import Candidate, estimate_prompt_tokens, rank
 
@@ -49,10 +53,30 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
-# Failures that say nothing about the model's health: they never trip its breaker.
+# Failures that say nothing about the model's health: they never trip its breaker. (An invalid
+# tool call or structured answer is about this request: the model may answer others well.)
 _NOT_THE_MODELS_FAULT = frozenset(
-    {ErrorKind.INVALID_REQUEST, ErrorKind.CONTEXT_TOO_LARGE, ErrorKind.RATE_LIMIT_EXCEEDED, ErrorKind.RESOURCE_EXHAUSTED}
+    {
+        ErrorKind.INVALID_REQUEST,
+        ErrorKind.CONTEXT_TOO_LARGE,
+        ErrorKind.RATE_LIMIT_EXCEEDED,
+        ErrorKind.RESOURCE_EXHAUSTED,
+        ErrorKind.INVALID_MODEL_OUTPUT,
+    }
 )
+
+
+_CAPABILITY_SKIP = "lacks"
+
+
+def needed_capabilities(request: GenerationRequest) -> frozenset[Capability]:
+    """What a model must be able to do to answer ``request``."""
+    needed = set()
+    if request.tools and not (request.tool_choice is not None and request.tool_choice.mode is ToolChoiceMode.NONE):
+        needed.add(Capability.TOOLS)
+    if request.sampling.response_format is ResponseFormat.JSON_SCHEMA:
+        needed.add(Capability.JSON_SCHEMA)
+    return frozenset(needed)
 
 
 @dataclass(frozen=True)
@@ -130,15 +154,26 @@ class Router:
                     model=entry.name,
                     retry_after_s=self.breaker(entry).remaining_open_s(),
                 )
+            missing = needed_capabilities(request) - entry.capabilities
+            if missing:
+                raise LLMError(
+                    ErrorKind.CONFIGURATION_ERROR,
+                    f"model {entry.name!r} cannot serve this request: no {', '.join(sorted(c.value for c in missing))} support",
+                    model=entry.name,
+                    metadata={"missing_capabilities": ",".join(sorted(c.value for c in missing))},
+                )
             self._check_fits(entry, request)
             return RoutePlan((entry,), strategy, f"model {request.model!r} pinned by the caller")
         prompt_tokens = estimate_prompt_tokens(request.messages)
         needed = prompt_tokens + (request.sampling.max_tokens or 0)
         usable: list[ModelEntry] = []
         skipped: dict[str, str] = {}
+        needs = needed_capabilities(request)
         for name in self._chain_names(request.task_type):
             entry = self._registry.models[name]
-            if not entry.available:
+            if needs - entry.capabilities:
+                skipped[name] = f"{_CAPABILITY_SKIP}: {', '.join(sorted(c.value for c in needs - entry.capabilities))}"
+            elif not entry.available:
                 skipped[name] = f"unhealthy: {entry.health_detail or entry.health}"
             elif not self.breaker(entry).allows_call():
                 skipped[name] = self.circuit_detail(entry) or "circuit open"
@@ -179,6 +214,12 @@ class Router:
 
     @staticmethod
     def _nothing_usable(skipped: dict[str, str], prompt_tokens: int, needed: int) -> LLMError:
+        if skipped and all(why.startswith(_CAPABILITY_SKIP) for why in skipped.values()):
+            return LLMError(
+                ErrorKind.CONFIGURATION_ERROR,
+                "no configured model can serve this request: " + "; ".join(f"{n}: {w}" for n, w in skipped.items()),
+                metadata={f"model.{n}": w for n, w in skipped.items()},
+            )
         if skipped and all(why.startswith("context window") for why in skipped.values()):
             return LLMError(
                 ErrorKind.CONTEXT_TOO_LARGE,
@@ -202,14 +243,9 @@ class Router:
         return deadline - asyncio.get_running_loop().time()
 
     def _call(self, entry: ModelEntry, request: GenerationRequest, deadline: float) -> ModelCall:
-        return ModelCall(entry.name, request.messages, request.sampling, timeout_s=self._remaining(deadline))
-
-    def _start(self, request: GenerationRequest, metadata: CallMetadata, *, streaming: bool) -> RoutePlan:
-        plan = self.plan(request, streaming=streaming)
-        metadata.strategy = plan.strategy
-        metadata.candidates = [e.name for e in plan.candidates]
-        metadata.routing_reason = plan.reason
-        return plan
+        return ModelCall(
+            entry.name, request.messages, request.sampling, timeout_s=self._remaining(deadline), tools=request.tools, tool_choice=request.tool_choice
+        )
 
     def _failed(self, entry: ModelEntry, error: LLMError, deadline: float) -> None:
         breaker = self.breaker(entry)
@@ -268,6 +304,14 @@ class Router:
             return LLMError(
                 ErrorKind.RATE_LIMIT_EXCEEDED, "every candidate model is rate limited: " + summary, retry_after_s=min(waits, default=None), metadata=attempts
             )
+        if all(e.kind is ErrorKind.INVALID_MODEL_OUTPUT for _, e in failures):
+            first_model, first = failures[0]
+            return LLMError(
+                ErrorKind.INVALID_MODEL_OUTPUT,
+                "no model gave a valid answer: " + summary,
+                model=first_model,
+                metadata={**attempts, "violation": first.metadata.get("violation", first.message[:300])},
+            )
         return LLMError(ErrorKind.ALL_MODELS_UNAVAILABLE, "every candidate model failed: " + summary, retry_after_s=min(waits, default=None), metadata=attempts)
 
     @staticmethod
@@ -293,81 +337,87 @@ class Router:
         metadata.fallback_used = entry is not plan.candidates[0]
         return True
 
-    async def generate(self, request: GenerationRequest, deadline: float, metadata: CallMetadata) -> Completion:
-        plan = self._start(request, metadata, streaming=False)
-        failures: list[tuple[str, LLMError]] = []
-        for entry in plan.candidates:
-            attempt = 0
-            while self._admit(entry, plan, metadata, failures, deadline):
-                started = self._clock()
-                try:
-                    call = self._call(entry, request, deadline)
-                    with self._observe(entry, call, plan, metadata, streaming=False) as observed:
-                        completion = await entry.provider.generate(replace(call, trace_headers=self._telemetry.trace_headers(observed)))
-                        cost = entry.price.cost(completion.usage)
-                        self._telemetry.succeeded(
-                            observed, model=completion.model, usage=completion.usage, finish=completion.finish_reason, cost_usd=cost, text=completion.text
-                        )
-                except LLMError as error:
-                    if await self._after_failure(entry, error, attempt, deadline, metadata, failures):
-                        attempt += 1
-                        continue
-                    break
-                except asyncio.CancelledError:
-                    self.breaker(entry).probe_in_flight = False
-                    raise
-                self._succeeded(entry, self._clock() - started)
-                metadata.cost_usd = cost
-                return completion
-        raise self._final_error(plan, failures, deadline)
+    async def generate(self, request: GenerationRequest, deadline: float) -> Answer:
+        """The first valid complete answer of the plan's candidates (see :meth:`_attempts`)."""
+        async for delta in self._attempts(request, deadline, streaming=False):
+            if delta.answer is not None:
+                return delta.answer
+        raise AssertionError("the attempt loop ends with an answer or an error")  # pragma: no cover
 
-    async def stream(self, request: GenerationRequest, deadline: float, metadata: CallMetadata) -> AsyncIterator[StreamDelta]:
-        """Deltas of the first model that starts streaming.
+    def stream(self, request: GenerationRequest, deadline: float) -> AsyncIterator[StreamDelta]:
+        """Deltas of the first model that starts answering; the last carries the answer."""
+        return self._attempts(request, deadline, streaming=True)
 
-        Failures before the first text fall back like ``generate``. A failure after text was
-        sent is raised with ``partial_output`` metadata: the caller already holds part of an
-        answer, so no other model may silently continue it. A stream silent for longer than
-        ``stall_timeout_s`` fails as TIMEOUT (before the first text too).
+    async def _attempts(self, request: GenerationRequest, deadline: float, *, streaming: bool) -> AsyncIterator[StreamDelta]:
+        """The one attempt loop, for unary calls and streams alike: each candidate in the
+        plan's order, retried per the policy, until one gives a valid answer.
+
+        A unary attempt is the provider's ``generate``, seen as a stream of one final delta;
+        a streamed attempt is the provider's ``stream`` under a stall timeout. Tool calls are
+        checked as they complete and the answer when it is complete (:class:`OutputCheck`);
+        an invalid one is a failed attempt. Failures before anything reached the caller fall
+        back; a failure after text or a tool call was sent is raised with
+        ``partial_output`` metadata: the caller already holds part of an answer, so no other
+        model may silently continue it. The deadline bounds it all: DEADLINE_EXCEEDED names
+        the limit, the models tried and the ones never asked.
         """
-        plan = self._start(request, metadata, streaming=True)
+        plan = self.plan(request, streaming=streaming)
+        metadata = CallMetadata(strategy=plan.strategy, candidates=[e.name for e in plan.candidates], routing_reason=plan.reason)
+        check = OutputCheck(request)
         failures: list[tuple[str, LLMError]] = []
-        for entry in plan.candidates:
-            attempt = 0
-            while self._admit(entry, plan, metadata, failures, deadline):
-                started = self._clock()
-                first_token_s: float | None = None
-                try:
-                    call = self._call(entry, request, deadline)
-                    with self._observe(entry, call, plan, metadata, streaming=True) as observed:
-                        final = StreamDelta()
-                        call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
-                        async for delta in self._guarded(entry, call):
-                            if delta.text and first_token_s is None:
-                                first_token_s = self._clock() - started
-                                observed.first_chunk()
-                            if delta.usage is not None:
-                                metadata.cost_usd = entry.price.cost(delta.usage)
-                            final = final.summary_with(delta)
-                            yield delta
-                        self._telemetry.succeeded(
-                            observed, model=final.model or entry.name, usage=final.usage, finish=final.finish_reason, cost_usd=metadata.cost_usd
-                        )
-                except LLMError as error:
-                    if first_token_s is not None:
-                        self._failed(entry, error, deadline)
-                        error.metadata["partial_output"] = "true"
-                        error.message = f"stream broke after partial output: {error.message}"
-                        raise
-                    if await self._after_failure(entry, error, attempt, deadline, metadata, failures):
-                        attempt += 1
-                        continue
-                    break
-                except (asyncio.CancelledError, GeneratorExit):
-                    self.breaker(entry).probe_in_flight = False
-                    raise
-                self._succeeded(entry, self._clock() - started, first_token_s)
-                return
-        raise self._final_error(plan, failures, deadline)
+        try:
+            async with asyncio.timeout_at(deadline):
+                for entry in plan.candidates:
+                    attempt = 0
+                    while self._admit(entry, plan, metadata, failures, deadline):
+                        started = self._clock()
+                        first_output_s: float | None = None
+                        try:
+                            call = self._call(entry, request, deadline)
+                            with self._observe(entry, call, plan, metadata, streaming=streaming) as observed:
+                                call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
+                                source = self._guarded(entry, call) if streaming else self._unary(entry, call)
+                                async for delta in source:
+                                    answer = delta.answer
+                                    if answer is not None:
+                                        answer = check.answer(answer, entry.name, tool_calls_checked=streaming)
+                                        answer.cost_usd = entry.price.cost(answer.usage)
+                                        answer.metadata = metadata
+                                        self._telemetry.succeeded(observed, answer=answer, streaming=streaming)
+                                        self._succeeded(entry, self._clock() - started, first_output_s)
+                                        yield replace(delta, answer=answer)
+                                        return
+                                    if delta.tool_calls:
+                                        check.tool_calls(delta.tool_calls, entry.name)
+                                    if first_output_s is None and (delta.text or delta.tool_calls):
+                                        first_output_s = self._clock() - started
+                                        observed.first_chunk()
+                                    yield delta
+                        except LLMError as error:
+                            if first_output_s is not None:
+                                self._failed(entry, error, deadline)
+                                error.metadata["partial_output"] = "true"
+                                error.message = f"stream broke after partial output: {error.message}"
+                                raise
+                            if await self._after_failure(entry, error, attempt, deadline, metadata, failures):
+                                attempt += 1
+                                continue
+                            break
+                        except (asyncio.CancelledError, GeneratorExit):
+                            self.breaker(entry).probe_in_flight = False
+                            raise
+                raise self._final_error(plan, failures, deadline)
+        except TimeoutError:
+            # The deadline fired while a model was answering: it is the one that timed out.
+            running = metadata.model_chain[-1] if metadata.model_chain else None
+            if running is not None and (not failures or failures[-1][0] != running):
+                failures.append((running, LLMError(ErrorKind.TIMEOUT, "still answering when the time ran out", model=running)))
+            raise self._out_of_time(plan, failures) from None
+
+    @staticmethod
+    async def _unary(entry: ModelEntry, call: ModelCall) -> AsyncIterator[StreamDelta]:
+        answer = await entry.provider.generate(call)
+        yield StreamDelta(model=answer.model, answer=answer)
 
     def _observe(self, entry: ModelEntry, call: ModelCall, plan: RoutePlan, metadata: CallMetadata, *, streaming: bool) -> AbstractContextManager[Attempt]:
         return self._telemetry.attempt(

@@ -29,7 +29,7 @@ WEIGHT_POSITION, WEIGHT_COST, WEIGHT_LATENCY, WEIGHT_ERRORS = 0.5, 0.2, 0.2, 0.1
 
 def estimate_prompt_tokens(messages: Sequence[Message]) -> int:
     """A provider-neutral estimate (~4 characters a token) used for cost and context checks."""
-    return sum(len(m.content) // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for m in messages) + 1
+    return sum(m.chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE for m in messages) + 1
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,14 @@
 """``llm_manager.v1.ConversationService``: stored conversations and their turns.
 
-A turn (SendMessage / StreamSendMessage) validates the request, plans the route to learn
-the context window, stores the user's message, sends the conversation so far (trimmed, see
-``conversations.context``) through the same ``Generator`` as Generate, stores the complete
-reply, and answers with text, usage and metadata like Generate's. Turns bypass the response
-cache: SendMessage has no cache control, and a conversation's reply should be generated
-for it, not replayed.
+Proto <-> domain only: a turn (SendMessage / StreamSendMessage) is validated here and run by
+``engine.ConversationTurns`` (store what the turn adds, answer with the conversation so far,
+store the reply), which answers with text, tool calls, usage and metadata like Generate's.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import replace
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -20,13 +16,14 @@ from grpc import aio
 
 from llm_manager.v1 import common_pb2, conversation_service_pb2, conversation_service_pb2_grpc
 
-from ..conversations import Conversation, ConversationStore, PageCursor, TurnCoordinator
-from ..conversations.context import check_fits, context_messages, prompt_budget
+from ..conversations import Conversation, ConversationStore, PageCursor
+from ..conversations.model import StoredMessage
+from ..domain.call_context import request_id_var
 from ..domain.errors import FieldViolation, invalid_request
-from ..domain.types import CallMetadata, GenerationRequest, Message, Role
-from ..domain.call_context import deadline_var, request_id_var
+from ..domain.types import GenerationRequest, Message, Role
+from ..engine import ConversationTurns, Generator
 from . import convert
-from .llm_manager import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Generator
+from .llm_manager import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 MAX_ID_CHARS = 128
 MAX_METADATA_ENTRIES = 64
@@ -55,10 +52,19 @@ def conversation_to_proto(conversation: Conversation) -> conversation_service_pb
         metadata=conversation.metadata,
         create_time=_timestamp(conversation.create_time_us),
         update_time=_timestamp(conversation.update_time_us),
-        messages=[
-            common_pb2.ChatMessage(role=convert.ROLE_TO_PROTO[m.role], content=m.content, create_time=_timestamp(m.create_time_us))
-            for m in conversation.messages
-        ],
+        messages=[_message_to_proto(m) for m in conversation.messages],
+    )
+
+
+def _message_to_proto(stored: StoredMessage) -> common_pb2.ChatMessage:
+    message = stored.to_message()
+    result = message.tool_result
+    return common_pb2.ChatMessage(
+        role=convert.ROLE_TO_PROTO[message.role],
+        content=message.content,
+        create_time=_timestamp(stored.create_time_us),
+        tool_calls=[convert.tool_call_to_proto(c) for c in message.tool_calls],
+        tool_call_id=result.tool_call_id if result is not None else "",
     )
 
 
@@ -85,8 +91,7 @@ def _raise_if(violations: list[FieldViolation]) -> None:
 class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServicer):
     def __init__(self, store: ConversationStore, generator: Generator) -> None:
         self._store = store
-        self._generator = generator
-        self._turns = TurnCoordinator(store)
+        self._turns = ConversationTurns(store, generator)
 
     # --- standard methods -----------------------------------------------------------------
 
@@ -153,22 +158,23 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
 
     # --- turns ----------------------------------------------------------------------------
 
-    async def _prepare(self, request: SendLike) -> tuple[GenerationRequest, int]:
-        """Validates a turn and checks it can fit; returns the request template (messages
-        still empty) and the prompt's token budget. Nothing is stored yet."""
+    @staticmethod
+    def _turn_request(request: SendLike) -> tuple[list[Message], GenerationRequest]:
+        """Validates a turn: the messages it adds (tool results, then the user's message) and
+        the request template (messages still empty). Nothing is stored yet."""
         violations: list[FieldViolation] = []
         _check_id(request.conversation_id, "conversation_id", violations)
-        if not request.message.strip():
-            violations.append(FieldViolation("message", "must not be empty"))
-        elif len(request.message) > convert.MAX_REQUEST_CHARS:
+        new_messages = convert.tool_results_from_proto(request.tool_results, violations)
+        if len(request.message) > convert.MAX_REQUEST_CHARS:
             violations.append(FieldViolation("message", f"must be at most {convert.MAX_REQUEST_CHARS} characters"))
+        elif request.message.strip():
+            new_messages.append(Message.of(Role.USER, request.message))
+        elif not request.tool_results:
+            violations.append(FieldViolation("message", "must not be empty (unless the turn gives tool_results)"))
         task = convert.task_from_proto(request.task_type, violations)
         sampling, strategy = convert.sampling_from_proto(request.preferences, violations)
-        convert.unsupported_tools(request, violations)
-        if request.tool_results:
-            violations.append(FieldViolation("tool_results", "tool calling is not supported by this server version yet"))
+        tools, tool_choice = convert.tools_from_proto(request, violations)
         _raise_if(violations)
-        conversation = await self._store.get(request.conversation_id, with_messages=False)
         template = GenerationRequest(
             messages=(),
             task_type=task,
@@ -177,45 +183,32 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
             strategy=strategy,
             no_cache=True,
             no_store=True,
+            tools=tools,
+            tool_choice=tool_choice,
         )
-        probe = [Message(Role.SYSTEM, conversation.system)] if conversation.system else []
-        probe.append(Message(Role.USER, request.message))
-        window = self._generator.context_window(replace(template, messages=tuple(probe)))
-        budget = prompt_budget(window, sampling.max_tokens)
-        check_fits(conversation.system, request.message, budget)
-        return template, budget
+        return new_messages, template
 
     async def SendMessage(
         self, request: conversation_service_pb2.SendMessageRequest, context: aio.ServicerContext[Any, Any]
     ) -> conversation_service_pb2.SendMessageResponse:
         reply = convert.Reply()
-        template, budget = await self._prepare(request)
-        metadata = CallMetadata()
-        async with self._turns.turn(request.conversation_id, request.message, deadline_var.get()) as turn:
-            messages = context_messages(turn.conversation.system, turn.conversation.messages, budget)
-            text, model, usage, finish = await self._generator.generate(replace(template, messages=messages), metadata)
-            await turn.complete(text)
-        reply.complete(model, usage, finish)
-        return conversation_service_pb2.SendMessageResponse(**reply.fields(metadata, request_id=request_id_var.get(), text=text))
+        new_messages, template = self._turn_request(request)
+        answer = await self._turns.send(request.conversation_id, new_messages, template)
+        return conversation_service_pb2.SendMessageResponse(**reply.fields(answer, request_id=request_id_var.get()))
 
     async def StreamSendMessage(
         self, request: conversation_service_pb2.StreamSendMessageRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[conversation_service_pb2.StreamSendMessageResponse]:
         reply = convert.Reply()
-        template, budget = await self._prepare(request)
-        metadata = CallMetadata()
-        # A cancelled call (the caller went away) raises CancelledError out of the stream:
-        # nothing here catches it, the turn ends without a reply (the user's message stays)
-        # and the upstream generation is stopped by the cancellation itself.
-        async with self._turns.turn(request.conversation_id, request.message, deadline_var.get()) as turn:
-            messages = context_messages(turn.conversation.system, turn.conversation.messages, budget)
-            pieces: list[str] = []
-            async with aclosing(self._generator.stream(replace(template, messages=messages), metadata)) as stream:
-                async for text, model, usage, finish in stream:
-                    reply.piece(text, model, usage, finish)
-                    if text:
-                        pieces.append(text)
-                        yield conversation_service_pb2.StreamSendMessageResponse(text=text, model=model)
-            # The reply is durable before the caller sees the stream end.
-            await turn.complete("".join(pieces))
-        yield conversation_service_pb2.StreamSendMessageResponse(**reply.fields(metadata, request_id=request_id_var.get()))
+        new_messages, template = self._turn_request(request)
+        async with aclosing(self._turns.stream(request.conversation_id, new_messages, template)) as stream:
+            async for delta in stream:
+                if delta.answer is not None:
+                    yield conversation_service_pb2.StreamSendMessageResponse(
+                        **reply.fields(delta.answer, request_id=request_id_var.get(), text="", tool_calls=())
+                    )
+                elif delta.text or delta.tool_calls:
+                    reply.output_arrived()
+                    yield conversation_service_pb2.StreamSendMessageResponse(
+                        text=delta.text, model=delta.model or "", tool_calls=[convert.tool_call_to_proto(c) for c in delta.tool_calls]
+                    )

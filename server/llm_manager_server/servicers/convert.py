@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from google.protobuf import json_format, struct_pb2
 
 from llm_manager.v1 import common_pb2, llm_manager_service_pb2
 
 from ..domain.errors import FieldViolation, invalid_request
+from ..domain.schemas import schema_problem
 from ..domain.types import (
     MODEL_NAME_RULE,
+    Answer,
     CallMetadata,
+    Capability,
     FinishReason,
     GenerationRequest,
+    JsonObject,
     Message,
+    Part,
     ProviderKind,
     ResponseFormat,
     Role,
     RoutingStrategy,
     SamplingOptions,
     TaskType,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceMode,
+    ToolResult,
     Usage,
     is_valid_model_name,
 )
+from ..providers.anthropic_wire import RESPONSE_TOOL
 
 MAX_STOP_SEQUENCES = 4
 MAX_REQUEST_CHARS = 2_000_000
@@ -45,19 +60,43 @@ _STRATEGIES = {
     common_pb2.ROUTING_STRATEGY_BALANCED: RoutingStrategy.BALANCED,
 }
 STRATEGY_TO_PROTO = {domain: proto for proto, domain in _STRATEGIES.items()}
-_ROLES = {common_pb2.ROLE_SYSTEM: Role.SYSTEM, common_pb2.ROLE_USER: Role.USER, common_pb2.ROLE_ASSISTANT: Role.ASSISTANT}
+_ROLES = {
+    common_pb2.ROLE_SYSTEM: Role.SYSTEM,
+    common_pb2.ROLE_USER: Role.USER,
+    common_pb2.ROLE_ASSISTANT: Role.ASSISTANT,
+    common_pb2.ROLE_TOOL: Role.TOOL,
+}
 ROLE_TO_PROTO = {domain: proto for proto, domain in _ROLES.items()}
 _FORMATS = {
     common_pb2.RESPONSE_FORMAT_UNSPECIFIED: ResponseFormat.TEXT,
     common_pb2.RESPONSE_FORMAT_TEXT: ResponseFormat.TEXT,
     common_pb2.RESPONSE_FORMAT_JSON_OBJECT: ResponseFormat.JSON_OBJECT,
+    common_pb2.RESPONSE_FORMAT_JSON_SCHEMA: ResponseFormat.JSON_SCHEMA,
 }
+_TOOL_CHOICES = {
+    common_pb2.TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode.AUTO,
+    common_pb2.TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.AUTO,
+    common_pb2.TOOL_CHOICE_MODE_NONE: ToolChoiceMode.NONE,
+    common_pb2.TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.REQUIRED,
+}
+MAX_TOOLS = 128
+MAX_TOOL_DESCRIPTION_CHARS = 4096
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+# Used by the server itself (Anthropic's structured-output tool): no caller's tool may be named so.
+RESERVED_TOOL_NAMES = frozenset({RESPONSE_TOOL})
 FINISH_TO_PROTO = {
     FinishReason.UNSPECIFIED: common_pb2.FINISH_REASON_UNSPECIFIED,
     FinishReason.STOP: common_pb2.FINISH_REASON_STOP,
     FinishReason.LENGTH: common_pb2.FINISH_REASON_LENGTH,
     FinishReason.CONTENT_FILTER: common_pb2.FINISH_REASON_CONTENT_FILTER,
+    FinishReason.TOOL_CALLS: common_pb2.FINISH_REASON_TOOL_CALLS,
     FinishReason.OTHER: common_pb2.FINISH_REASON_OTHER,
+}
+CAPABILITY_TO_PROTO = {
+    Capability.TOOLS: common_pb2.CAPABILITY_TOOLS,
+    Capability.JSON_SCHEMA: common_pb2.CAPABILITY_JSON_SCHEMA,
+    Capability.VISION: common_pb2.CAPABILITY_VISION,
+    Capability.REASONING: common_pb2.CAPABILITY_REASONING,
 }
 PROVIDER_TO_PROTO = {
     ProviderKind.LOCAL: common_pb2.PROVIDER_LOCAL,
@@ -106,6 +145,15 @@ def sampling_from_proto(
         violations.append(FieldViolation(f"{prefix}.response_format", f"unknown response format {preferences.response_format}"))
     else:
         response_format = _FORMATS[preferences.response_format]
+    response_schema: JsonObject | None = None
+    if preferences.HasField("response_schema"):
+        response_schema = struct_to_dict(preferences.response_schema)
+        if response_format is not ResponseFormat.JSON_SCHEMA:
+            violations.append(FieldViolation(f"{prefix}.response_schema", "is only used with RESPONSE_FORMAT_JSON_SCHEMA"))
+        elif (problem := schema_problem(response_schema)) is not None:
+            violations.append(FieldViolation(f"{prefix}.response_schema", problem))
+    elif response_format is ResponseFormat.JSON_SCHEMA:
+        violations.append(FieldViolation(f"{prefix}.response_schema", "is required with RESPONSE_FORMAT_JSON_SCHEMA"))
     if preferences.model and not is_valid_model_name(preferences.model):
         # The name itself is not echoed: it may be huge, or hold anything.
         violations.append(FieldViolation(f"{prefix}.model", MODEL_NAME_RULE))
@@ -116,39 +164,159 @@ def sampling_from_proto(
         stop=stop,
         seed=preferences.seed if preferences.HasField("seed") else None,
         response_format=response_format,
+        response_schema=response_schema,
     )
     return sampling, strategy
 
 
+def _integral(value: Any) -> Any:
+    """Struct numbers are doubles: 40 arrives as 40.0. JSON does not tell them apart, but
+    schema keywords (``maxLength``, ``minItems``) and many upstreams want integers."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> JsonObject:
+    value: JsonObject = _integral(json_format.MessageToDict(struct))
+    return value
+
+
+def dict_to_struct(value: JsonObject) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def _tool_calls_from_proto(message: common_pb2.ChatMessage, field: str, violations: list[FieldViolation], seen_ids: set[str]) -> list[ToolCall]:
+    calls: list[ToolCall] = []
+    for index, call in enumerate(message.tool_calls):
+        where = f"{field}.tool_calls[{index}]"
+        if not call.id or len(call.id) > 128:
+            violations.append(FieldViolation(f"{where}.id", "must be 1-128 characters"))
+        elif call.id in seen_ids:
+            violations.append(FieldViolation(f"{where}.id", f"repeats tool call id {call.id!r}"))
+        if not TOOL_NAME.fullmatch(call.name):
+            violations.append(FieldViolation(f"{where}.name", "must be 1-64 of a-z, A-Z, 0-9, _ and -"))
+        seen_ids.add(call.id)
+        calls.append(ToolCall(call.id, call.name, struct_to_dict(call.arguments)))
+    return calls
+
+
 def messages_from_proto(
-    messages: Iterable[common_pb2.ChatMessage], violations: list[FieldViolation], field: str = "messages"
+    messages: Iterable[common_pb2.ChatMessage], violations: list[FieldViolation], field: str = "messages", *, open_calls: set[str] | None = None
 ) -> list[Message]:
+    """Chat messages, checked: roles, non-empty content, tool calls only on assistant
+    messages, and every ROLE_TOOL message answering an earlier tool call (of these messages,
+    or of ``open_calls``: the calls a conversation's last reply left open)."""
     result: list[Message] = []
+    seen_ids: set[str] = set()
+    answerable = set(open_calls or ())
     for index, message in enumerate(messages):
+        where = f"{field}[{index}]"
         if message.role not in _ROLES:
-            violations.append(FieldViolation(f"{field}[{index}].role", "must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT"))
+            violations.append(FieldViolation(f"{where}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL"))
             continue
-        if message.tool_calls or message.tool_call_id:
-            violations.append(FieldViolation(f"{field}[{index}].tool_calls", "tool calling is not supported by this server version yet"))
+        role = _ROLES[message.role]
+        if message.tool_calls and role is not Role.ASSISTANT:
+            violations.append(FieldViolation(f"{where}.tool_calls", "only assistant messages carry tool calls"))
             continue
-        if not message.content.strip():
-            violations.append(FieldViolation(f"{field}[{index}].content", "must not be empty"))
+        if role is Role.TOOL:
+            if not message.tool_call_id:
+                violations.append(FieldViolation(f"{where}.tool_call_id", "is required on a ROLE_TOOL message"))
+                continue
+            if message.tool_call_id not in answerable:
+                violations.append(FieldViolation(f"{where}.tool_call_id", "does not answer an earlier assistant tool call"))
+                continue
+            answerable.discard(message.tool_call_id)
+            if not message.content:
+                violations.append(FieldViolation(f"{where}.content", "must not be empty (the tool's result)"))
+                continue
+            result.append(Message(Role.TOOL, (ToolResult(message.tool_call_id, message.content),)))
             continue
-        result.append(Message(_ROLES[message.role], message.content))
+        if message.tool_call_id:
+            violations.append(FieldViolation(f"{where}.tool_call_id", "is only used on ROLE_TOOL messages"))
+            continue
+        calls = _tool_calls_from_proto(message, where, violations, seen_ids)
+        answerable.update(c.id for c in calls)
+        if not message.content.strip() and not calls:
+            violations.append(FieldViolation(f"{where}.content", "must not be empty"))
+            continue
+        if not calls:
+            result.append(Message.of(role, message.content))
+        else:
+            parts: tuple[Part, ...] = ((TextPart(message.content),) if message.content else ()) + tuple(calls)
+            result.append(Message(role, parts))
     return result
 
 
-def unsupported_tools(request: Any, violations: list[FieldViolation]) -> None:
-    """Tools are in the API but not served yet: refused clearly, never silently dropped."""
-    if request.tools or request.HasField("tool_choice"):
-        violations.append(FieldViolation("tools", "tool calling is not supported by this server version yet"))
+def tool_results_from_proto(results: Iterable[common_pb2.ChatMessage], violations: list[FieldViolation], field: str = "tool_results") -> list[Message]:
+    """A turn's tool results: ROLE_TOOL messages, each naming the call it answers (which call
+    that is, the conversation's stored reply decides: see ``engine.turns``)."""
+    messages: list[Message] = []
+    seen: set[str] = set()
+    for index, result in enumerate(results):
+        where = f"{field}[{index}]"
+        if result.role != common_pb2.ROLE_TOOL:
+            violations.append(FieldViolation(f"{where}.role", "must be ROLE_TOOL"))
+        elif not result.tool_call_id or result.tool_call_id in seen:
+            violations.append(FieldViolation(f"{where}.tool_call_id", "is required, once per call"))
+        elif not result.content:
+            violations.append(FieldViolation(f"{where}.content", "must not be empty (the tool's result)"))
+        else:
+            seen.add(result.tool_call_id)
+            messages.append(Message(Role.TOOL, (ToolResult(result.tool_call_id, result.content),)))
+    return messages
+
+
+def tools_from_proto(request: Any, violations: list[FieldViolation]) -> tuple[tuple[Tool, ...], ToolChoice | None]:
+    """The request's tools and tool choice, checked (names, schemas, the choice's tool)."""
+    tools: list[Tool] = []
+    names: set[str] = set()
+    if len(request.tools) > MAX_TOOLS:
+        violations.append(FieldViolation("tools", f"at most {MAX_TOOLS} tools, got {len(request.tools)}"))
+    for index, tool in enumerate(request.tools):
+        where = f"tools[{index}]"
+        if not TOOL_NAME.fullmatch(tool.name):
+            violations.append(FieldViolation(f"{where}.name", "must be 1-64 of a-z, A-Z, 0-9, _ and -"))
+        elif tool.name in names:
+            violations.append(FieldViolation(f"{where}.name", f"repeats tool name {tool.name!r}"))
+        elif tool.name in RESERVED_TOOL_NAMES:
+            violations.append(FieldViolation(f"{where}.name", f"{tool.name!r} is reserved by the server"))
+        names.add(tool.name)
+        if len(tool.description) > MAX_TOOL_DESCRIPTION_CHARS:
+            violations.append(FieldViolation(f"{where}.description", f"must be at most {MAX_TOOL_DESCRIPTION_CHARS} characters"))
+        parameters: JsonObject = {"type": "object", "properties": {}}
+        if tool.HasField("parameters"):
+            parameters = struct_to_dict(tool.parameters)
+            if (problem := schema_problem(parameters)) is not None:
+                violations.append(FieldViolation(f"{where}.parameters", problem))
+        tools.append(Tool(tool.name, tool.description, parameters))
+    if not request.HasField("tool_choice"):
+        return tuple(tools), None
+    choice = request.tool_choice
+    if not tools:
+        violations.append(FieldViolation("tool_choice", "needs tools to choose from"))
+        return (), None
+    if choice.tool_name:
+        if choice.tool_name not in names:
+            violations.append(FieldViolation("tool_choice.tool_name", f"names no tool of the request: {choice.tool_name[:64]!r}"))
+        return tuple(tools), ToolChoice(ToolChoiceMode.TOOL, choice.tool_name)
+    if choice.mode not in _TOOL_CHOICES:
+        violations.append(FieldViolation("tool_choice.mode", f"unknown tool choice mode {choice.mode}"))
+        return tuple(tools), None
+    return tuple(tools), ToolChoice(_TOOL_CHOICES[choice.mode])
 
 
 def generation_request(request: GenerateLike, messages: Iterable[common_pb2.ChatMessage]) -> GenerationRequest:
     """Validates a (Stream)GenerateRequest; raises INVALID_REQUEST listing every bad field."""
     violations: list[FieldViolation] = []
     chat = messages_from_proto(messages, violations)
-    unsupported_tools(request, violations)
+    tools, tool_choice = tools_from_proto(request, violations)
     if not request.prompt.strip() and not chat and not any(v.field.startswith("messages") for v in violations):
         violations.append(FieldViolation("prompt", "give a non-empty prompt or at least one message"))
     elif not request.prompt.strip() and chat and all(m.role is Role.SYSTEM for m in chat):
@@ -157,10 +325,10 @@ def generation_request(request: GenerateLike, messages: Iterable[common_pb2.Chat
     sampling, strategy = sampling_from_proto(request.preferences, violations)
     full: list[Message] = []
     if request.system.strip():
-        full.append(Message(Role.SYSTEM, request.system))
+        full.append(Message.of(Role.SYSTEM, request.system))
     full.extend(chat)
     if request.prompt.strip():
-        full.append(Message(Role.USER, request.prompt))
+        full.append(Message.of(Role.USER, request.prompt))
     if sum(len(m.content) for m in full) > MAX_REQUEST_CHARS:
         violations.append(FieldViolation("prompt", f"the request's text exceeds {MAX_REQUEST_CHARS} characters"))
     if violations:
@@ -173,6 +341,8 @@ def generation_request(request: GenerateLike, messages: Iterable[common_pb2.Chat
         strategy=strategy,
         no_cache=request.cache_control.no_cache,
         no_store=request.cache_control.no_store,
+        tools=tools,
+        tool_choice=tool_choice,
     )
 
 
@@ -205,39 +375,43 @@ def metadata_to_proto(
     )
 
 
+def tool_call_to_proto(call: ToolCall) -> common_pb2.ToolCall:
+    return common_pb2.ToolCall(id=call.id, name=call.name, arguments=dict_to_struct(call.arguments))
+
+
 class Reply:
-    """What Generate, StreamGenerate and the conversation turns answer with: the text, the
-    model, usage, finish reason and metadata, gathered from a complete answer or piece by
-    piece from a stream (the first text piece marks the time to first token)."""
+    """The timing of one reply (the first text or tool call marks the time to first token),
+    and the translation of an :class:`Answer` into the fields every reply message shares
+    (GenerateResponse, the last StreamGenerateResponse, the SendMessage replies)."""
+
+    __slots__ = ("started", "first_token_ms")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
-        self.model = ""
-        self.usage = Usage()
-        self.finish = FinishReason.UNSPECIFIED
         self.first_token_ms = 0
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
 
-    def complete(self, model: str, usage: Usage, finish: FinishReason) -> None:
-        self.model, self.usage, self.finish = model, usage, finish
-
-    def piece(self, text: str, model: str, usage: Usage | None, finish: FinishReason | None) -> None:
-        self.model = model
-        self.usage = usage or self.usage
-        self.finish = finish or self.finish
-        if text and not self.first_token_ms:
+    def output_arrived(self) -> None:
+        if not self.first_token_ms:
             self.first_token_ms = self.elapsed_ms()
 
-    def fields(self, metadata: CallMetadata, *, request_id: str, text: str = "") -> dict[str, Any]:
-        """Keyword arguments for any of the reply messages (they share these fields)."""
-        return {
-            "text": text,
-            "model": self.model,
-            "usage": usage_to_proto(self.usage, metadata.cost_usd),
+    def fields(self, answer: Answer, *, request_id: str, text: str | None = None, tool_calls: Sequence[ToolCall] | None = None) -> dict[str, Any]:
+        """Keyword arguments for a reply message: ``text`` and ``tool_calls`` default to the
+        answer's (a stream's last message passes only what it has not sent yet)."""
+        fields: dict[str, Any] = {
+            "text": answer.text if text is None else text,
+            "model": answer.model,
+            "usage": usage_to_proto(answer.usage, answer.cost_usd),
             "metadata": metadata_to_proto(
-                metadata, latency_ms=self.elapsed_ms(), request_id=request_id, time_to_first_token_ms=self.first_token_ms
+                answer.metadata, latency_ms=self.elapsed_ms(), request_id=request_id, time_to_first_token_ms=self.first_token_ms
             ),
-            "finish_reason": FINISH_TO_PROTO[self.finish],
+            "finish_reason": FINISH_TO_PROTO[answer.finish_reason],
         }
+        calls = answer.tool_calls if tool_calls is None else tool_calls
+        if calls:
+            fields["tool_calls"] = [tool_call_to_proto(c) for c in calls]
+        if answer.structured_output is not None:
+            fields["structured_output"] = dict_to_struct(answer.structured_output)
+        return fields

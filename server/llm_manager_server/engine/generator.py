@@ -1,0 +1,61 @@
+"""Answers a validated request within the call's deadline: through the response cache's policy
+(``ResponseCache.answer`` / ``.stream``) when there is a cache, else straight from the router."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from opentelemetry import trace
+
+from .. import genai
+from ..cache import ResponseCache
+from ..domain.call_context import deadline_var
+from ..domain.types import Answer, GenerationRequest, StreamDelta
+from ..routing.router import Router
+
+
+class Generator:
+    def __init__(self, router: Router, cache: ResponseCache | None = None) -> None:
+        self._router = router
+        self._cache = cache
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        return self._cache
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    def context_window(self, request: GenerationRequest) -> int:
+        """The context window of the model the router would choose first for ``request``.
+
+        Conversations are trimmed to the chosen model's window, not to the smallest in the
+        chain: an analysis conversation answered by Claude keeps 200k tokens of history
+        rather than a local model's 4k. A fallback whose window is too small is then skipped
+        by the router's context check instead of answering without the history. Raises the
+        router's error when no model can serve the request."""
+        return self._router.plan(request).candidates[0].context_window
+
+    @staticmethod
+    def _mark(answer: Answer) -> Answer:
+        if answer.metadata.cached:
+            trace.get_current_span().set_attribute(genai.CACHE_HIT, True)
+        return answer
+
+    async def generate(self, request: GenerationRequest) -> Answer:
+        deadline = deadline_var.get()
+        if self._cache is None:
+            return await self._router.generate(request, deadline)
+        return self._mark(await self._cache.answer(request, lambda: self._router.generate(request, deadline), deadline))
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+        deadline = deadline_var.get()
+        if self._cache is None:
+            source = self._router.stream(request, deadline)
+        else:
+            source = self._cache.stream(request, lambda: self._router.stream(request, deadline), deadline)
+        async for delta in source:
+            if delta.answer is not None:
+                self._mark(delta.answer)
+            yield delta
