@@ -55,4 +55,7 @@ fi
 "$PY" -m grpc_tools.protoc -I protos --include_imports \
   --descriptor_set_out="$BUILD/llm_manager.protoset" protos/llm_manager/v1/llm_manager_service.proto
 
+# The cost of schema validation per call (tools, structured output), in process: ~10 s.
+"$PY" bench/schema_validation.py | tee bench/results/schema_validation.txt
+
 exec "$PY" bench/run.py "$@"

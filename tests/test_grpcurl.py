@@ -83,3 +83,81 @@ async def test_reflection_v1_is_served_for_newer_tools(start_app: StartApp) -> N
     assert {"llm_manager.v1.LLMManagerService", "grpc.reflection.v1.ServerReflection"} <= names
     code, output = await run(tool("grpcurl"), "-plaintext", app.address, "list")
     assert code == 0 and "grpc.reflection.v1.ServerReflection" in output, output
+
+
+QUERY_METRICS = {
+    "type": "object",
+    "properties": {"metric": {"type": "string", "maxLength": 40}, "minutes": {"type": "integer", "minimum": 1, "maximum": 1440}},
+    "required": ["metric", "minutes"],
+    "additionalProperties": False,
+}
+SERVICE_CONFIG = {
+    "type": "object",
+    "properties": {
+        "service": {"type": "string", "maxLength": 40},
+        "replicas": {"type": "integer", "minimum": 1, "maximum": 9},
+        "tier": {"enum": ["frontend", "backend", "batch"]},
+    },
+    "required": ["service", "replicas", "tier"],
+    "additionalProperties": False,
+}
+
+
+async def test_grpcurl_tool_round_trip_and_structured_output(start_app: StartApp) -> None:
+    """The JSON an operator types (protojson names: camelCase, enums by name) for tools, a
+    tool result and a response schema, through the real grpcurl and reflection."""
+    import jsonschema
+
+    app = await start_app()
+    grpcurl = tool("grpcurl")
+    generate = "llm_manager.v1.LLMManagerService/Generate"
+    question = "What is the p99 latency of checkout over the last 15 minutes?"
+    metrics_tool = {"name": "query_metrics", "description": "Query a telemetry metric over the last N minutes.", "parameters": QUERY_METRICS}
+    request = {
+        "prompt": question,
+        "tools": [metrics_tool],
+        "toolChoice": {"mode": "TOOL_CHOICE_MODE_REQUIRED"},
+        "preferences": {"maxTokens": 200, "temperature": 0},
+    }
+    code, output = await run(grpcurl, "-plaintext", "-d", json.dumps(request), app.address, generate)
+    assert code == 0, output
+    reply = json.loads(output)
+    assert reply["finish_reason"] == "FINISH_REASON_TOOL_CALLS" and reply["tool_calls"], reply
+    for call in reply["tool_calls"]:
+        assert call["id"] and call["name"] == "query_metrics"
+        jsonschema.validate(call["arguments"], QUERY_METRICS)
+    call = reply["tool_calls"][0]
+
+    follow_up = {
+        "messages": [
+            {"role": "ROLE_USER", "content": question},
+            {"role": "ROLE_ASSISTANT", "toolCalls": [call]},
+            {"role": "ROLE_TOOL", "toolCallId": call["id"], "content": '{"p99_ms": 412}'},
+        ],
+        "tools": [metrics_tool],
+        "toolChoice": {"mode": "TOOL_CHOICE_MODE_NONE"},
+        "preferences": {"maxTokens": 40, "temperature": 0},
+    }
+    code, output = await run(grpcurl, "-plaintext", "-d", json.dumps(follow_up), app.address, generate)
+    assert code == 0, output
+    final = json.loads(output)
+    assert final["text"].strip() and "tool_calls" not in final, final
+
+    structured = {
+        "prompt": "The checkout service: a frontend with 3 replicas.",
+        "preferences": {"maxTokens": 96, "temperature": 0, "responseFormat": "RESPONSE_FORMAT_JSON_SCHEMA", "responseSchema": SERVICE_CONFIG},
+    }
+    code, output = await run(grpcurl, "-plaintext", "-d", json.dumps(structured), app.address, generate)
+    assert code == 0, output
+    reply = json.loads(output)
+    jsonschema.validate(reply["structured_output"], SERVICE_CONFIG)
+    assert json.loads(reply["text"]) == reply["structured_output"]
+
+    code, output = await run(grpcurl, "-plaintext", "-d", json.dumps({**request, "cacheControl": {"noCache": True}}), app.address,
+                             "llm_manager.v1.LLMManagerService/StreamGenerate")
+    assert code == 0, output
+    messages = [json.loads(part) for part in output.replace("}\n{", "}\x00{").split("\x00")]
+    calls = [c for m in messages for c in m.get("tool_calls", [])]
+    assert calls and messages[-1]["finish_reason"] == "FINISH_REASON_TOOL_CALLS", messages
+    for call in calls:
+        jsonschema.validate(call["arguments"], QUERY_METRICS)

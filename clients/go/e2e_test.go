@@ -4,8 +4,10 @@ package llmmanager_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/llm-manager/llm-manager/clients/go/internal/testenv"
 	llmv1 "github.com/llm-manager/llm-manager/clients/go/llmmanagerv1"
@@ -226,5 +229,195 @@ func TestHealth(t *testing.T) {
 		if got := response.GetStatus(); got != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("Health.Check(%q) = %s, want SERVING", service, got)
 		}
+	}
+}
+
+// queryMetrics is the tool of the tool tests; its parameters are a JSON
+// Schema the server checks the model's arguments against.
+var queryMetricsSchema = map[string]any{
+	"type": "object",
+	"properties": map[string]any{
+		"metric":  map[string]any{"type": "string", "maxLength": 40},
+		"minutes": map[string]any{"type": "integer", "minimum": 1, "maximum": 1440},
+	},
+	"required":             []any{"metric", "minutes"},
+	"additionalProperties": false,
+}
+
+func queryMetricsTool(t *testing.T) *llmv1.Tool {
+	t.Helper()
+	parameters, err := structpb.NewStruct(queryMetricsSchema)
+	if err != nil {
+		t.Fatalf("structpb.NewStruct: %v", err)
+	}
+	return &llmv1.Tool{Name: "query_metrics", Description: "Query a telemetry metric over the last N minutes.", Parameters: parameters}
+}
+
+// checkCalls asserts that calls are query_metrics calls with distinct ids and
+// arguments valid against its schema.
+func checkCalls(t *testing.T, calls []*llmv1.ToolCall) {
+	t.Helper()
+	if len(calls) == 0 {
+		t.Fatal("no tool calls")
+	}
+	ids := map[string]bool{}
+	for _, call := range calls {
+		t.Logf("tool call: %v", call)
+		if call.GetId() == "" || ids[call.GetId()] {
+			t.Errorf("call id %q is empty or repeated", call.GetId())
+		}
+		ids[call.GetId()] = true
+		if call.GetName() != "query_metrics" {
+			t.Errorf("call name = %q, want query_metrics", call.GetName())
+		}
+		if err := testenv.Validate(queryMetricsSchema, call.GetArguments().AsMap()); err != nil {
+			t.Errorf("call %s arguments %v: %v", call.GetId(), call.GetArguments().AsMap(), err)
+		}
+	}
+}
+
+func TestGenerateToolRoundTrip(t *testing.T) {
+	conn, ctx := dial(t)
+	client := llmv1.NewLLMManagerServiceClient(conn)
+	tools := []*llmv1.Tool{queryMetricsTool(t)}
+	const question = "What is the p99 latency of checkout over the last 15 minutes?"
+
+	first, err := client.Generate(ctx, &llmv1.GenerateRequest{
+		Prompt:       question,
+		Tools:        tools,
+		ToolChoice:   &llmv1.ToolChoice{Mode: llmv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED},
+		Preferences:  &llmv1.GenerationPreferences{MaxTokens: proto.Int32(200), Temperature: proto.Float64(0)},
+		CacheControl: &llmv1.CacheControl{NoCache: true},
+	})
+	if err != nil {
+		t.Fatalf("Generate with a required tool: %v", err)
+	}
+	if got := first.GetFinishReason(); got != llmv1.FinishReason_FINISH_REASON_TOOL_CALLS {
+		t.Errorf("finish_reason = %s, want FINISH_REASON_TOOL_CALLS", got)
+	}
+	if first.GetText() != "" {
+		t.Errorf("text = %q beside tool calls, want empty", first.GetText())
+	}
+	checkCalls(t, first.GetToolCalls())
+
+	messages := []*llmv1.ChatMessage{
+		{Role: llmv1.Role_ROLE_USER, Content: question},
+		{Role: llmv1.Role_ROLE_ASSISTANT, ToolCalls: first.GetToolCalls()},
+	}
+	for _, call := range first.GetToolCalls() {
+		messages = append(messages, &llmv1.ChatMessage{Role: llmv1.Role_ROLE_TOOL, ToolCallId: call.GetId(), Content: `{"p99_ms": 412}`})
+	}
+	final, err := client.Generate(ctx, &llmv1.GenerateRequest{
+		Messages:     messages,
+		Tools:        tools,
+		ToolChoice:   &llmv1.ToolChoice{Mode: llmv1.ToolChoiceMode_TOOL_CHOICE_MODE_NONE},
+		Preferences:  &llmv1.GenerationPreferences{MaxTokens: proto.Int32(40), Temperature: proto.Float64(0)},
+		CacheControl: &llmv1.CacheControl{NoCache: true},
+	})
+	if err != nil {
+		t.Fatalf("Generate with the tool results: %v", err)
+	}
+	t.Logf("final answer: %q (%s)", final.GetText(), final.GetFinishReason())
+	if strings.TrimSpace(final.GetText()) == "" {
+		t.Error("the final answer's text is empty")
+	}
+	if len(final.GetToolCalls()) != 0 {
+		t.Errorf("the final answer calls tools %v with tool choice none", final.GetToolCalls())
+	}
+	if got := final.GetFinishReason(); got != llmv1.FinishReason_FINISH_REASON_STOP && got != llmv1.FinishReason_FINISH_REASON_LENGTH {
+		t.Errorf("final finish_reason = %s, want STOP or LENGTH", got)
+	}
+
+	// A ROLE_TOOL message that answers no call is the caller's error.
+	_, err = client.Generate(ctx, &llmv1.GenerateRequest{
+		Messages: []*llmv1.ChatMessage{{Role: llmv1.Role_ROLE_TOOL, ToolCallId: "call_none", Content: "{}"}},
+		Tools:    tools,
+	})
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument {
+		t.Errorf("a tool result without its call: %v, want InvalidArgument", err)
+	}
+}
+
+func TestStreamGenerateSendsEachToolCallOnceComplete(t *testing.T) {
+	conn, ctx := dial(t)
+	client := llmv1.NewLLMManagerServiceClient(conn)
+
+	stream, err := client.StreamGenerate(ctx, &llmv1.StreamGenerateRequest{
+		Prompt:       "Check the error rate of the payments service over the last hour.",
+		Tools:        []*llmv1.Tool{queryMetricsTool(t)},
+		ToolChoice:   &llmv1.ToolChoice{ToolName: "query_metrics"},
+		Preferences:  &llmv1.GenerationPreferences{MaxTokens: proto.Int32(200), Temperature: proto.Float64(0)},
+		CacheControl: &llmv1.CacheControl{NoCache: true},
+	})
+	if err != nil {
+		t.Fatalf("StreamGenerate: %v", err)
+	}
+	var calls []*llmv1.ToolCall
+	var last *llmv1.StreamGenerateResponse
+	for {
+		message, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("StreamGenerate: %v", err)
+		}
+		if message.GetText() != "" {
+			t.Errorf("text %q in a tool-call stream", message.GetText())
+		}
+		calls = append(calls, message.GetToolCalls()...)
+		last = message
+	}
+	checkCalls(t, calls)
+	if last.GetFinishReason() != llmv1.FinishReason_FINISH_REASON_TOOL_CALLS || last.GetUsage() == nil {
+		t.Errorf("last message = %v, want finish_reason FINISH_REASON_TOOL_CALLS with usage", last)
+	}
+}
+
+func TestGenerateStructuredOutput(t *testing.T) {
+	conn, ctx := dial(t)
+	client := llmv1.NewLLMManagerServiceClient(conn)
+	schema := map[string]any{
+		"type": "object",
+		"properties": map[string]any{
+			"service":  map[string]any{"type": "string", "maxLength": 40},
+			"replicas": map[string]any{"type": "integer", "minimum": 1, "maximum": 9},
+			"tier":     map[string]any{"enum": []any{"frontend", "backend", "batch"}},
+		},
+		"required":             []any{"service", "replicas", "tier"},
+		"additionalProperties": false,
+	}
+	responseSchema, err := structpb.NewStruct(schema)
+	if err != nil {
+		t.Fatalf("structpb.NewStruct: %v", err)
+	}
+
+	answer, err := client.Generate(ctx, &llmv1.GenerateRequest{
+		Prompt: "The checkout service: a frontend with 3 replicas.",
+		Preferences: &llmv1.GenerationPreferences{
+			ResponseFormat: llmv1.ResponseFormat_RESPONSE_FORMAT_JSON_SCHEMA,
+			ResponseSchema: responseSchema,
+			MaxTokens:      proto.Int32(96),
+			Temperature:    proto.Float64(0),
+		},
+		CacheControl: &llmv1.CacheControl{NoCache: true},
+	})
+	if err != nil {
+		t.Fatalf("Generate with a response schema: %v", err)
+	}
+	t.Logf("structured_output: %v; text: %q", answer.GetStructuredOutput(), answer.GetText())
+	if answer.GetStructuredOutput() == nil {
+		t.Fatal("no structured_output")
+	}
+	document := answer.GetStructuredOutput().AsMap()
+	if err := testenv.Validate(schema, document); err != nil {
+		t.Errorf("structured_output %v: %v", document, err)
+	}
+	var text map[string]any
+	if err := json.Unmarshal([]byte(answer.GetText()), &text); err != nil {
+		t.Fatalf("text %q is not JSON: %v", answer.GetText(), err)
+	}
+	if !reflect.DeepEqual(text, document) {
+		t.Errorf("text %v is not the structured_output %v", text, document)
 	}
 }

@@ -17,6 +17,9 @@ import re
 _KEY_PATTERN = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{3,}")
 _BEARER_PATTERN = re.compile(r"(?i)(bearer\s+|x-api-key[\"':=\s]+)[^\s\"',;]+")
 
+# A cheap first look for the bearer pattern (a plain scan, no backtracking groups).
+_MAYBE_BEARER = re.compile(r"(?i)bearer|x-api-key")
+
 REDACTED = "[redacted]"
 
 # Shorter values are not registered: redacting every "abc" in every line would hide more than
@@ -42,8 +45,11 @@ def redact(text: str, *secrets: str) -> str:
     for secret in (*secrets, *_ordered):
         if secret and secret in text:
             text = text.replace(secret, REDACTED)
-    text = _KEY_PATTERN.sub(REDACTED, text)
-    return _BEARER_PATTERN.sub(lambda match: match.group(1) + REDACTED, text)
+    if "k-" in text:  # the key patterns below all contain it: most text skips the regex
+        text = _KEY_PATTERN.sub(REDACTED, text)
+    if _MAYBE_BEARER.search(text) is not None:
+        text = _BEARER_PATTERN.sub(lambda match: match.group(1) + REDACTED, text)
+    return text
 
 
 def redact_and_cut(text: object, limit: int, *secrets: str) -> str:

@@ -16,11 +16,19 @@ from .errors import ErrorKind, LLMError
 
 @dataclass(frozen=True, slots=True)
 class TimeLimit:
-    """The limit that bounds a call: ``name`` for machines (ErrorInfo ``limit``),
-    ``description`` for people."""
+    """The limit that bounds a call: ``name`` for machines (ErrorInfo ``limit``), its length,
+    and a ``description`` for people (built only when a call runs out of time)."""
 
     name: str
-    description: str
+    seconds: float | None = None
+
+    @property
+    def description(self) -> str:
+        if self.seconds is None:
+            return "the server's time limit"
+        if self.name == CLIENT_DEADLINE:
+            return f"the caller's deadline ({self.seconds:.3g} s)"
+        return f"the server's limit LLM_TIMEOUT_MS ({self.seconds * 1000:.0f} ms)"
 
 
 CLIENT_DEADLINE = "client_deadline"
@@ -29,17 +37,16 @@ SERVER_TIMEOUT = "LLM_TIMEOUT_MS"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # Absolute deadline (event-loop time) of the current call: the client's, capped by LLM_TIMEOUT_MS.
 deadline_var: contextvars.ContextVar[float] = contextvars.ContextVar("deadline", default=float("inf"))
-time_limit_var: contextvars.ContextVar[TimeLimit] = contextvars.ContextVar(
-    "time_limit", default=TimeLimit(SERVER_TIMEOUT, "the server's time limit")
-)
+time_limit_var: contextvars.ContextVar[TimeLimit] = contextvars.ContextVar("time_limit", default=TimeLimit(SERVER_TIMEOUT))
 
 
-def time_limit(client_remaining_s: float | None, server_timeout_s: float) -> tuple[float, TimeLimit]:
+def time_limit(client_remaining_s: float | None, server_limit: TimeLimit) -> tuple[float, TimeLimit]:
     """The call's budget in seconds and the limit that sets it: the caller's deadline when it
-    is the tighter one, else ``LLM_TIMEOUT_MS``."""
-    if client_remaining_s is not None and client_remaining_s < server_timeout_s:
-        return client_remaining_s, TimeLimit(CLIENT_DEADLINE, f"the caller's deadline ({client_remaining_s:.3g} s)")
-    return server_timeout_s, TimeLimit(SERVER_TIMEOUT, f"the server's limit LLM_TIMEOUT_MS ({server_timeout_s * 1000:.0f} ms)")
+    is the tighter one, else the server's (``LLM_TIMEOUT_MS``, built once by the caller)."""
+    server_s = server_limit.seconds if server_limit.seconds is not None else float("inf")
+    if client_remaining_s is not None and client_remaining_s < server_s:
+        return client_remaining_s, TimeLimit(CLIENT_DEADLINE, client_remaining_s)
+    return server_s, server_limit
 
 
 def deadline_exceeded(

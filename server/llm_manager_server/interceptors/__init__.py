@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 from grpc import aio
 
-from ..domain.call_context import deadline_var, request_id_var, time_limit, time_limit_var
+from ..domain.call_context import SERVER_TIMEOUT, TimeLimit, deadline_var, request_id_var, time_limit, time_limit_var
 from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
 from ..status import to_grpc_status
 
@@ -105,7 +105,7 @@ class ApiInterceptor(aio.ServerInterceptor):
     """
 
     def __init__(self, default_timeout_s: float, *, access_log: bool = True, max_concurrent_calls: int = 1024) -> None:
-        self._default_timeout_s = default_timeout_s
+        self._server_limit = TimeLimit(SERVER_TIMEOUT, default_timeout_s)
         self._access_log = access_log
         # Calls of this API being served at once; beyond the cap new ones are refused at once
         # (RESOURCE_EXHAUSTED) instead of queueing without bound. Health and reflection are
@@ -153,7 +153,7 @@ class ApiInterceptor(aio.ServerInterceptor):
                 request_id = value if isinstance(value, str) and REQUEST_ID.fullmatch(value) else ""
                 break
         request_id_var.set(request_id or f"{_ids.getrandbits(128):032x}")
-        budget, limit = time_limit(context.time_remaining(), self._default_timeout_s)
+        budget, limit = time_limit(context.time_remaining(), self._server_limit)
         deadline_var.set(asyncio.get_running_loop().time() + budget)
         time_limit_var.set(limit)
         if isinstance(request, _Undecodable):

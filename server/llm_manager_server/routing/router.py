@@ -69,8 +69,13 @@ _NOT_THE_MODELS_FAULT = frozenset(
 _CAPABILITY_SKIP = "lacks"
 
 
+_NOTHING_NEEDED: frozenset[Capability] = frozenset()
+
+
 def needed_capabilities(request: GenerationRequest) -> frozenset[Capability]:
     """What a model must be able to do to answer ``request``."""
+    if not request.tools and request.sampling.response_format is not ResponseFormat.JSON_SCHEMA:
+        return _NOTHING_NEEDED  # plain text: the common case, without building sets
     needed = set()
     if request.tools and not (request.tool_choice is not None and request.tool_choice.mode is ToolChoiceMode.NONE):
         needed.add(Capability.TOOLS)
@@ -171,7 +176,7 @@ class Router:
         needs = needed_capabilities(request)
         for name in self._chain_names(request.task_type):
             entry = self._registry.models[name]
-            if needs - entry.capabilities:
+            if needs and needs - entry.capabilities:
                 skipped[name] = f"{_CAPABILITY_SKIP}: {', '.join(sorted(c.value for c in needs - entry.capabilities))}"
             elif not entry.available:
                 skipped[name] = f"unhealthy: {entry.health_detail or entry.health}"
@@ -339,10 +344,13 @@ class Router:
 
     async def generate(self, request: GenerationRequest, deadline: float) -> Answer:
         """The first valid complete answer of the plan's candidates (see :meth:`_attempts`)."""
+        answer: Answer | None = None
+        # Read to the end (one delta): an async generator left suspended is closed later by
+        # the event loop's finalizer, which costs more than finishing it here.
         async for delta in self._attempts(request, deadline, streaming=False):
-            if delta.answer is not None:
-                return delta.answer
-        raise AssertionError("the attempt loop ends with an answer or an error")  # pragma: no cover
+            answer = delta.answer
+        assert answer is not None, "the attempt loop ends with an answer or an error"
+        return answer
 
     def stream(self, request: GenerationRequest, deadline: float) -> AsyncIterator[StreamDelta]:
         """Deltas of the first model that starts answering; the last carries the answer."""
@@ -352,8 +360,8 @@ class Router:
         """The one attempt loop, for unary calls and streams alike: each candidate in the
         plan's order, retried per the policy, until one gives a valid answer.
 
-        A unary attempt is the provider's ``generate``, seen as a stream of one final delta;
-        a streamed attempt is the provider's ``stream`` under a stall timeout. Tool calls are
+        A unary attempt is the provider's ``generate``, its answer the loop's one delta; a
+        streamed attempt is the provider's ``stream`` under a stall timeout. Tool calls are
         checked as they complete and the answer when it is complete (:class:`OutputCheck`);
         an invalid one is a failed attempt. Failures before anything reached the caller fall
         back; a failure after text or a tool call was sent is raised with
@@ -376,23 +384,29 @@ class Router:
                             call = self._call(entry, request, deadline)
                             with self._observe(entry, call, plan, metadata, streaming=streaming) as observed:
                                 call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
-                                source = self._guarded(entry, call) if streaming else self._unary(entry, call)
-                                async for delta in source:
-                                    answer = delta.answer
-                                    if answer is not None:
-                                        answer = check.answer(answer, entry.name, tool_calls_checked=streaming)
-                                        answer.cost_usd = entry.price.cost(answer.usage)
-                                        answer.metadata = metadata
-                                        self._telemetry.succeeded(observed, answer=answer, streaming=streaming)
-                                        self._succeeded(entry, self._clock() - started, first_output_s)
-                                        yield replace(delta, answer=answer)
-                                        return
-                                    if delta.tool_calls:
-                                        check.tool_calls(delta.tool_calls, entry.name)
-                                    if first_output_s is None and (delta.text or delta.tool_calls):
-                                        first_output_s = self._clock() - started
-                                        observed.first_chunk()
-                                    yield delta
+                                final: Answer | None = None
+                                if streaming:
+                                    async for delta in self._guarded(entry, call):
+                                        if delta.answer is not None:
+                                            final = delta.answer  # the provider's stream ends with it
+                                            continue
+                                        if delta.tool_calls:
+                                            check.tool_calls(delta.tool_calls, entry.name)
+                                        if first_output_s is None and (delta.text or delta.tool_calls):
+                                            first_output_s = self._clock() - started
+                                            observed.first_chunk()
+                                        yield delta
+                                    if final is None:
+                                        raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"model {entry.name!r} ended its stream without an answer", model=entry.name)
+                                else:
+                                    final = await entry.provider.generate(call)
+                                answer = check.answer(final, entry.name, tool_calls_checked=streaming)
+                                answer.cost_usd = entry.price.cost(answer.usage)
+                                answer.metadata = metadata
+                                self._telemetry.succeeded(observed, answer=answer, streaming=streaming)
+                            self._succeeded(entry, self._clock() - started, first_output_s)
+                            yield StreamDelta(model=answer.model, answer=answer)
+                            return
                         except LLMError as error:
                             if first_output_s is not None:
                                 self._failed(entry, error, deadline)
@@ -413,11 +427,6 @@ class Router:
             if running is not None and (not failures or failures[-1][0] != running):
                 failures.append((running, LLMError(ErrorKind.TIMEOUT, "still answering when the time ran out", model=running)))
             raise self._out_of_time(plan, failures) from None
-
-    @staticmethod
-    async def _unary(entry: ModelEntry, call: ModelCall) -> AsyncIterator[StreamDelta]:
-        answer = await entry.provider.generate(call)
-        yield StreamDelta(model=answer.model, answer=answer)
 
     def _observe(self, entry: ModelEntry, call: ModelCall, plan: RoutePlan, metadata: CallMetadata, *, streaming: bool) -> AbstractContextManager[Attempt]:
         return self._telemetry.attempt(

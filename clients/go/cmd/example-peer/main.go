@@ -5,6 +5,15 @@
 // Usage:
 //
 //	go run ./cmd/example-peer -addr 127.0.0.1:50051 -prompt "Say hello."
+//	go run ./cmd/example-peer -tools
+//	go run ./cmd/example-peer -structured
+//
+// With -tools it does a tool round trip instead: it offers the model a
+// query_metrics tool (its JSON Schema built with structpb), prints the call the
+// model makes, runs the tool locally, sends the result back as a ROLE_TOOL
+// message and prints the model's final answer. With -structured it asks for an
+// answer that conforms to a JSON Schema (-schema, or a built-in service
+// description schema) and prints the structured_output.
 //
 // With -trace (the default) all calls run under one OpenTelemetry span named
 // "example-peer", whose trace id is printed first as "trace_id: <32 hex>", and
@@ -46,14 +55,50 @@ func main() {
 	prompt := flag.String("prompt", "Explain in two sentences what a gRPC deadline is.", "prompt to send")
 	timeout := flag.Duration("timeout", 60*time.Second, "deadline for all calls together")
 	traced := flag.Bool("trace", true, "trace the calls with OpenTelemetry (W3C traceparent); export the peer's spans by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set")
+	tools := flag.Bool("tools", false, "do a tool round trip (query_metrics) instead: print the model's call, send the tool's result back, print the final answer")
+	structured := flag.Bool("structured", false, "ask for structured output (JSON conforming to -schema) instead, and print it")
+	schema := flag.String("schema", "", "with -structured: the JSON Schema (an object schema) of the answer; default: a service description")
 	flag.Parse()
-	os.Exit(peer(*addr, *prompt, *timeout, *traced))
+
+	promptSet := false
+	flag.Visit(func(f *flag.Flag) { promptSet = promptSet || f.Name == "prompt" })
+	var chosen demo
+	switch {
+	case *tools && *structured:
+		fmt.Fprintln(os.Stderr, "error: -tools and -structured are exclusive")
+		os.Exit(2)
+	case *tools:
+		chosen = toolRoundTrip
+		if !promptSet {
+			*prompt = defaultToolsPrompt
+		}
+	case *structured:
+		answerSchema, err := parseSchema(*schema)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "error: -schema:", err)
+			os.Exit(2)
+		}
+		chosen = structuredOutput(answerSchema)
+		if !promptSet {
+			*prompt = defaultStructuredPrompt
+		}
+	case *schema != "":
+		fmt.Fprintln(os.Stderr, "error: -schema needs -structured")
+		os.Exit(2)
+	default:
+		chosen = listGenerateStream
+	}
+	os.Exit(peer(*addr, *prompt, *timeout, *traced, chosen))
 }
+
+// demo is one of the peer's walkthroughs: the calls it makes on client, with
+// what they return written to out.
+type demo func(ctx context.Context, client llmv1.LLMManagerServiceClient, prompt string, out io.Writer) error
 
 // peer runs the example and returns the process exit code. It returns rather
 // than exits so that the tracer provider is shut down, flushing any spans
 // still to be exported, on every path.
-func peer(addr, prompt string, timeout time.Duration, traced bool) int {
+func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo) int {
 	// The deadline travels with every call: the server stops its work for
 	// the call (including the upstream model request) once it passes.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -70,9 +115,9 @@ func peer(addr, prompt string, timeout time.Duration, traced bool) int {
 			return 1
 		}
 		defer shutdownTracerProvider(provider)
-		err = runTraced(ctx, provider, addr, prompt, out)
+		err = runTracedDemo(ctx, provider, addr, prompt, out, chosen)
 	} else {
-		err = run(ctx, addr, prompt, out)
+		err = callServer(ctx, addr, prompt, out, chosen)
 	}
 	if err != nil {
 		out.Flush()
@@ -87,20 +132,24 @@ func peer(addr, prompt string, timeout time.Duration, traced bool) int {
 // when it can be, as each chunk arrives. It does not trace the calls; see
 // runTraced.
 func run(ctx context.Context, addr, prompt string, out io.Writer) error {
-	return callServer(ctx, addr, prompt, out)
+	return callServer(ctx, addr, prompt, out, listGenerateStream)
 }
 
-// callServer does the work of run, dialling addr with the extra options given
-// (runTraced adds its stats handler).
-func callServer(ctx context.Context, addr, prompt string, out io.Writer, options ...grpc.DialOption) error {
+// callServer dials addr with the extra options given (runTraced adds its
+// stats handler) and runs the demo on the connection.
+func callServer(ctx context.Context, addr, prompt string, out io.Writer, chosen demo, options ...grpc.DialOption) error {
 	options = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, options...)
 	conn, err := grpc.NewClient(addr, options...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", addr, err)
 	}
 	defer conn.Close()
-	client := llmv1.NewLLMManagerServiceClient(conn)
+	return chosen(ctx, llmv1.NewLLMManagerServiceClient(conn), prompt, out)
+}
 
+// listGenerateStream is the default walkthrough: ListModels, Generate, then
+// StreamGenerate, printing the stream chunk by chunk.
+func listGenerateStream(ctx context.Context, client llmv1.LLMManagerServiceClient, prompt string, out io.Writer) error {
 	models, err := client.ListModels(ctx, &llmv1.ListModelsRequest{})
 	if err != nil {
 		return &callError{rpc: "ListModels", err: err}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -176,5 +178,114 @@ func TestRunTracedPrintsTraceIDAndTracesEveryCall(t *testing.T) {
 		if !found {
 			t.Errorf("no client span %q", name)
 		}
+	}
+}
+
+// toolCallLine and toolResultLine are what toolRoundTrip prints per call.
+var (
+	toolCallLine   = regexp.MustCompile(`(?m)^  tool_call: id=(\S+) name=(\S+) arguments=(\{.*\})$`)
+	toolResultLine = regexp.MustCompile(`(?m)^  tool_result: id=(\S+) (\{.*\})$`)
+	answerLine     = regexp.MustCompile(`(?m)^answer:\n  text: (.+)$`)
+)
+
+func TestToolRoundTripPrintsTheCallItsResultAndTheAnswer(t *testing.T) {
+	addr := testenv.Addr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+
+	out := &recorder{}
+	if err := callServer(ctx, addr, defaultToolsPrompt, out, toolRoundTrip); err != nil {
+		t.Fatalf("tool round trip: %s\noutput so far:\n%s", describe(err), out)
+	}
+	output := out.String()
+	t.Logf("output:\n%s", output)
+
+	if !strings.Contains(output, "finish_reason=FINISH_REASON_TOOL_CALLS\n") {
+		t.Error("the first answer's finish_reason is not FINISH_REASON_TOOL_CALLS")
+	}
+	calls := toolCallLine.FindAllStringSubmatch(output, -1)
+	results := toolResultLine.FindAllStringSubmatch(output, -1)
+	if len(calls) == 0 {
+		t.Fatal("no tool_call line")
+	}
+	if len(results) != len(calls) {
+		t.Fatalf("%d tool_result lines for %d tool_call lines", len(results), len(calls))
+	}
+	for i, call := range calls {
+		id, name, arguments := call[1], call[2], call[3]
+		if name != "query_metrics" {
+			t.Errorf("call %s names %q, want query_metrics", id, name)
+		}
+		var decoded map[string]any
+		if err := json.Unmarshal([]byte(arguments), &decoded); err != nil {
+			t.Fatalf("call %s arguments %s are not JSON: %v", id, arguments, err)
+		}
+		if err := testenv.Validate(queryMetricsParameters, decoded); err != nil {
+			t.Errorf("call %s arguments %s: %v", id, arguments, err)
+		}
+		if results[i][1] != id {
+			t.Errorf("result %d answers %s, want call %s", i, results[i][1], id)
+		}
+		var result map[string]any
+		if err := json.Unmarshal([]byte(results[i][2]), &result); err != nil {
+			t.Fatalf("result %s is not JSON: %v", results[i][2], err)
+		}
+		if result["metric"] != decoded["metric"] || result["minutes"] != decoded["minutes"] || result["value"] != 412.0 {
+			t.Errorf("result %v does not answer the arguments %v", result, decoded)
+		}
+	}
+	answer := answerLine.FindStringSubmatch(output)
+	if answer == nil || strings.TrimSpace(answer[1]) == "" {
+		t.Fatal("no non-empty final answer text")
+	}
+	if strings.Contains(output[strings.Index(output, "answer:\n"):], "FINISH_REASON_TOOL_CALLS") ||
+		strings.Contains(output, "FINISH_REASON_UNSPECIFIED") {
+		t.Error("the final answer's finish_reason is not a text answer's")
+	}
+}
+
+func TestStructuredOutputPrintsADocumentThatConforms(t *testing.T) {
+	addr := testenv.Addr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+
+	schema, err := parseSchema("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &recorder{}
+	if err := callServer(ctx, addr, defaultStructuredPrompt, out, structuredOutput(schema)); err != nil {
+		t.Fatalf("structured output: %s\noutput so far:\n%s", describe(err), out)
+	}
+	output := out.String()
+	t.Logf("output:\n%s", output)
+
+	match := regexp.MustCompile(`(?m)^structured_output: (\{.*\})\n  text: (\{.*\})$`).FindStringSubmatch(output)
+	if match == nil {
+		t.Fatal("no structured_output line followed by its text")
+	}
+	var document, text map[string]any
+	if err := json.Unmarshal([]byte(match[1]), &document); err != nil {
+		t.Fatalf("structured_output %s is not JSON: %v", match[1], err)
+	}
+	if err := json.Unmarshal([]byte(match[2]), &text); err != nil {
+		t.Fatalf("text %s is not JSON: %v", match[2], err)
+	}
+	if err := testenv.Validate(serviceSchema, document); err != nil {
+		t.Errorf("structured_output %s: %v", match[1], err)
+	}
+	if !reflect.DeepEqual(document, text) {
+		t.Errorf("text %v is not the structured_output %v", text, document)
+	}
+	if !strings.Contains(output, "finish_reason=FINISH_REASON_STOP") {
+		t.Error("finish_reason is not FINISH_REASON_STOP")
+	}
+
+	if _, err := parseSchema("[1, 2]"); err == nil {
+		t.Error("parseSchema accepted a JSON array")
+	}
+	custom, err := parseSchema(`{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}`)
+	if err != nil || custom.GetFields()["required"].GetListValue().GetValues()[0].GetStringValue() != "name" {
+		t.Errorf("parseSchema of a custom schema = %v, %v", custom, err)
 	}
 }

@@ -79,7 +79,12 @@ func shutdownTracerProvider(provider *sdktrace.TracerProvider) {
 // "trace_id: <32 lowercase hex digits>", then makes every call with a client
 // span (otelgrpc) whose context goes to the server as a W3C traceparent
 // header, so the server's spans join the same trace.
-func runTraced(ctx context.Context, provider trace.TracerProvider, addr, prompt string, out io.Writer) (err error) {
+func runTraced(ctx context.Context, provider trace.TracerProvider, addr, prompt string, out io.Writer) error {
+	return runTracedDemo(ctx, provider, addr, prompt, out, listGenerateStream)
+}
+
+// runTracedDemo runs the chosen demo the way runTraced runs the default one.
+func runTracedDemo(ctx context.Context, provider trace.TracerProvider, addr, prompt string, out io.Writer, chosen demo) (err error) {
 	ctx, span := provider.Tracer(tracerName).Start(ctx, spanName)
 	defer func() {
 		if err != nil {
@@ -99,5 +104,5 @@ func runTraced(ctx context.Context, provider trace.TracerProvider, addr, prompt 
 		otelgrpc.WithTracerProvider(provider),
 		otelgrpc.WithPropagators(propagation.TraceContext{}),
 	)
-	return callServer(ctx, addr, prompt, out, grpc.WithStatsHandler(handler))
+	return callServer(ctx, addr, prompt, out, chosen, grpc.WithStatsHandler(handler))
 }
