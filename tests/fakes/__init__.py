@@ -1,7 +1,19 @@
 """Wire-faithful fake LLM APIs on loopback, for tests that must never reach the internet."""
 
 from .anthropic_fake import FakeAnthropic, ToolUseSpec
+from .gemini_fake import FakeGemini, FunctionCallSpec, GeminiRequest
 from .http_fake import CapturedRequest, Ending, TokenCounts
 from .openai_fake import FakeOpenAI, ToolCallSpec
 
-__all__ = ["CapturedRequest", "Ending", "FakeAnthropic", "FakeOpenAI", "TokenCounts", "ToolCallSpec", "ToolUseSpec"]
+__all__ = [
+    "CapturedRequest",
+    "Ending",
+    "FakeAnthropic",
+    "FakeGemini",
+    "FakeOpenAI",
+    "FunctionCallSpec",
+    "GeminiRequest",
+    "TokenCounts",
+    "ToolCallSpec",
+    "ToolUseSpec",
+]
