@@ -25,7 +25,7 @@ COUNTING = "Count from 1 to 100, separated by commas."
 def call(prompt: str = COUNTING, *, max_tokens: int = 16, stop: tuple[str, ...] = (), timeout_s: float = 60) -> ModelCall:
     return ModelCall(
         BUNDLED_MODEL_NAME,
-        (Message(Role.USER, prompt),),
+        (Message.of(Role.USER, prompt),),
         SamplingOptions(max_tokens=max_tokens, temperature=0, stop=stop),
         timeout_s=timeout_s,
     )
@@ -54,8 +54,11 @@ async def test_stream_yields_many_chunks_then_usage(provider: LlamaInProcessProv
     deltas = [d async for d in provider.stream(call(max_tokens=24))]
     texts = [d.text for d in deltas if d.text]
     assert len(texts) >= 10
-    assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens == 24
-    assert any(d.finish_reason is not None for d in deltas)
+    answer = deltas[-1].answer
+    assert answer is not None and all(d.answer is None for d in deltas[:-1])
+    assert answer.text == "".join(texts)
+    assert answer.usage.completion_tokens == 24
+    assert answer.finish_reason.value != "unspecified"
 
 
 async def test_stop_sequence_ends_generation(provider: LlamaInProcessProvider) -> None:

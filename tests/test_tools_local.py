@@ -100,7 +100,7 @@ async def test_a_required_tool_call_comes_back_complete_and_valid(local: Stubs, 
         prompt="What was the p99 latency of checkout over the last 15 minutes?",
         tools=[TOOL],
         tool_choice=choice,
-        preferences=common_pb2.GenerationPreferences(max_tokens=200, **GREEDY),
+        preferences=common_pb2.GenerationPreferences(max_tokens=400, **GREEDY),
     )
     reply = await local.llm.Generate(request, timeout=120)
     assert reply.finish_reason == common_pb2.FINISH_REASON_TOOL_CALLS and reply.text == ""
@@ -115,7 +115,7 @@ async def test_a_streamed_tool_call_is_sent_once_complete(local: Stubs) -> None:
         prompt="Check the error rate of the payments service over the last hour.",
         tools=[TOOL],
         tool_choice=common_pb2.ToolChoice(mode=common_pb2.TOOL_CHOICE_MODE_REQUIRED),
-        preferences=common_pb2.GenerationPreferences(max_tokens=200, **GREEDY),
+        preferences=common_pb2.GenerationPreferences(max_tokens=400, **GREEDY),
         cache_control=common_pb2.CacheControl(no_cache=True),
     )
     messages = [m async for m in local.llm.StreamGenerate(request, timeout=120)]
@@ -133,7 +133,7 @@ async def test_a_tool_round_trip_ends_in_a_text_answer(local: Stubs) -> None:
             prompt="What is the p99 latency of checkout over the last 15 minutes?",
             tools=[TOOL],
             tool_choice=common_pb2.ToolChoice(mode=common_pb2.TOOL_CHOICE_MODE_REQUIRED),
-            preferences=common_pb2.GenerationPreferences(max_tokens=200, **GREEDY),
+            preferences=common_pb2.GenerationPreferences(max_tokens=400, **GREEDY),
         ),
         timeout=120,
     )
@@ -159,7 +159,7 @@ async def test_a_tool_call_answer_is_cached_and_replayed_complete(local: Stubs) 
         prompt="Query the request rate of search over the last 5 minutes.",
         tools=[TOOL],
         tool_choice=common_pb2.ToolChoice(tool_name="query_metrics"),
-        preferences=common_pb2.GenerationPreferences(max_tokens=200, **GREEDY),
+        preferences=common_pb2.GenerationPreferences(max_tokens=400, **GREEDY),
     )
     first = await local.llm.Generate(request, timeout=120)
     again = await local.llm.Generate(request, timeout=120)
@@ -228,7 +228,7 @@ async def test_a_conversation_stores_tool_calls_and_answers_them_in_the_next_tur
             message="What was the p99 latency of checkout over the last 15 minutes?",
             tools=[TOOL],
             tool_choice=common_pb2.ToolChoice(mode=common_pb2.TOOL_CHOICE_MODE_REQUIRED),
-            preferences=common_pb2.GenerationPreferences(max_tokens=200, **GREEDY),
+            preferences=common_pb2.GenerationPreferences(max_tokens=400, **GREEDY),
         ),
         timeout=120,
     )

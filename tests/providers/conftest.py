@@ -54,7 +54,7 @@ class ProviderUnderTest:
         return facts_for(self.model, local_context_window=LOCAL_CONTEXT_WINDOW).price
 
     def call(self, prompt: str = "Say hello.", *, system: str | None = None, timeout_s: float = 5.0, **sampling: object) -> ModelCall:
-        messages = ((Message(Role.SYSTEM, system),) if system else ()) + (Message(Role.USER, prompt),)
+        messages = ((Message.of(Role.SYSTEM, system),) if system else ()) + (Message.of(Role.USER, prompt),)
         return ModelCall(self.model, messages, SamplingOptions(**sampling), timeout_s=timeout_s)  # type: ignore[arg-type,unused-ignore]
 
     def expected_usage(self, counts: TokenCounts) -> Usage:

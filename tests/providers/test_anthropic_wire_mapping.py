@@ -9,6 +9,7 @@ import pytest
 
 from llm_manager_server.domain.errors import ErrorKind, LLMError
 from llm_manager_server.domain.types import (
+    Answer,
     FinishReason,
     Message,
     ModelCall,
@@ -38,13 +39,13 @@ def text(value: str) -> dict[str, str]:
     ("model_call", "stream", "expected"),
     [
         pytest.param(
-            call(Message(Role.USER, "Hi")),
+            call(Message.of(Role.USER, "Hi")),
             False,
             {"model": MODEL, "max_tokens": 1024, "messages": [{"role": "user", "content": [text("Hi")]}]},
             id="default-max-tokens-required",
         ),
         pytest.param(
-            call(Message(Role.SYSTEM, "Be brief."), Message(Role.USER, "Hi"), Message(Role.ASSISTANT, "Hello!"), Message(Role.USER, "Bye")),
+            call(Message.of(Role.SYSTEM, "Be brief."), Message.of(Role.USER, "Hi"), Message.of(Role.ASSISTANT, "Hello!"), Message.of(Role.USER, "Bye")),
             True,
             {
                 "model": MODEL,
@@ -60,13 +61,13 @@ def text(value: str) -> dict[str, str]:
             id="system-top-level-turns-as-blocks",
         ),
         pytest.param(
-            call(Message(Role.SYSTEM, "One."), Message(Role.USER, "a"), Message(Role.SYSTEM, "Two."), Message(Role.USER, "b")),
+            call(Message.of(Role.SYSTEM, "One."), Message.of(Role.USER, "a"), Message.of(Role.SYSTEM, "Two."), Message.of(Role.USER, "b")),
             False,
             {"model": MODEL, "max_tokens": 1024, "system": "One.\n\nTwo.", "messages": [{"role": "user", "content": [text("a"), text("b")]}]},
             id="systems-joined-same-role-turns-merged",
         ),
         pytest.param(
-            call(Message(Role.USER, "Hi"), max_tokens=64, temperature=1.7, top_p=0.9, stop=("END",), seed=3),
+            call(Message.of(Role.USER, "Hi"), max_tokens=64, temperature=1.7, top_p=0.9, stop=("END",), seed=3),
             False,
             {
                 "model": MODEL,
@@ -79,7 +80,7 @@ def text(value: str) -> dict[str, str]:
             id="sampling-temperature-clamped-seed-unsupported",
         ),
         pytest.param(
-            call(Message(Role.USER, "List two colours"), response_format=ResponseFormat.JSON_OBJECT),
+            call(Message.of(Role.USER, "List two colours"), response_format=ResponseFormat.JSON_OBJECT),
             False,
             {
                 "model": MODEL,
@@ -114,7 +115,7 @@ def test_parse_usage(raw: object, usage: Usage | None) -> None:
 @pytest.mark.parametrize(
     ("raw", "finish"),
     [("end_turn", FinishReason.STOP), ("stop_sequence", FinishReason.STOP), ("max_tokens", FinishReason.LENGTH),
-     ("refusal", FinishReason.CONTENT_FILTER), ("tool_use", FinishReason.OTHER), ("brand_new", FinishReason.OTHER), (None, FinishReason.UNSPECIFIED)],
+     ("refusal", FinishReason.CONTENT_FILTER), ("tool_use", FinishReason.TOOL_CALLS), ("brand_new", FinishReason.OTHER), (None, FinishReason.UNSPECIFIED)],
 )
 def test_map_stop_reason(raw: object, finish: FinishReason) -> None:
     assert anthropic_wire.map_stop_reason(raw) is finish
@@ -150,7 +151,10 @@ def test_recorded_stream_sequence() -> None:
     deltas = [d for name, data in recorded_events() if (d := anthropic_wire.parse_stream_data(name, data, state)) is not None]
 
     assert [d.text for d in deltas[:-1]] == ["Hello! How", " can I help you", " today?"]
-    assert deltas[-1] == StreamDelta(model="claude-sonnet-4-5-20250929", usage=Usage(12, 12, 24), finish_reason=FinishReason.STOP)
+    assert deltas[-1] == StreamDelta(
+        model="claude-sonnet-4-5-20250929",
+        answer=Answer("Hello! How can I help you today?", "claude-sonnet-4-5-20250929", Usage(12, 12, 24), FinishReason.STOP),
+    )
     assert state.finished
 
 
@@ -180,7 +184,7 @@ def test_stream_usage_merges_message_start_and_message_delta(
     anthropic_wire.parse_stream_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": delta_usage}, state)
     final = anthropic_wire.parse_stream_event("message_stop", {"type": "message_stop"}, state)
 
-    assert final == StreamDelta(model=MODEL, usage=expected, finish_reason=FinishReason.LENGTH)
+    assert final == StreamDelta(model=MODEL, answer=Answer("", MODEL, expected, FinishReason.LENGTH))
 
 
 @pytest.mark.parametrize(

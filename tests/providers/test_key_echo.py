@@ -89,7 +89,7 @@ async def test_no_part_of_an_echoed_key_reaches_a_status_or_log(provider_name: s
         provider = AnthropicProvider(api_key=Secret(KEY), base_url=fake.url)
         model, cases = "claude-sonnet-4-5", anthropic_replies()
     await provider.start()
-    call = ModelCall(model, (Message(Role.USER, "hi"),), SamplingOptions(), timeout_s=5.0)
+    call = ModelCall(model, (Message.of(Role.USER, "hi"),), SamplingOptions(), timeout_s=5.0)
     leaks: dict[str, list[str]] = {}
     try:
         for label, reply, streamed in cases:

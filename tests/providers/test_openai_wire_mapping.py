@@ -8,13 +8,13 @@ import pytest
 
 from llm_manager_server.domain.errors import ErrorKind, LLMError
 from llm_manager_server.domain.types import (
+    Answer,
     FinishReason,
     Message,
     ModelCall,
     ResponseFormat,
     Role,
     SamplingOptions,
-    StreamDelta,
     Usage,
 )
 from llm_manager_server.providers import openai_wire
@@ -22,9 +22,9 @@ from llm_manager_server.providers.openai_compat import normalize_base_url, with_
 
 from ..fakes.http_fake import fixture_json, fixture_text
 
-SYSTEM = Message(Role.SYSTEM, "Be brief.")
-USER = Message(Role.USER, "Hi")
-ASSISTANT = Message(Role.ASSISTANT, "Hello!")
+SYSTEM = Message.of(Role.SYSTEM, "Be brief.")
+USER = Message.of(Role.USER, "Hi")
+ASSISTANT = Message.of(Role.ASSISTANT, "Hello!")
 
 
 def call(model: str = "gpt-4o-mini", messages: tuple[Message, ...] = (SYSTEM, USER), **sampling: Any) -> ModelCall:
@@ -95,7 +95,7 @@ def call(model: str = "gpt-4o-mini", messages: tuple[Message, ...] = (SYSTEM, US
             id="json-object-adds-the-word-json",
         ),
         pytest.param(
-            call(messages=(Message(Role.USER, "Reply in JSON"),), response_format=ResponseFormat.JSON_OBJECT),
+            call(messages=(Message.of(Role.USER, "Reply in JSON"),), response_format=ResponseFormat.JSON_OBJECT),
             True,
             {
                 "model": "gpt-4o-mini",
@@ -165,7 +165,8 @@ def test_parse_usage(raw: object, usage: Usage | None) -> None:
 @pytest.mark.parametrize(
     ("raw", "finish"),
     [("stop", FinishReason.STOP), ("length", FinishReason.LENGTH), ("content_filter", FinishReason.CONTENT_FILTER),
-     ("tool_calls", FinishReason.OTHER), ("something_new", FinishReason.OTHER), (None, FinishReason.UNSPECIFIED)],
+     ("tool_calls", FinishReason.TOOL_CALLS), ("function_call", FinishReason.TOOL_CALLS), ("something_new", FinishReason.OTHER),
+     (None, FinishReason.UNSPECIFIED)],
 )
 def test_map_finish_reason(raw: object, finish: FinishReason) -> None:
     assert openai_wire.map_finish_reason(raw) is finish
@@ -193,11 +194,15 @@ def test_parse_recorded_stream_chunks() -> None:
     import json
 
     events = [block.removeprefix("data: ") for block in fixture_text("openai", "chat_completion_stream.sse").split("\n\n") if block]
-    deltas = [openai_wire.parse_chunk(json.loads(data)) for data in events if data != "[DONE]"]
+    fold = openai_wire.ChunkFold("gpt-4o-mini")
+    taken = [fold.take(json.loads(data)) for data in events if data != "[DONE]"]
+    deltas = [d for d in taken if d is not None]
 
     assert "".join(d.text for d in deltas) == "Hello! How can I help you today?"
-    assert [d.finish_reason for d in deltas if d.finish_reason] == [FinishReason.STOP]
-    assert deltas[-1] == StreamDelta(model="gpt-4o-mini-2024-07-18", usage=Usage(19, 9, 28))
+    assert all(d.text and d.model == "gpt-4o-mini-2024-07-18" and not d.tool_calls and d.answer is None for d in deltas)
+    # The finish chunk comes before the usage chunk; the answer has both.
+    assert fold.finish is FinishReason.STOP and fold.usage == Usage(19, 9, 28)
+    assert fold.answer() == Answer("Hello! How can I help you today?", "gpt-4o-mini-2024-07-18", Usage(19, 9, 28), FinishReason.STOP)
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -275,7 +280,7 @@ def test_stream_error(error: dict[str, Any], kind: ErrorKind) -> None:
 
 def test_error_chunk_raises() -> None:
     with pytest.raises(LLMError) as raised:
-        openai_wire.parse_chunk({"error": {"message": "boom", "type": "server_error"}})
+        openai_wire.ChunkFold("gpt-4o-mini").take({"error": {"message": "boom", "type": "server_error"}})
     assert raised.value.kind is ErrorKind.MODEL_UNAVAILABLE
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from llm_manager_server.domain.errors import ErrorKind, LLMError
-from llm_manager_server.domain.types import FinishReason, ModelCall, ProviderKind, StreamDelta
+from llm_manager_server.domain.types import Answer, FinishReason, ModelCall, ProviderKind, StreamDelta
 from llm_manager_server.providers.anthropic import AnthropicProvider
 from llm_manager_server.providers.openai_compat import OpenAICompatibleProvider
 
@@ -40,6 +40,14 @@ def text_of(deltas: list[StreamDelta]) -> str:
     return "".join(delta.text for delta in deltas)
 
 
+def answer_of(deltas: list[StreamDelta]) -> Answer:
+    """The answer a complete stream ends with: on its last delta, and only there."""
+    assert deltas and deltas[-1].answer is not None, "a complete stream ends with the answer"
+    assert all(d.answer is None for d in deltas[:-1]), "the answer comes once, at the end"
+    assert deltas[-1].answer.text == text_of(deltas), "the answer holds the whole text"
+    return deltas[-1].answer
+
+
 # --- success paths ------------------------------------------------------------------------
 
 
@@ -68,8 +76,9 @@ async def test_recorded_stream_replayed_verbatim_parses(under_test: ProviderUnde
     deltas = await collect(under_test, under_test.call())
 
     assert text_of(deltas) == "Hello! How can I help you today?"
-    assert deltas[-1].finish_reason is FinishReason.STOP
-    assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens > 0
+    answer = answer_of(deltas)
+    assert answer.finish_reason is FinishReason.STOP
+    assert answer.usage.completion_tokens > 0
 
 
 async def test_stream_yields_text_incrementally_then_usage_and_finish(under_test: ProviderUnderTest) -> None:
@@ -79,10 +88,9 @@ async def test_stream_yields_text_incrementally_then_usage_and_finish(under_test
     deltas = await collect(under_test, under_test.call())
 
     assert [d.text for d in deltas if d.text] == ["The", " quick", " brown", " fox"]
-    final = deltas[-1]
+    final = answer_of(deltas)  # usage and finish come once, at the end
     assert final.usage == under_test.expected_usage(counts)
     assert final.finish_reason is FinishReason.STOP
-    assert all(d.usage is None for d in deltas[:-1]), "usage comes once, at the end"
 
 
 async def test_cached_prompt_tokens_reported_plain_and_streamed(under_test: ProviderUnderTest) -> None:
@@ -94,7 +102,7 @@ async def test_cached_prompt_tokens_reported_plain_and_streamed(under_test: Prov
     deltas = await collect(under_test, under_test.call())
 
     assert completion.usage.cached_prompt_tokens == 1_536
-    assert deltas[-1].usage == completion.usage == under_test.expected_usage(counts)
+    assert answer_of(deltas).usage == completion.usage == under_test.expected_usage(counts)
 
 
 async def test_multibyte_utf8_split_across_reads(under_test: ProviderUnderTest) -> None:

@@ -65,7 +65,7 @@ async def test_key_appears_in_no_error_status_log_or_repr(provider_name: str, ca
         provider = AnthropicProvider(api_key=Secret(WRONG_KEY), base_url=fake.url)
         model = "claude-sonnet-4-5"
     await provider.start()
-    call = ModelCall(model, (Message(Role.USER, "hi"),), SamplingOptions(), timeout_s=5.0)
+    call = ModelCall(model, (Message.of(Role.USER, "hi"),), SamplingOptions(), timeout_s=5.0)
     errors: list[LLMError] = []
     try:
         # The fake echoes the rejected key in its 401, plain and streamed.

@@ -35,18 +35,20 @@ class Harness:
     sleeps: list[float] = field(default_factory=list)
 
     async def generate(self, prompt: str = "hi", *, deadline_s: float = 30, **fields: object) -> tuple[str, CallMetadata]:
-        metadata = CallMetadata()
-        completion = await self.router.generate(request(prompt, **fields), _deadline(deadline_s), metadata)
-        return completion.model, metadata
+        answer = await self.router.generate(request(prompt, **fields), _deadline(deadline_s))
+        return answer.model, answer.metadata
 
     async def stream(self, prompt: str = "hi", *, deadline_s: float = 30, **fields: object) -> tuple[str, CallMetadata]:
-        metadata = CallMetadata()
-        text = "".join([d.text async for d in self.router.stream(request(prompt, **fields), _deadline(deadline_s), metadata)])
-        return text, metadata
+        deltas = [d async for d in self.router.stream(request(prompt, **fields), _deadline(deadline_s))]
+        answer = deltas[-1].answer
+        assert answer is not None and all(d.answer is None for d in deltas[:-1]), "the last delta, and only it, carries the answer"
+        text = "".join(d.text for d in deltas)
+        assert answer.text == text
+        return text, answer.metadata
 
 
 def request(prompt: str, **fields: object) -> GenerationRequest:
-    return GenerationRequest(messages=(Message(Role.USER, prompt),), **fields)  # type: ignore[arg-type]
+    return GenerationRequest(messages=(Message.of(Role.USER, prompt),), **fields)  # type: ignore[arg-type]
 
 
 def _deadline(seconds: float) -> float:
@@ -313,7 +315,8 @@ async def test_stream_breaking_after_text_is_an_error_never_a_silent_end(
     fake.script("alpha", behaviour)
     received: list[str] = []
     with pytest.raises(LLMError) as raised:
-        async for delta in harness.router.stream(request("hi"), _deadline(10), CallMetadata()):
+        async for delta in harness.router.stream(request("hi"), _deadline(10)):
+            assert delta.answer is None
             received.append(delta.text)
     assert raised.value.kind is kind
     assert raised.value.metadata["partial_output"] == "true"

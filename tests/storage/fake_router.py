@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 from llm_manager_server.domain.errors import ErrorKind, LLMError
 from llm_manager_server.domain.types import (
+    Answer,
     CallMetadata,
-    Completion,
     FinishReason,
     GenerationRequest,
     ProviderKind,
     RoutingStrategy,
     StreamDelta,
+    ToolCall,
     Usage,
 )
 
@@ -34,9 +35,11 @@ class _Plan:
 
 
 class FakeRouter:
-    def __init__(self, text: str = "Four. It is four.", finish: FinishReason = FinishReason.STOP) -> None:
+    def __init__(self, text: str = "Four. It is four.", finish: FinishReason = FinishReason.STOP, tool_calls: tuple[ToolCall, ...] = ()) -> None:
         self.text = text
         self.finish = finish
+        # Sent after the text, in one delta (as a provider sends each call once complete).
+        self.tool_calls = tool_calls
         self.calls = 0
         self.delay_s = 0.0
         # Raise this on the next calls (before any text).
@@ -45,30 +48,34 @@ class FakeRouter:
         self.cut_after: int | None = None
         self.release = asyncio.Event()
         self.release.set()
-        self.windows = (4096,)
+        self.windows: tuple[int, ...] = (4096,)
 
     def plan(self, request: GenerationRequest) -> _Plan:
         return _Plan(tuple(_Entry(w) for w in self.windows))
 
-    def _start(self, request: GenerationRequest, metadata: CallMetadata) -> None:
+    def _start(self, request: GenerationRequest) -> CallMetadata:
         self.calls += 1
-        metadata.model_chain.append(MODEL)
-        metadata.candidates = [MODEL]
-        metadata.provider = ProviderKind.LOCAL
-        metadata.strategy = request.strategy or RoutingStrategy.BALANCED
-        metadata.routing_reason = "fake"
+        return CallMetadata(
+            model_chain=[MODEL],
+            candidates=[MODEL],
+            provider=ProviderKind.LOCAL,
+            strategy=request.strategy or RoutingStrategy.BALANCED,
+            routing_reason="fake",
+        )
 
-    async def generate(self, request: GenerationRequest, deadline: float, metadata: CallMetadata) -> Completion:
-        self._start(request, metadata)
+    def _answer(self, metadata: CallMetadata) -> Answer:
+        return Answer(self.text, MODEL, USAGE, self.finish, tool_calls=self.tool_calls, cost_usd=COST, metadata=metadata)
+
+    async def generate(self, request: GenerationRequest, deadline: float) -> Answer:
+        metadata = self._start(request)
         await self.release.wait()
         await asyncio.sleep(self.delay_s)
         if self.error is not None:
             raise self.error
-        metadata.cost_usd = COST
-        return Completion(self.text, MODEL, USAGE, self.finish)
+        return self._answer(metadata)
 
-    async def stream(self, request: GenerationRequest, deadline: float, metadata: CallMetadata) -> AsyncIterator[StreamDelta]:
-        self._start(request, metadata)
+    async def stream(self, request: GenerationRequest, deadline: float) -> AsyncIterator[StreamDelta]:
+        metadata = self._start(request)
         await self.release.wait()
         if self.error is not None:
             raise self.error
@@ -78,7 +85,7 @@ class FakeRouter:
                 raise LLMError(ErrorKind.NETWORK_ERROR, "stream cut", metadata={"partial_output": "true"})
             await asyncio.sleep(self.delay_s)
             piece = word if index == 0 else " " + word
-            last = index == len(words) - 1
-            if last:
-                metadata.cost_usd = COST
-            yield StreamDelta(piece, MODEL, USAGE if last else None, self.finish if last else None)
+            yield StreamDelta(piece, MODEL)
+        if self.tool_calls:
+            yield StreamDelta(model=MODEL, tool_calls=self.tool_calls)
+        yield StreamDelta(model=MODEL, answer=self._answer(metadata))

@@ -8,16 +8,27 @@ import socket
 import redis.asyncio
 from redis.asyncio import Redis
 
-from llm_manager_server.cache import CachedAnswer, MemoryCacheStore, RedisCacheStore, ResponseCache
+from llm_manager_server.cache import MemoryCacheStore, RedisCacheStore, ResponseCache
 from llm_manager_server.cache.redis_store import KEY_PREFIX, redacted_url
 from llm_manager_server.cache.stores import ENTRY_OVERHEAD_BYTES
-from llm_manager_server.domain.types import FinishReason, ProviderKind, RoutingStrategy, Usage
+from llm_manager_server.domain.types import Answer, CallMetadata, FinishReason, ProviderKind, RoutingStrategy, ToolCall, Usage
 
 from ..support.services import RedisServer
 
 
-def answer(text: str = "hello", finish: FinishReason = FinishReason.STOP) -> CachedAnswer:
-    return CachedAnswer(text, "m", Usage(3, 2, 5, 1, 0), finish, ProviderKind.OPENAI, RoutingStrategy.COST, 0.25)
+def answer(
+    text: str = "hello", finish: FinishReason = FinishReason.STOP, tool_calls: tuple[ToolCall, ...] = (), structured: dict[str, object] | None = None
+) -> Answer:
+    return Answer(
+        text,
+        "m",
+        Usage(3, 2, 5, 1, 0),
+        finish,
+        tool_calls=tool_calls,
+        structured_output=structured,
+        cost_usd=0.25,
+        metadata=CallMetadata(provider=ProviderKind.OPENAI, strategy=RoutingStrategy.COST),
+    )
 
 
 class FakeClock:
@@ -38,6 +49,15 @@ async def test_a_saved_answer_comes_back_whole(response_cache: ResponseCache) ->
     assert await response_cache.lookup("k1") == original
     stats = response_cache.stats.snapshot()
     assert (stats["hits"], stats["misses"], stats["errors"], stats["stored"]) == (1, 1, 0, 1)
+    # Tool calls and structured output come back whole too.
+    with_tools = answer(
+        '{"city": "Oslo"}',
+        FinishReason.TOOL_CALLS,
+        tool_calls=(ToolCall("call_1", "get_weather", {"city": "Oslo", "days": [1, 2], "units": {"t": "C"}}),),
+        structured={"city": "Oslo", "nested": {"n": 1.5, "ok": True, "none": None}},
+    )
+    await response_cache.save("k2", with_tools)
+    assert await response_cache.lookup("k2") == with_tools
 
 
 async def test_only_complete_answers_are_stored(response_cache: ResponseCache) -> None:
@@ -46,6 +66,8 @@ async def test_only_complete_answers_are_stored(response_cache: ResponseCache) -
         assert await response_cache.lookup(f"k-{finish.value}") is None
     await response_cache.save("k-length", answer(finish=FinishReason.LENGTH))  # cut by max_tokens: complete
     assert await response_cache.lookup("k-length") is not None
+    await response_cache.save("k-tools", answer(finish=FinishReason.TOOL_CALLS))  # stopped to call tools: complete
+    assert await response_cache.lookup("k-tools") is not None
     assert response_cache.stats.store_skipped == 3
 
 

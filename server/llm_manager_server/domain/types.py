@@ -239,7 +239,6 @@ class CallMetadata:
     strategy: RoutingStrategy = RoutingStrategy.BALANCED
     provider: ProviderKind | None = None
     routing_reason: str = ""
-    cost_usd: float = 0.0
 
 
 @dataclass(slots=True)

@@ -37,6 +37,10 @@ from ..domain.types import (
 from .base import HealthReport, Provider, answer_from_stream
 
 
+# Calls one emulated answer may make: small models otherwise repeat a call until max_tokens.
+MAX_EMULATED_CALLS = 4
+
+
 def _answer_branch(call: ModelCall) -> JsonObject:
     sampling = call.sampling
     content: JsonObject = {"type": "string"}
@@ -60,7 +64,7 @@ def _calls_branch(call: ModelCall) -> JsonObject:
     items: JsonObject = one_call[0] if len(one_call) == 1 else {"anyOf": one_call}
     return {
         "type": "object",
-        "properties": {"tool_calls": {"type": "array", "items": items, "minItems": 1}},
+        "properties": {"tool_calls": {"type": "array", "items": items, "minItems": 1, "maxItems": MAX_EMULATED_CALLS}},
         "required": ["tool_calls"],
         "additionalProperties": False,
     }
