@@ -220,14 +220,18 @@ async def test_rate_limits_do_not_trip_the_breaker(make_harness, fake: FaultServ
 
 
 async def test_cost_strategy_orders_by_expected_price(make_harness, fake: FaultServer) -> None:
+    # Analysis (Claude -> GPT -> local): the general preferences are not its primaries, so
+    # the strategy orders the whole chain.
     harness = await make_harness(
-        LLM_GENERAL_MODEL_1="gpt-4o", LLM_GENERAL_MODEL_2="gpt-4o-mini", OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=fake.url,
-        LLM_ROUTING_STRATEGY="cost",
+        LLM_GENERAL_MODEL_1="gpt-4o", LLM_GENERAL_MODEL_2="local-model", OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=fake.url,
+        OPENAI_MODEL="gpt-4o-mini", LLM_ROUTING_STRATEGY="cost",
     )
-    plan = harness.router.plan(request("hello " * 100))
-    # The endpoint's default local model is free; then the cheaper GPT.
-    assert [e.name for e in plan.candidates] == ["local-model", "gpt-4o-mini", "gpt-4o"]
+    plan = harness.router.plan(request("hello " * 100, task_type=TaskType.ANALYSIS))
+    # The local model is free; then the cheaper GPT.
+    assert [e.name for e in plan.candidates] == ["local-model", "gpt-4o"]
     assert "$" in plan.reason
+    # For the general task, its primary and secondary come first whatever the price.
+    assert [e.name for e in harness.router.plan(request("hello " * 100)).candidates][:2] == ["gpt-4o", "local-model"]
 
 
 async def test_local_first_under_cost_and_balanced(make_harness, fake: FaultServer) -> None:
@@ -242,16 +246,21 @@ async def test_performance_strategy_orders_by_measured_latency_and_errors(make_h
     harness.registry.models["alpha"].stats.record_success(0.9)
     harness.registry.models["beta"].stats.record_success(0.3)
     harness.registry.models["gpt-4o-mini"].stats.record_success(0.5)
-    plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE))
+    # Config management (local -> GPT -> Claude) has no primaries: the strategy orders it all.
+    task = TaskType.CONFIG_MANAGEMENT
+    plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE, task_type=task))
     assert [e.name for e in plan.candidates] == ["beta", "gpt-4o-mini", "alpha"]
     for _ in range(5):  # beta starts failing: its expected latency grows with its error rate
         harness.registry.models["beta"].stats.record_failure()
-    plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE))
+    plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE, task_type=task))
     assert [e.name for e in plan.candidates][0] == "gpt-4o-mini"
     # Streams rank by time to first token when measured.
     harness.registry.models["alpha"].stats.record_success(0.9, first_token_s=0.01)
-    plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE), streaming=True)
+    plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE, task_type=task), streaming=True)
     assert plan.candidates[0].name == "alpha"
+    # The general task's primary (alpha) and secondary (beta) stay first, whatever they measure.
+    plan = harness.router.plan(request("hi", strategy=RoutingStrategy.PERFORMANCE))
+    assert [e.name for e in plan.candidates] == ["alpha", "beta", "gpt-4o-mini"]
 
 
 async def test_latency_is_measured_from_real_calls(make_harness, fake: FaultServer) -> None:
@@ -262,7 +271,7 @@ async def test_latency_is_measured_from_real_calls(make_harness, fake: FaultServ
     for model in ("alpha", "beta"):
         await harness.generate(model=model)
     assert harness.registry.models["alpha"].stats.latency_s > harness.registry.models["beta"].stats.latency_s  # type: ignore[operator]
-    assert harness.router.plan(request("hi")).candidates[0].name == "beta"
+    assert harness.router.plan(request("hi", task_type=TaskType.CONFIG_MANAGEMENT)).candidates[0].name == "beta"
 
 
 async def test_context_window_skips_small_models(make_harness, fake: FaultServer) -> None:

@@ -145,6 +145,18 @@ class Router:
             names.extend(preferred or [self._registry.default_models[kind]])
         return list(dict.fromkeys(names))
 
+    def _primaries(self, task: TaskType) -> list[str]:
+        """The task's primary and secondary models (LLM_<TASK>_MODEL_1 / _2), tried first in
+        that order whatever the strategy. SQL generation falls back to the general chain, whose
+        own primary and secondary come next."""
+        llama = self._registry.settings.llama
+        names: list[str] = []
+        if task is TaskType.SQL_GENERATION:
+            names.extend(llama.sql_models)
+        if task in (TaskType.GENERAL, TaskType.SQL_GENERATION):
+            names.extend(llama.general_models)
+        return [n for n in dict.fromkeys(names) if n in self._registry.models]
+
     def plan(self, request: GenerationRequest, *, streaming: bool = False) -> RoutePlan:
         strategy = request.strategy or self._settings.strategy
         if request.model:
@@ -188,19 +200,25 @@ class Router:
                 usable.append(entry)
         if not usable:
             raise self._nothing_usable(skipped, prompt_tokens, needed)
+        by_name = {e.name: e for e in usable}
+        first = [by_name[n] for n in self._primaries(request.task_type) if n in by_name]
+        rest = [e for e in usable if e not in first]
         ranked = rank(
-            [Candidate(e.name, e.price, e.stats) for e in usable],
+            [Candidate(e.name, e.price, e.stats) for e in rest],
             strategy,
             prompt_tokens=prompt_tokens,
             completion_tokens=request.sampling.max_tokens,
             streaming=streaming,
         )
-        by_name = {e.name: e for e in usable}
-        reason = f"task {request.task_type.value}, strategy {strategy.value}: " + "; ".join(s.explanation for s in ranked)
+        reason = f"task {request.task_type.value}"
+        if first:
+            roles = ("primary", "secondary")
+            reason += ": " + ", ".join(f"{roles[i] if i < 2 else 'preferred'} {e.name}" for i, e in enumerate(first)) + " first"
+        reason += f"; strategy {strategy.value}" + (" orders the rest" if first else "") + ": " + ("; ".join(s.explanation for s in ranked) or "(none)")
         if skipped:
             reason += " | skipped " + "; ".join(f"{name} ({why})" for name, why in skipped.items())
         log.debug("route plan: %s", reason)
-        return RoutePlan(tuple(by_name[s.name] for s in ranked), strategy, reason)
+        return RoutePlan((*first, *(by_name[s.name] for s in ranked)), strategy, reason)
 
     @staticmethod
     def _check_fits(entry: ModelEntry, request: GenerationRequest) -> None:
