@@ -74,16 +74,32 @@ _CLOUD_FACTS: dict[str, ModelFacts] = {
     "claude-": ModelFacts(200_000, Price(3.00, 15.00, 0.30, 3.75)),
 }
 
+_CLOUD_FACTS.update({
+    # Gemini API paid tier, prompts up to 200k tokens (longer prompts cost more).
+    "gemini-2.5-pro": ModelFacts(1_048_576, Price(1.25, 10.00, 0.31)),
+    "gemini-2.5-flash-lite": ModelFacts(1_048_576, Price(0.10, 0.40, 0.025)),
+    "gemini-2.5-flash": ModelFacts(1_048_576, Price(0.30, 2.50, 0.075)),
+    "gemini-2.0-flash": ModelFacts(1_048_576, Price(0.10, 0.40, 0.025)),
+    "gemini-": ModelFacts(1_048_576, Price(0.30, 2.50, 0.075)),
+})
 _UNKNOWN_CLOUD = ModelFacts(128_000, Price(2.50, 10.00, 1.25))
 
 
+# Model-family prefixes, in one place: a name maps to the first provider whose prefix it has.
+MODEL_PREFIXES: tuple[tuple[tuple[str, ...], ProviderKind], ...] = (
+    (("claude-",), ProviderKind.ANTHROPIC),
+    (("gpt-", "o1", "o3", "o4", "text-embedding-"), ProviderKind.OPENAI),
+    (("gemini-",), ProviderKind.GEMINI),
+)
+
+
 def provider_for_model(name: str) -> ProviderKind:
-    """The contract's name rule: claude-* -> Anthropic, gpt-*/o1*/o3*/o4* -> OpenAI, else local."""
+    """The contract's name rule: claude-* -> Anthropic, gpt-*/o1*/o3*/o4* -> OpenAI, gemini-* ->
+    Gemini, anything else -> local."""
     lowered = name.lower()
-    if lowered.startswith("claude-"):
-        return ProviderKind.ANTHROPIC
-    if lowered.startswith(("gpt-", "o1", "o3", "o4")):
-        return ProviderKind.OPENAI
+    for prefixes, kind in MODEL_PREFIXES:
+        if lowered.startswith(prefixes):
+            return kind
     return ProviderKind.LOCAL
 
 
@@ -115,8 +131,8 @@ def facts_for(name: str, *, local_context_window: int, price_overrides: Mapping[
 
 # Older chat models without function calling or JSON-schema answers.
 _NO_TOOLS_PREFIXES = ("gpt-3.5-turbo-instruct", "gpt-4-0314", "gpt-4-32k-0314")
-_VISION_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4-turbo", "gpt-5", "o1", "o3", "o4", "claude-")
-_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5", "claude-3-7", "claude-sonnet-4", "claude-opus-4", "claude-haiku-4")
+_VISION_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4-turbo", "gpt-5", "o1", "o3", "o4", "claude-", "gemini-")
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5", "claude-3-7", "claude-sonnet-4", "claude-opus-4", "claude-haiku-4", "gemini-2.5")
 
 
 def capabilities_for(name: str, *, local_tools: bool = True) -> frozenset[Capability]:

@@ -100,6 +100,14 @@ class AnthropicSettings:
 
 
 @dataclass(frozen=True)
+class GeminiSettings:
+    api_key: Secret | None = None
+    base_url: str = "https://generativelanguage.googleapis.com"
+    model: str = "gemini-2.5-flash"
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class RoutingSettings:
     strategy: RoutingStrategy = RoutingStrategy.BALANCED
     # Provider order per task type (the contract's table unless overridden).
@@ -135,6 +143,7 @@ class Settings:
     llama: LlamaSettings = field(default_factory=LlamaSettings)
     openai: OpenAISettings = field(default_factory=OpenAISettings)
     anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
+    gemini: GeminiSettings = field(default_factory=GeminiSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     conversation_store: str = ""
@@ -240,6 +249,8 @@ _PROVIDER_ALIASES = {
     "gpt": ProviderKind.OPENAI,
     "anthropic": ProviderKind.ANTHROPIC,
     "claude": ProviderKind.ANTHROPIC,
+    "gemini": ProviderKind.GEMINI,
+    "google": ProviderKind.GEMINI,
 }
 
 
@@ -249,7 +260,7 @@ def _provider_order(variable: str, raw: object) -> tuple[ProviderKind, ...]:
     for item in items:
         name = str(item).strip().lower()
         if name not in _PROVIDER_ALIASES:
-            raise ConfigError(variable, f"unknown provider {name!r} (use llama, gpt, claude)")
+            raise ConfigError(variable, f"unknown provider {name!r} (use llama, gpt, claude, gemini)")
         if _PROVIDER_ALIASES[name] not in order:
             order.append(_PROVIDER_ALIASES[name])
     if not order:
@@ -451,6 +462,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_tokens=parsed("CLAUDE_MAX_TOKENS", claude_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), ad.max_tokens),
     )
 
+    gd = GeminiSettings()
+    gemini_key_var = "GEMINI_API_KEY" if env.get("GEMINI_API_KEY", "").strip() else "GOOGLE_API_KEY"
+    gemini_file = _section(file_data, "models", "gemini")
+    gemini = GeminiSettings(
+        api_key=parsed(gemini_key_var, gemini_file, ("apiKey", "api_key"), lambda n, r: Secret(str(r).strip()), None),
+        base_url=parsed("GEMINI_BASE_URL", gemini_file, ("baseUrl", "base_url", "endpoint"), _url, gd.base_url),
+        model=parsed("GEMINI_MODEL", gemini_file, ("model",), _model_name, gd.model),
+        max_tokens=parsed("GEMINI_MAX_TOKENS", gemini_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), gd.max_tokens),
+    )
+
     rd = RoutingSettings()
     routing = RoutingSettings(
         strategy=parsed("LLM_ROUTING_STRATEGY", routing_file, ("strategy",), _strategy, rd.strategy),
@@ -488,6 +509,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         llama=llama,
         openai=openai,
         anthropic=anthropic,
+        gemini=gemini,
         routing=routing,
         cache=cache,
         conversation_store=parsed(

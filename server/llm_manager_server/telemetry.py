@@ -33,7 +33,8 @@ from .domain.types import Answer, ModelCall, ProviderKind, ResponseFormat
 
 log = logging.getLogger(__name__)
 
-PROVIDER_NAMES = {ProviderKind.LOCAL: "local", ProviderKind.OPENAI: "openai", ProviderKind.ANTHROPIC: "anthropic"}
+# gen_ai.provider.name values (the conventions' well-known ones where there is one).
+PROVIDER_NAMES = {ProviderKind.LOCAL: "local", ProviderKind.OPENAI: "openai", ProviderKind.ANTHROPIC: "anthropic", ProviderKind.GEMINI: "gcp.gemini"}
 
 
 def _exporting(env: Mapping[str, str], signal: str) -> bool:

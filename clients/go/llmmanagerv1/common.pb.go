@@ -343,6 +343,8 @@ const (
 	Provider_PROVIDER_OPENAI Provider = 2
 	// Anthropic's Messages API (Claude models).
 	Provider_PROVIDER_ANTHROPIC Provider = 3
+	// Google's Gemini API (generateContent; Gemini models).
+	Provider_PROVIDER_GEMINI Provider = 4
 )
 
 // Enum value maps for Provider.
@@ -352,12 +354,14 @@ var (
 		1: "PROVIDER_LOCAL",
 		2: "PROVIDER_OPENAI",
 		3: "PROVIDER_ANTHROPIC",
+		4: "PROVIDER_GEMINI",
 	}
 	Provider_value = map[string]int32{
 		"PROVIDER_UNSPECIFIED": 0,
 		"PROVIDER_LOCAL":       1,
 		"PROVIDER_OPENAI":      2,
 		"PROVIDER_ANTHROPIC":   3,
+		"PROVIDER_GEMINI":      4,
 	}
 )
 
@@ -1072,6 +1076,10 @@ type ResponseMetadata struct {
 	Candidates []string `protobuf:"bytes,10,rep,name=candidates,proto3" json:"candidates,omitempty"`
 	// A human-readable explanation of the routing decision.
 	RoutingReason string `protobuf:"bytes,11,opt,name=routing_reason,json=routingReason,proto3" json:"routing_reason,omitempty"`
+	// The deployment (named endpoint) that answered, e.g. "box-a"; the default
+	// deployments are named after their provider ("local", "openai", "anthropic",
+	// "gemini"). Empty for a cached answer.
+	Deployment    string `protobuf:"bytes,12,opt,name=deployment,proto3" json:"deployment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1183,6 +1191,13 @@ func (x *ResponseMetadata) GetRoutingReason() string {
 	return ""
 }
 
+func (x *ResponseMetadata) GetDeployment() string {
+	if x != nil {
+		return x.Deployment
+	}
+	return ""
+}
+
 var File_llm_manager_v1_common_proto protoreflect.FileDescriptor
 
 const file_llm_manager_v1_common_proto_rawDesc = "" +
@@ -1235,7 +1250,7 @@ const file_llm_manager_v1_common_proto_rawDesc = "" +
 	"\ftotal_tokens\x18\x03 \x01(\x05R\vtotalTokens\x12\x19\n" +
 	"\bcost_usd\x18\x04 \x01(\x01R\acostUsd\x120\n" +
 	"\x14cached_prompt_tokens\x18\x05 \x01(\x05R\x12cachedPromptTokens\x122\n" +
-	"\x15cache_creation_tokens\x18\x06 \x01(\x05R\x13cacheCreationTokens\"\xcc\x03\n" +
+	"\x15cache_creation_tokens\x18\x06 \x01(\x05R\x13cacheCreationTokens\"\xec\x03\n" +
 	"\x10ResponseMetadata\x12\x1d\n" +
 	"\n" +
 	"latency_ms\x18\x01 \x01(\x03R\tlatencyMs\x12\x1f\n" +
@@ -1254,7 +1269,10 @@ const file_llm_manager_v1_common_proto_rawDesc = "" +
 	"candidates\x18\n" +
 	" \x03(\tR\n" +
 	"candidates\x12%\n" +
-	"\x0erouting_reason\x18\v \x01(\tR\rroutingReason*\xb0\x01\n" +
+	"\x0erouting_reason\x18\v \x01(\tR\rroutingReason\x12\x1e\n" +
+	"\n" +
+	"deployment\x18\f \x01(\tR\n" +
+	"deployment*\xb0\x01\n" +
 	"\bTaskType\x12\x19\n" +
 	"\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11TASK_TYPE_GENERAL\x10\x01\x12\x16\n" +
@@ -1284,12 +1302,13 @@ const file_llm_manager_v1_common_proto_rawDesc = "" +
 	"\x1bRESPONSE_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESPONSE_FORMAT_TEXT\x10\x01\x12\x1f\n" +
 	"\x1bRESPONSE_FORMAT_JSON_OBJECT\x10\x02\x12\x1f\n" +
-	"\x1bRESPONSE_FORMAT_JSON_SCHEMA\x10\x03*e\n" +
+	"\x1bRESPONSE_FORMAT_JSON_SCHEMA\x10\x03*z\n" +
 	"\bProvider\x12\x18\n" +
 	"\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0ePROVIDER_LOCAL\x10\x01\x12\x13\n" +
 	"\x0fPROVIDER_OPENAI\x10\x02\x12\x16\n" +
-	"\x12PROVIDER_ANTHROPIC\x10\x03*\x87\x01\n" +
+	"\x12PROVIDER_ANTHROPIC\x10\x03\x12\x13\n" +
+	"\x0fPROVIDER_GEMINI\x10\x04*\x87\x01\n" +
 	"\x0eToolChoiceMode\x12 \n" +
 	"\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n" +

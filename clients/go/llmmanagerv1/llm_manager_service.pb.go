@@ -695,7 +695,10 @@ type Model struct {
 	// A human-readable note on the health state (e.g. the last probe's error).
 	HealthDetail string `protobuf:"bytes,6,opt,name=health_detail,json=healthDetail,proto3" json:"health_detail,omitempty"`
 	// What the model can do (tools, JSON schema, ...), as the server knows it.
-	Capabilities  []Capability `protobuf:"varint,7,rep,packed,name=capabilities,proto3,enum=llm_manager.v1.Capability" json:"capabilities,omitempty"`
+	Capabilities []Capability `protobuf:"varint,7,rep,packed,name=capabilities,proto3,enum=llm_manager.v1.Capability" json:"capabilities,omitempty"`
+	// The deployments serving this model, each with its own health (the model is
+	// healthy while any deployment is).
+	Deployments   []*Deployment `protobuf:"bytes,8,rep,name=deployments,proto3" json:"deployments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -779,6 +782,104 @@ func (x *Model) GetCapabilities() []Capability {
 	return nil
 }
 
+func (x *Model) GetDeployments() []*Deployment {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+// One named endpoint serving a model.
+type Deployment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deployment's name, unique in the configuration.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The backend type behind it.
+	Provider Provider `protobuf:"varint,2,opt,name=provider,proto3,enum=llm_manager.v1.Provider" json:"provider,omitempty"`
+	// Its relative share of the load among the model's deployments.
+	Weight float64 `protobuf:"fixed64,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	// Current health of this deployment.
+	HealthState HealthState `protobuf:"varint,4,opt,name=health_state,json=healthState,proto3,enum=llm_manager.v1.HealthState" json:"health_state,omitempty"`
+	// A human-readable note on the health state (e.g. the last probe's error).
+	HealthDetail string `protobuf:"bytes,5,opt,name=health_detail,json=healthDetail,proto3" json:"health_detail,omitempty"`
+	// Calls to this deployment in flight right now.
+	InFlight      int32 `protobuf:"varint,6,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deployment) Reset() {
+	*x = Deployment{}
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployment) ProtoMessage() {}
+
+func (x *Deployment) ProtoReflect() protoreflect.Message {
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
+func (*Deployment) Descriptor() ([]byte, []int) {
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Deployment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Deployment) GetProvider() Provider {
+	if x != nil {
+		return x.Provider
+	}
+	return Provider_PROVIDER_UNSPECIFIED
+}
+
+func (x *Deployment) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *Deployment) GetHealthState() HealthState {
+	if x != nil {
+		return x.HealthState
+	}
+	return HealthState_HEALTH_STATE_UNSPECIFIED
+}
+
+func (x *Deployment) GetHealthDetail() string {
+	if x != nil {
+		return x.HealthDetail
+	}
+	return ""
+}
+
+func (x *Deployment) GetInFlight() int32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
 var File_llm_manager_v1_llm_manager_service_proto protoreflect.FileDescriptor
 
 const file_llm_manager_v1_llm_manager_service_proto_rawDesc = "" +
@@ -833,7 +934,7 @@ const file_llm_manager_v1_llm_manager_service_proto_rawDesc = "" +
 	"ModelPrice\x121\n" +
 	"\x15input_per_million_usd\x18\x01 \x01(\x01R\x12inputPerMillionUsd\x123\n" +
 	"\x16output_per_million_usd\x18\x02 \x01(\x01R\x13outputPerMillionUsd\x12>\n" +
-	"\x1ccached_input_per_million_usd\x18\x03 \x01(\x01R\x18cachedInputPerMillionUsd\"\xcf\x02\n" +
+	"\x1ccached_input_per_million_usd\x18\x03 \x01(\x01R\x18cachedInputPerMillionUsd\"\x8d\x03\n" +
 	"\x05Model\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\bprovider\x18\x02 \x01(\x0e2\x18.llm_manager.v1.ProviderR\bprovider\x12%\n" +
@@ -841,7 +942,16 @@ const file_llm_manager_v1_llm_manager_service_proto_rawDesc = "" +
 	"\fhealth_state\x18\x04 \x01(\x0e2\x1b.llm_manager.v1.HealthStateR\vhealthState\x120\n" +
 	"\x05price\x18\x05 \x01(\v2\x1a.llm_manager.v1.ModelPriceR\x05price\x12#\n" +
 	"\rhealth_detail\x18\x06 \x01(\tR\fhealthDetail\x12>\n" +
-	"\fcapabilities\x18\a \x03(\x0e2\x1a.llm_manager.v1.CapabilityR\fcapabilities*}\n" +
+	"\fcapabilities\x18\a \x03(\x0e2\x1a.llm_manager.v1.CapabilityR\fcapabilities\x12<\n" +
+	"\vdeployments\x18\b \x03(\v2\x1a.llm_manager.v1.DeploymentR\vdeployments\"\xf0\x01\n" +
+	"\n" +
+	"Deployment\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\bprovider\x18\x02 \x01(\x0e2\x18.llm_manager.v1.ProviderR\bprovider\x12\x16\n" +
+	"\x06weight\x18\x03 \x01(\x01R\x06weight\x12>\n" +
+	"\fhealth_state\x18\x04 \x01(\x0e2\x1b.llm_manager.v1.HealthStateR\vhealthState\x12#\n" +
+	"\rhealth_detail\x18\x05 \x01(\tR\fhealthDetail\x12\x1b\n" +
+	"\tin_flight\x18\x06 \x01(\x05R\binFlight*}\n" +
 	"\vHealthState\x12\x1c\n" +
 	"\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x1a\n" +
@@ -866,7 +976,7 @@ func file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP() []byte {
 }
 
 var file_llm_manager_v1_llm_manager_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llm_manager_v1_llm_manager_service_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_llm_manager_v1_llm_manager_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_llm_manager_v1_llm_manager_service_proto_goTypes = []any{
 	(HealthState)(0),               // 0: llm_manager.v1.HealthState
 	(*GenerateRequest)(nil),        // 1: llm_manager.v1.GenerateRequest
@@ -877,59 +987,63 @@ var file_llm_manager_v1_llm_manager_service_proto_goTypes = []any{
 	(*ListModelsResponse)(nil),     // 6: llm_manager.v1.ListModelsResponse
 	(*ModelPrice)(nil),             // 7: llm_manager.v1.ModelPrice
 	(*Model)(nil),                  // 8: llm_manager.v1.Model
-	(*ChatMessage)(nil),            // 9: llm_manager.v1.ChatMessage
-	(TaskType)(0),                  // 10: llm_manager.v1.TaskType
-	(*GenerationPreferences)(nil),  // 11: llm_manager.v1.GenerationPreferences
-	(*CacheControl)(nil),           // 12: llm_manager.v1.CacheControl
-	(*Tool)(nil),                   // 13: llm_manager.v1.Tool
-	(*ToolChoice)(nil),             // 14: llm_manager.v1.ToolChoice
-	(*Usage)(nil),                  // 15: llm_manager.v1.Usage
-	(*ResponseMetadata)(nil),       // 16: llm_manager.v1.ResponseMetadata
-	(FinishReason)(0),              // 17: llm_manager.v1.FinishReason
-	(*ToolCall)(nil),               // 18: llm_manager.v1.ToolCall
-	(*structpb.Struct)(nil),        // 19: google.protobuf.Struct
-	(Provider)(0),                  // 20: llm_manager.v1.Provider
-	(Capability)(0),                // 21: llm_manager.v1.Capability
+	(*Deployment)(nil),             // 9: llm_manager.v1.Deployment
+	(*ChatMessage)(nil),            // 10: llm_manager.v1.ChatMessage
+	(TaskType)(0),                  // 11: llm_manager.v1.TaskType
+	(*GenerationPreferences)(nil),  // 12: llm_manager.v1.GenerationPreferences
+	(*CacheControl)(nil),           // 13: llm_manager.v1.CacheControl
+	(*Tool)(nil),                   // 14: llm_manager.v1.Tool
+	(*ToolChoice)(nil),             // 15: llm_manager.v1.ToolChoice
+	(*Usage)(nil),                  // 16: llm_manager.v1.Usage
+	(*ResponseMetadata)(nil),       // 17: llm_manager.v1.ResponseMetadata
+	(FinishReason)(0),              // 18: llm_manager.v1.FinishReason
+	(*ToolCall)(nil),               // 19: llm_manager.v1.ToolCall
+	(*structpb.Struct)(nil),        // 20: google.protobuf.Struct
+	(Provider)(0),                  // 21: llm_manager.v1.Provider
+	(Capability)(0),                // 22: llm_manager.v1.Capability
 }
 var file_llm_manager_v1_llm_manager_service_proto_depIdxs = []int32{
-	9,  // 0: llm_manager.v1.GenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
-	10, // 1: llm_manager.v1.GenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
-	11, // 2: llm_manager.v1.GenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
-	12, // 3: llm_manager.v1.GenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
-	13, // 4: llm_manager.v1.GenerateRequest.tools:type_name -> llm_manager.v1.Tool
-	14, // 5: llm_manager.v1.GenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
-	15, // 6: llm_manager.v1.GenerateResponse.usage:type_name -> llm_manager.v1.Usage
-	16, // 7: llm_manager.v1.GenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
-	17, // 8: llm_manager.v1.GenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
-	18, // 9: llm_manager.v1.GenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
-	19, // 10: llm_manager.v1.GenerateResponse.structured_output:type_name -> google.protobuf.Struct
-	9,  // 11: llm_manager.v1.StreamGenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
-	10, // 12: llm_manager.v1.StreamGenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
-	11, // 13: llm_manager.v1.StreamGenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
-	12, // 14: llm_manager.v1.StreamGenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
-	13, // 15: llm_manager.v1.StreamGenerateRequest.tools:type_name -> llm_manager.v1.Tool
-	14, // 16: llm_manager.v1.StreamGenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
-	15, // 17: llm_manager.v1.StreamGenerateResponse.usage:type_name -> llm_manager.v1.Usage
-	16, // 18: llm_manager.v1.StreamGenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
-	17, // 19: llm_manager.v1.StreamGenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
-	18, // 20: llm_manager.v1.StreamGenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
-	19, // 21: llm_manager.v1.StreamGenerateResponse.structured_output:type_name -> google.protobuf.Struct
+	10, // 0: llm_manager.v1.GenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
+	11, // 1: llm_manager.v1.GenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
+	12, // 2: llm_manager.v1.GenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
+	13, // 3: llm_manager.v1.GenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
+	14, // 4: llm_manager.v1.GenerateRequest.tools:type_name -> llm_manager.v1.Tool
+	15, // 5: llm_manager.v1.GenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
+	16, // 6: llm_manager.v1.GenerateResponse.usage:type_name -> llm_manager.v1.Usage
+	17, // 7: llm_manager.v1.GenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
+	18, // 8: llm_manager.v1.GenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
+	19, // 9: llm_manager.v1.GenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
+	20, // 10: llm_manager.v1.GenerateResponse.structured_output:type_name -> google.protobuf.Struct
+	10, // 11: llm_manager.v1.StreamGenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
+	11, // 12: llm_manager.v1.StreamGenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
+	12, // 13: llm_manager.v1.StreamGenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
+	13, // 14: llm_manager.v1.StreamGenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
+	14, // 15: llm_manager.v1.StreamGenerateRequest.tools:type_name -> llm_manager.v1.Tool
+	15, // 16: llm_manager.v1.StreamGenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
+	16, // 17: llm_manager.v1.StreamGenerateResponse.usage:type_name -> llm_manager.v1.Usage
+	17, // 18: llm_manager.v1.StreamGenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
+	18, // 19: llm_manager.v1.StreamGenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
+	19, // 20: llm_manager.v1.StreamGenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
+	20, // 21: llm_manager.v1.StreamGenerateResponse.structured_output:type_name -> google.protobuf.Struct
 	8,  // 22: llm_manager.v1.ListModelsResponse.models:type_name -> llm_manager.v1.Model
-	20, // 23: llm_manager.v1.Model.provider:type_name -> llm_manager.v1.Provider
+	21, // 23: llm_manager.v1.Model.provider:type_name -> llm_manager.v1.Provider
 	0,  // 24: llm_manager.v1.Model.health_state:type_name -> llm_manager.v1.HealthState
 	7,  // 25: llm_manager.v1.Model.price:type_name -> llm_manager.v1.ModelPrice
-	21, // 26: llm_manager.v1.Model.capabilities:type_name -> llm_manager.v1.Capability
-	1,  // 27: llm_manager.v1.LLMManagerService.Generate:input_type -> llm_manager.v1.GenerateRequest
-	3,  // 28: llm_manager.v1.LLMManagerService.StreamGenerate:input_type -> llm_manager.v1.StreamGenerateRequest
-	5,  // 29: llm_manager.v1.LLMManagerService.ListModels:input_type -> llm_manager.v1.ListModelsRequest
-	2,  // 30: llm_manager.v1.LLMManagerService.Generate:output_type -> llm_manager.v1.GenerateResponse
-	4,  // 31: llm_manager.v1.LLMManagerService.StreamGenerate:output_type -> llm_manager.v1.StreamGenerateResponse
-	6,  // 32: llm_manager.v1.LLMManagerService.ListModels:output_type -> llm_manager.v1.ListModelsResponse
-	30, // [30:33] is the sub-list for method output_type
-	27, // [27:30] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	22, // 26: llm_manager.v1.Model.capabilities:type_name -> llm_manager.v1.Capability
+	9,  // 27: llm_manager.v1.Model.deployments:type_name -> llm_manager.v1.Deployment
+	21, // 28: llm_manager.v1.Deployment.provider:type_name -> llm_manager.v1.Provider
+	0,  // 29: llm_manager.v1.Deployment.health_state:type_name -> llm_manager.v1.HealthState
+	1,  // 30: llm_manager.v1.LLMManagerService.Generate:input_type -> llm_manager.v1.GenerateRequest
+	3,  // 31: llm_manager.v1.LLMManagerService.StreamGenerate:input_type -> llm_manager.v1.StreamGenerateRequest
+	5,  // 32: llm_manager.v1.LLMManagerService.ListModels:input_type -> llm_manager.v1.ListModelsRequest
+	2,  // 33: llm_manager.v1.LLMManagerService.Generate:output_type -> llm_manager.v1.GenerateResponse
+	4,  // 34: llm_manager.v1.LLMManagerService.StreamGenerate:output_type -> llm_manager.v1.StreamGenerateResponse
+	6,  // 35: llm_manager.v1.LLMManagerService.ListModels:output_type -> llm_manager.v1.ListModelsResponse
+	33, // [33:36] is the sub-list for method output_type
+	30, // [30:33] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_llm_manager_v1_llm_manager_service_proto_init() }
@@ -944,7 +1058,7 @@ func file_llm_manager_v1_llm_manager_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llm_manager_v1_llm_manager_service_proto_rawDesc), len(file_llm_manager_v1_llm_manager_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ class ProviderKind(enum.Enum):
     LOCAL = "local"
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
 
 
 class TaskType(enum.Enum):

@@ -102,6 +102,7 @@ PROVIDER_TO_PROTO = {
     ProviderKind.LOCAL: common_pb2.PROVIDER_LOCAL,
     ProviderKind.OPENAI: common_pb2.PROVIDER_OPENAI,
     ProviderKind.ANTHROPIC: common_pb2.PROVIDER_ANTHROPIC,
+    ProviderKind.GEMINI: common_pb2.PROVIDER_GEMINI,
 }
 
 

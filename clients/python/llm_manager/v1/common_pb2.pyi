@@ -203,6 +203,8 @@ class _ProviderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Provider.Val
     """OpenAI's Chat Completions API (GPT models)."""
     PROVIDER_ANTHROPIC: _Provider.ValueType  # 3
     """Anthropic's Messages API (Claude models)."""
+    PROVIDER_GEMINI: _Provider.ValueType  # 4
+    """Google's Gemini API (generateContent; Gemini models)."""
 
 class Provider(_Provider, metaclass=_ProviderEnumTypeWrapper):
     """The family of backend serving a model."""
@@ -217,6 +219,8 @@ PROVIDER_OPENAI: Provider.ValueType  # 2
 """OpenAI's Chat Completions API (GPT models)."""
 PROVIDER_ANTHROPIC: Provider.ValueType  # 3
 """Anthropic's Messages API (Claude models)."""
+PROVIDER_GEMINI: Provider.ValueType  # 4
+"""Google's Gemini API (generateContent; Gemini models)."""
 Global___Provider: _TypeAlias = Provider  # noqa: Y015
 
 class _ToolChoiceMode:
@@ -593,6 +597,7 @@ class ResponseMetadata(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
     ROUTING_REASON_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
     latency_ms: _builtins.int
     """Wall time from receiving the request to the final answer, in milliseconds."""
     retry_count: _builtins.int
@@ -611,6 +616,11 @@ class ResponseMetadata(_message.Message):
     """The server's id for this call (also in the logs and the trace)."""
     routing_reason: _builtins.str
     """A human-readable explanation of the routing decision."""
+    deployment: _builtins.str
+    """The deployment (named endpoint) that answered, e.g. "box-a"; the default
+    deployments are named after their provider ("local", "openai", "anthropic",
+    "gemini"). Empty for a cached answer.
+    """
     @_builtins.property
     def model_chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Every model attempted, in order; the last one answered."""
@@ -633,10 +643,11 @@ class ResponseMetadata(_message.Message):
         request_id: _builtins.str = ...,
         candidates: _abc.Iterable[_builtins.str] | None = ...,
         routing_reason: _builtins.str = ...,
+        deployment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "candidates", b"candidates", "fallback_used", b"fallback_used", "latency_ms", b"latency_ms", "model_chain", b"model_chain", "provider", b"provider", "request_id", b"request_id", "retry_count", b"retry_count", "routing_reason", b"routing_reason", "routing_strategy", b"routing_strategy", "time_to_first_token_ms", b"time_to_first_token_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "candidates", b"candidates", "deployment", b"deployment", "fallback_used", b"fallback_used", "latency_ms", b"latency_ms", "model_chain", b"model_chain", "provider", b"provider", "request_id", b"request_id", "retry_count", b"retry_count", "routing_reason", b"routing_reason", "routing_strategy", b"routing_strategy", "time_to_first_token_ms", b"time_to_first_token_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -388,6 +388,7 @@ class Model(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     HEALTH_DETAIL_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The model's name as sent to the provider; usable as preferences.model."""
     provider: _common_pb2.Provider.ValueType
@@ -406,6 +407,12 @@ class Model(_message.Message):
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Capability.ValueType]:
         """What the model can do (tools, JSON schema, ...), as the server knows it."""
 
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
+        """The deployments serving this model, each with its own health (the model is
+        healthy while any deployment is).
+        """
+
     def __init__(
         self,
         *,
@@ -416,11 +423,54 @@ class Model(_message.Message):
         price: Global___ModelPrice | None = ...,
         health_detail: _builtins.str = ...,
         capabilities: _abc.Iterable[_common_pb2.Capability.ValueType] | None = ...,
+        deployments: _abc.Iterable[Global___Deployment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "context_window", b"context_window", "health_detail", b"health_detail", "health_state", b"health_state", "name", b"name", "price", b"price", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "context_window", b"context_window", "deployments", b"deployments", "health_detail", b"health_detail", "health_state", b"health_state", "name", b"name", "price", b"price", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class Deployment(_message.Message):
+    """One named endpoint serving a model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    HEALTH_STATE_FIELD_NUMBER: _builtins.int
+    HEALTH_DETAIL_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The deployment's name, unique in the configuration."""
+    provider: _common_pb2.Provider.ValueType
+    """The backend type behind it."""
+    weight: _builtins.float
+    """Its relative share of the load among the model's deployments."""
+    health_state: Global___HealthState.ValueType
+    """Current health of this deployment."""
+    health_detail: _builtins.str
+    """A human-readable note on the health state (e.g. the last probe's error)."""
+    in_flight: _builtins.int
+    """Calls to this deployment in flight right now."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        provider: _common_pb2.Provider.ValueType = ...,
+        weight: _builtins.float = ...,
+        health_state: Global___HealthState.ValueType = ...,
+        health_detail: _builtins.str = ...,
+        in_flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["health_detail", b"health_detail", "health_state", b"health_state", "in_flight", b"in_flight", "name", b"name", "provider", b"provider", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Deployment: _TypeAlias = Deployment  # noqa: Y015
