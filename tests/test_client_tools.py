@@ -68,7 +68,7 @@ def check_call(call: dict[str, Any]) -> None:
 
 
 async def test_a_tool_round_trip_through_the_client(client: LLMManagerClient) -> None:
-    first = await client.generate(QUESTION, tools=[METRICS_TOOL], tool_choice="required", max_tokens=200, **GREEDY)
+    first = await client.generate(QUESTION, tools=[METRICS_TOOL], tool_choice="required", max_tokens=400, **GREEDY)
     assert first.finish_reason == FinishReason.FINISH_REASON_TOOL_CALLS and first.text == ""
     calls = tool_calls(first)
     assert calls and len(calls) == len(first.tool_calls)
@@ -90,7 +90,7 @@ async def test_a_tool_round_trip_through_the_client(client: LLMManagerClient) ->
 
 async def test_a_named_tool_is_called(client: LLMManagerClient) -> None:
     other = tool("restart_service", "Restart a service.", {"type": "object", "properties": {"service": {"type": "string"}}, "required": ["service"]})
-    reply = await client.generate(QUESTION, tools=[other, METRICS_TOOL], tool_choice=require_tool("query_metrics"), max_tokens=200, **GREEDY)
+    reply = await client.generate(QUESTION, tools=[other, METRICS_TOOL], tool_choice=require_tool("query_metrics"), max_tokens=400, **GREEDY)
     calls = tool_calls(reply)
     assert calls and {c["name"] for c in calls} == {"query_metrics"}
     for call in calls:
@@ -102,7 +102,7 @@ async def test_streamed_tool_calls_are_collected_from_the_messages(client: LLMMa
         m
         async for m in client.stream_generate(
             "Check the error rate of the payments service over the last hour.",
-            tools=[METRICS_TOOL], tool_choice="required", max_tokens=200, no_cache=True, **GREEDY,
+            tools=[METRICS_TOOL], tool_choice="required", max_tokens=400, no_cache=True, **GREEDY,
         )
     ]
     calls = tool_calls(messages)
@@ -129,7 +129,7 @@ async def test_structured_output_through_the_client(client: LLMManagerClient) ->
 
 async def test_a_conversation_turn_answers_its_tool_calls(client: LLMManagerClient) -> None:
     conversation = await client.create_conversation(system="You are an SRE assistant.")
-    first = await client.send_message(conversation.id, QUESTION, tools=[METRICS_TOOL], tool_choice="required", max_tokens=200, seed=1, temperature=0)
+    first = await client.send_message(conversation.id, QUESTION, tools=[METRICS_TOOL], tool_choice="required", max_tokens=400, seed=1, temperature=0)
     calls = tool_calls(first)
     assert calls and first.finish_reason == FinishReason.FINISH_REASON_TOOL_CALLS
     for call in calls:

@@ -117,7 +117,7 @@ async def test_grpcurl_tool_round_trip_and_structured_output(start_app: StartApp
         "prompt": question,
         "tools": [metrics_tool],
         "toolChoice": {"mode": "TOOL_CHOICE_MODE_REQUIRED"},
-        "preferences": {"maxTokens": 200, "temperature": 0},
+        "preferences": {"maxTokens": 400, "temperature": 0},
     }
     code, output = await run(grpcurl, "-plaintext", "-d", json.dumps(request), app.address, generate)
     assert code == 0, output

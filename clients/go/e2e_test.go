@@ -286,7 +286,7 @@ func TestGenerateToolRoundTrip(t *testing.T) {
 		Prompt:       question,
 		Tools:        tools,
 		ToolChoice:   &llmv1.ToolChoice{Mode: llmv1.ToolChoiceMode_TOOL_CHOICE_MODE_REQUIRED},
-		Preferences:  &llmv1.GenerationPreferences{MaxTokens: proto.Int32(200), Temperature: proto.Float64(0)},
+		Preferences:  &llmv1.GenerationPreferences{MaxTokens: proto.Int32(400), Temperature: proto.Float64(0)},
 		CacheControl: &llmv1.CacheControl{NoCache: true},
 	})
 	if err != nil {
@@ -346,7 +346,7 @@ func TestStreamGenerateSendsEachToolCallOnceComplete(t *testing.T) {
 		Prompt:       "Check the error rate of the payments service over the last hour.",
 		Tools:        []*llmv1.Tool{queryMetricsTool(t)},
 		ToolChoice:   &llmv1.ToolChoice{ToolName: "query_metrics"},
-		Preferences:  &llmv1.GenerationPreferences{MaxTokens: proto.Int32(200), Temperature: proto.Float64(0)},
+		Preferences:  &llmv1.GenerationPreferences{MaxTokens: proto.Int32(400), Temperature: proto.Float64(0)},
 		CacheControl: &llmv1.CacheControl{NoCache: true},
 	})
 	if err != nil {

@@ -178,7 +178,7 @@ class Application:
         log.info("listening on %s with models %s", self.address, ", ".join(self.registry.models) or "(none)")
         # Load in-process models and open connection pools after the port is up, so health
         # probes see NOT_SERVING for a loading model rather than a refused connection.
-        await asyncio.gather(*(provider.start() for provider in self.registry.providers.values()))
+        await asyncio.gather(*(d.provider.start() for d in self.registry.deployments.values()))
         await self.monitor.probe_once()
         self.monitor.start()
 
@@ -194,7 +194,7 @@ class Application:
             await self.monitor.stop()
         await self.server.stop(grace)
         if self.registry is not None:
-            await asyncio.gather(*(p.close() for p in self.registry.providers.values()), return_exceptions=True)
+            await asyncio.gather(*(d.provider.close() for d in self.registry.deployments.values()), return_exceptions=True)
         if self.response_cache is not None:
             await self.response_cache.close()
         if self.conversation_store is not None:

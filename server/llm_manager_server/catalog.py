@@ -135,13 +135,13 @@ _VISION_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4-turbo", "gpt-5", "o1", "o3", "o4
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5", "claude-3-7", "claude-sonnet-4", "claude-opus-4", "claude-haiku-4", "gemini-2.5")
 
 
-def capabilities_for(name: str, *, local_tools: bool = True) -> frozenset[Capability]:
+def capabilities_for(name: str, *, local_tools: bool = True, kind: ProviderKind | None = None) -> frozenset[Capability]:
     """What a model can do, by name. Every cloud chat model this service maps calls tools and
     answers JSON schemas (OpenAI natively; Claude through tools); local models answer JSON
     schemas through llama.cpp's grammar, and call tools through it too (the server offers the
     tools as a schema-constrained answer) unless ``local_tools`` is off."""
     lowered = name.lower()
-    kind = provider_for_model(name)
+    kind = kind or provider_for_model(name)
     if kind is ProviderKind.LOCAL:
         return frozenset({Capability.JSON_SCHEMA, *((Capability.TOOLS,) if local_tools else ())})
     found = {Capability.JSON_SCHEMA, Capability.TOOLS} if not lowered.startswith(_NO_TOOLS_PREFIXES) else set()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,32 @@ class GeminiSettings:
     max_tokens: int | None = None
 
 
+# Deployment provider types and the kind of backend each is.
+DEPLOYMENT_TYPES = {
+    "openai": ProviderKind.OPENAI,
+    "anthropic": ProviderKind.ANTHROPIC,
+    "openai_compatible": ProviderKind.LOCAL,  # LM Studio, llama.cpp server, Ollama, vLLM, ...
+    "gemini": ProviderKind.GEMINI,
+}
+_DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """One named endpoint from ``LLM_CONFIG_FILE`` ``deployments:``."""
+
+    name: str
+    provider: str  # a key of DEPLOYMENT_TYPES
+    base_url: str
+    models: tuple[str, ...]
+    api_key: Secret | None = None
+    weight: float = 1.0
+
+    @property
+    def kind(self) -> ProviderKind:
+        return DEPLOYMENT_TYPES[self.provider]
+
+
 @dataclass(frozen=True)
 class RoutingSettings:
     strategy: RoutingStrategy = RoutingStrategy.BALANCED
@@ -144,6 +171,8 @@ class Settings:
     openai: OpenAISettings = field(default_factory=OpenAISettings)
     anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
     gemini: GeminiSettings = field(default_factory=GeminiSettings)
+    # LLM_CONFIG_FILE deployments: named endpoints beside the default ones (local, openai, ...).
+    deployments: tuple[DeploymentSettings, ...] = ()
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     conversation_store: str = ""
@@ -307,6 +336,53 @@ _PRICE_FIELDS = {
     "cached_input": "cached_input_per_million",
     "cache_write": "cache_write_per_million",
 }
+
+
+DEFAULT_DEPLOYMENT_NAMES = frozenset({"local", "openai", "anthropic", "gemini"})
+
+
+def _deployments(raw: object, env: Mapping[str, str]) -> tuple[DeploymentSettings, ...]:
+    """``deployments:`` of the config file; each entry's key is read from the variable its
+    ``api_key_env`` names (the file never holds a key)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("LLM_CONFIG_FILE deployments", "must be a list")
+    found: list[DeploymentSettings] = []
+    names: set[str] = set()
+    for index, item in enumerate(raw):
+        where = f"LLM_CONFIG_FILE deployments[{index}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(where, "must be a mapping with name, provider, base_url, models")
+        unknown = set(item) - {"name", "provider", "base_url", "baseUrl", "api_key_env", "apiKeyEnv", "models", "weight"}
+        if unknown:
+            raise ConfigError(where, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        name = str(item.get("name") or "")
+        if not _DEPLOYMENT_NAME.fullmatch(name):
+            raise ConfigError(f"{where}.name", "must be 1-64 of letters, digits, . _ -")
+        if name in names or name in DEFAULT_DEPLOYMENT_NAMES:
+            raise ConfigError(f"{where}.name", f"{name!r} is taken (names are unique; local, openai, anthropic, gemini are the default deployments)")
+        names.add(name)
+        provider = str(item.get("provider") or "")
+        if provider not in DEPLOYMENT_TYPES:
+            raise ConfigError(f"{where}.provider", f"must be one of {', '.join(DEPLOYMENT_TYPES)}, got {provider!r}")
+        base_url = _url(f"{where}.base_url", item.get("base_url") or item.get("baseUrl") or "")
+        models = item.get("models")
+        if not isinstance(models, list) or not models:
+            raise ConfigError(f"{where}.models", "must list at least one model name")
+        model_names = tuple(_model_name(f"{where}.models", m) for m in models)
+        key_env = item.get("api_key_env") or item.get("apiKeyEnv")
+        api_key: Secret | None = None
+        if key_env:
+            value = env.get(str(key_env), "").strip()
+            if not value:
+                raise ConfigError(f"{where}.api_key_env", f"names {key_env!r}, which is not set")
+            api_key = Secret(value)
+        elif provider in ("openai", "anthropic", "gemini"):
+            raise ConfigError(f"{where}.api_key_env", f"is required for a {provider} deployment (the variable holding its key)")
+        weight = _float(f"{where}.weight", item.get("weight", 1), minimum=0.01, maximum=1000.0)
+        found.append(DeploymentSettings(name, provider, base_url, model_names, api_key, weight))
+    return tuple(found)
 
 
 def _read_prices_file(path: str) -> tuple[tuple[str, Price], ...]:
@@ -510,6 +586,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         openai=openai,
         anthropic=anthropic,
         gemini=gemini,
+        deployments=_deployments(file_data.get("deployments"), env),
         routing=routing,
         cache=cache,
         conversation_store=parsed(

@@ -37,6 +37,7 @@ FALLBACK = "llm_manager.fallback"
 STRATEGY = "llm_manager.routing.strategy"
 CANDIDATES = "llm_manager.routing.candidates"
 STREAMING = "llm_manager.streaming"
+DEPLOYMENT = "llm_manager.deployment"
 CACHE_HIT = "llm_manager.cache.hit"
 # The names of the tools offered and of the tools the model called (cheap, always recorded).
 REQUEST_TOOL_NAMES = "llm_manager.request.tool_names"

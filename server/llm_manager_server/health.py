@@ -33,17 +33,17 @@ class HealthMonitor:
         self._task: asyncio.Task[None] | None = None
 
     async def probe_once(self) -> None:
-        """Probes every provider once (concurrently) and publishes each model's state."""
-        kinds = list(self._registry.providers)
-        reports = await asyncio.gather(*(self._registry.providers[k].health() for k in kinds))
-        by_kind = dict(zip(kinds, reports, strict=True))
-        for entry in self._registry.models.values():
-            report = by_kind[entry.provider_kind]
+        """Probes every deployment once (concurrently) and publishes each model's state: a
+        model is SERVING while any of its deployments is healthy."""
+        deployments = list(self._registry.deployments.values())
+        reports = await asyncio.gather(*(d.provider.health() for d in deployments))
+        for deployment, report in zip(deployments, reports, strict=True):
             state = HealthState.HEALTHY if report.healthy else (HealthState.NOT_READY if not report.ready else HealthState.UNHEALTHY)
-            if state != entry.health:
-                log.info("model %s is now %s%s", entry.name, state, f" ({report.detail})" if report.detail else "")
-            entry.health, entry.health_detail = state, report.detail
-            await self._servicer.set(model_service_name(entry.name), SERVING if report.healthy else NOT_SERVING)
+            if state != deployment.health:
+                log.info("deployment %s is now %s%s", deployment.name, state, f" ({report.detail})" if report.detail else "")
+            deployment.health, deployment.health_detail = state, report.detail
+        for entry in self._registry.models.values():
+            await self._servicer.set(model_service_name(entry.name), SERVING if entry.health == HealthState.HEALTHY else NOT_SERVING)
 
     async def _run(self) -> None:
         while True:

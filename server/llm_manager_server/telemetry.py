@@ -126,7 +126,16 @@ class Telemetry:
 
     @contextmanager
     def attempt(
-        self, call: ModelCall, provider: ProviderKind, *, attempt: int, fallback: bool, streaming: bool, candidates: list[str], strategy: str
+        self,
+        call: ModelCall,
+        provider: ProviderKind,
+        *,
+        deployment: str = "",
+        attempt: int,
+        fallback: bool,
+        streaming: bool,
+        candidates: list[str],
+        strategy: str,
     ) -> Iterator[Attempt]:
         """A CLIENT span ``chat <model>`` around one model call; on exit it records the
         duration metric, and marks the span failed when an ``LLMError`` escapes."""
@@ -137,6 +146,7 @@ class Telemetry:
         }
         span = self.tracer.start_span(f"{genai.OPERATION_CHAT} {call.model}", kind=SpanKind.CLIENT, attributes=attributes)
         if span.is_recording():  # a sampled-out span would drop them anyway
+            span.set_attribute(genai.DEPLOYMENT, deployment)
             self._describe(span, call, attempt=attempt, fallback=fallback, streaming=streaming, candidates=candidates, strategy=strategy)
         observed = Attempt(span, dict(attributes))
         try:

@@ -58,7 +58,7 @@ async def test_sql_primary_and_secondary_then_the_general_chain(fake: FaultServe
 async def test_a_primary_that_is_down_is_skipped_and_said_so(fake: FaultServer) -> None:
     routes = router(fake, LLM_GENERAL_MODEL_1=CLAUDE, LLM_GENERAL_MODEL_2=GPT)
     registry = routes._registry
-    registry.models[CLAUDE].health = "unhealthy"
+    registry.deployments["anthropic"].health = "unhealthy"
     plan = routes.plan(request(TaskType.GENERAL, RoutingStrategy.COST))
     assert [e.name for e in plan.candidates][0] == GPT and f"skipped {CLAUDE}" in plan.reason
     await asyncio.sleep(0)
@@ -68,9 +68,9 @@ async def test_the_primary_is_asked_first(fake: FaultServer) -> None:
     """The defect as a user met it: Claude primary, GPT secondary; a general request must go
     to Claude first (here Claude is unreachable, so the call falls back to GPT after it)."""
     routes = router(fake, LLM_GENERAL_MODEL_1=CLAUDE, LLM_GENERAL_MODEL_2=GPT, LLM_MAX_RETRIES="0")
-    await asyncio.gather(*(p.start() for p in routes._registry.providers.values()))
+    await asyncio.gather(*(d.provider.start() for d in routes._registry.deployments.values()))
     try:
         answer = await routes.generate(request(TaskType.GENERAL, RoutingStrategy.BALANCED), asyncio.get_running_loop().time() + 10)
     finally:
-        await asyncio.gather(*(p.close() for p in routes._registry.providers.values()))
+        await asyncio.gather(*(d.provider.close() for d in routes._registry.deployments.values()))
     assert answer.metadata.model_chain == [CLAUDE, GPT] and answer.model == GPT and answer.metadata.fallback_used

@@ -75,7 +75,7 @@ async def make_harness(fake: FaultServer) -> AsyncIterator[object]:
         }
         settings = load_settings({**base, **env})
         registry = ModelRegistry.from_settings(settings)
-        await asyncio.gather(*(p.start() for p in registry.providers.values()))
+        await asyncio.gather(*(d.provider.start() for d in registry.deployments.values()))
         clock = FakeClock()
         harness = Harness(Router(registry, settings.routing, rng=random.Random(7), clock=clock), registry, clock)
 
@@ -88,7 +88,7 @@ async def make_harness(fake: FaultServer) -> AsyncIterator[object]:
 
     yield build
     for harness in made:
-        await asyncio.gather(*(p.close() for p in harness.registry.providers.values()))
+        await asyncio.gather(*(d.provider.close() for d in harness.registry.deployments.values()))
 
 
 async def test_500_then_success_retries_with_backoff(make_harness, fake: FaultServer) -> None:

@@ -240,6 +240,8 @@ class CallMetadata:
     strategy: RoutingStrategy = RoutingStrategy.BALANCED
     provider: ProviderKind | None = None
     routing_reason: str = ""
+    # The deployment (named endpoint) that answered.
+    deployment: str = ""
 
 
 @dataclass(slots=True)

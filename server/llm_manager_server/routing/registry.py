@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog import Price, capabilities_for, facts_for, provider_for_model
-from ..config import Settings
+from ..config import ConfigError, DeploymentSettings, Settings
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import MODEL_NAME_RULE, Capability, ProviderKind, is_valid_model_name
 from ..providers.anthropic import AnthropicProvider
@@ -36,35 +36,85 @@ class HealthState:
     NOT_READY = "not_ready"
 
 
-@dataclass
-class ModelEntry:
+_AVAILABLE = (HealthState.HEALTHY, HealthState.UNKNOWN)
+
+
+@dataclass(eq=False)
+class Deployment:
+    """One named endpoint (a provider instance) and its health; calls in flight to it are
+    counted for balancing."""
+
     name: str
-    provider_kind: ProviderKind
+    kind: ProviderKind
     provider: Provider
-    context_window: int
-    price: Price
-    capabilities: frozenset[Capability] = frozenset()
+    weight: float = 1.0
     health: str = HealthState.UNKNOWN
     health_detail: str = ""
-    # The model's own routing state, kept with it (and dropped with an evicted ad-hoc entry).
-    stats: ModelStats = field(default_factory=ModelStats)
-    breaker: CircuitBreaker | None = None  # created by the router on first use
+    in_flight: int = 0
 
     @property
     def available(self) -> bool:
-        """Candidates are models not known to be down (unknown counts as available)."""
-        return self.health in (HealthState.HEALTHY, HealthState.UNKNOWN)
+        """Not known to be down (unknown counts as available)."""
+        return self.health in _AVAILABLE
+
+
+@dataclass(eq=False)
+class Route:
+    """One model on one deployment: its own circuit breaker and latency statistics."""
+
+    deployment: Deployment
+    stats: ModelStats = field(default_factory=ModelStats)
+    breaker: CircuitBreaker | None = None  # created by the router on first use
+
+
+@dataclass(eq=False)
+class ModelEntry:
+    name: str
+    provider_kind: ProviderKind
+    routes: list[Route]
+    context_window: int
+    price: Price
+    capabilities: frozenset[Capability] = frozenset()
+    # The model's routing statistics across its deployments (the strategies rank by them),
+    # kept with it (and dropped with an evicted ad-hoc entry).
+    stats: ModelStats = field(default_factory=ModelStats)
+
+    @property
+    def health(self) -> str:
+        """Healthy while any deployment is; else unknown or not ready if any is; else unhealthy."""
+        states = {r.deployment.health for r in self.routes}
+        for state in (HealthState.HEALTHY, HealthState.UNKNOWN, HealthState.NOT_READY):
+            if state in states:
+                return state
+        return HealthState.UNHEALTHY
+
+    @property
+    def health_detail(self) -> str:
+        details = [r.deployment.health_detail for r in self.routes if r.deployment.health_detail and not r.deployment.available]
+        if len(self.routes) == 1:
+            return details[0] if details else ""
+        return "; ".join(f"{r.deployment.name}: {r.deployment.health_detail}" for r in self.routes if r.deployment.health_detail)
+
+    @property
+    def available(self) -> bool:
+        """Candidates are models with a deployment not known to be down."""
+        return any(r.deployment.available for r in self.routes)
 
 
 @dataclass
 class ModelRegistry:
-    """Models by name plus one provider instance per backend.
+    """Deployments by name, and the models they serve.
 
-    ``models`` are the configured models: listed by ListModels, probed, published in health.
+    ``deployments`` are named endpoints: the default ones from the environment (``local``,
+    ``openai``, ``anthropic``, ``gemini``) and those of ``LLM_CONFIG_FILE`` ``deployments:``.
+    ``providers`` is each kind's default deployment's provider (a pinned model of that kind
+    that no deployment lists goes there). ``models`` are the configured models: listed by
+    ListModels, published in health; a model served by several deployments has a route to each.
     A model a caller pins by name without configuring it lives in ``adhoc``, a bounded LRU,
     and is never listed."""
 
     settings: Settings
+    deployments: dict[str, Deployment] = field(default_factory=dict)
     providers: dict[ProviderKind, Provider] = field(default_factory=dict)
     models: dict[str, ModelEntry] = field(default_factory=dict)
     adhoc: OrderedDict[str, ModelEntry] = field(default_factory=OrderedDict)
@@ -78,8 +128,8 @@ class ModelRegistry:
         registry = cls(settings)
         llama = settings.llama
         if llama.endpoint:
-            registry.providers[ProviderKind.LOCAL] = registry._local(
-                OpenAICompatibleProvider(kind=ProviderKind.LOCAL, base_url=llama.endpoint, label="local")
+            registry._default_deployment(
+                "local", ProviderKind.LOCAL, registry._local(OpenAICompatibleProvider(kind=ProviderKind.LOCAL, base_url=llama.endpoint, label="local"))
             )
             local_names = [m for m in (*llama.general_models, *llama.sql_models) if provider_for_model(m) is ProviderKind.LOCAL]
             registry.default_models[ProviderKind.LOCAL] = local_names[0] if local_names else DEFAULT_ENDPOINT_MODEL
@@ -89,7 +139,7 @@ class ModelRegistry:
             path = llama.model_path or bundled_model_path()
             if path:
                 name = _inprocess_name(path, llama.model_path is None)
-                registry.providers[ProviderKind.LOCAL] = registry._local(LlamaInProcessProvider(
+                registry._default_deployment("local", ProviderKind.LOCAL, registry._local(LlamaInProcessProvider(
                     model_path=path,
                     model_name=name,
                     context_length=llama.context_length,
@@ -98,12 +148,12 @@ class ModelRegistry:
                     parallel=llama.parallel,
                     max_queue=llama.max_queue,
                     verbose=settings.log_level == "DEBUG",
-                ))
+                )))
                 registry.local_is_inprocess = True
                 registry.default_models[ProviderKind.LOCAL] = name
                 registry.add(name)
         if settings.openai.api_key is not None:
-            registry.providers[ProviderKind.OPENAI] = OpenAICompatibleProvider(
+            registry._default_deployment("openai", ProviderKind.OPENAI, OpenAICompatibleProvider(
                 kind=ProviderKind.OPENAI,
                 base_url=settings.openai.base_url,
                 api_key=settings.openai.api_key,
@@ -112,18 +162,20 @@ class ModelRegistry:
                 # OPENAI_MAX_TOKENS / OPENAI_TEMPERATURE apply where the caller gives none.
                 default_max_tokens=settings.openai.max_tokens,
                 default_temperature=settings.openai.temperature,
-            )
+            ))
             registry.default_models[ProviderKind.OPENAI] = settings.openai.model
             registry.add(settings.openai.model)
         if settings.anthropic.api_key is not None:
             # Connect errors are NETWORK_ERROR inside the provider (a cloud API, not a local server).
-            registry.providers[ProviderKind.ANTHROPIC] = AnthropicProvider(
+            registry._default_deployment("anthropic", ProviderKind.ANTHROPIC, AnthropicProvider(
                 api_key=settings.anthropic.api_key,
                 base_url=settings.anthropic.base_url,
                 default_max_tokens=settings.anthropic.max_tokens,
-            )
+            ))
             registry.default_models[ProviderKind.ANTHROPIC] = settings.anthropic.model
             registry.add(settings.anthropic.model)
+        for deployment in settings.deployments:
+            registry._configured_deployment(deployment)
         for name in (*llama.general_models, *llama.sql_models):
             if provider_for_model(name) in registry.providers and not (
                 registry.local_is_inprocess and provider_for_model(name) is ProviderKind.LOCAL
@@ -131,24 +183,68 @@ class ModelRegistry:
                 registry.add(name)
         return registry
 
+    def _default_deployment(self, name: str, kind: ProviderKind, provider: Provider) -> None:
+        self.deployments[name] = Deployment(name, kind, provider)
+        self.providers[kind] = provider
+
+    def _configured_deployment(self, configured: DeploymentSettings) -> None:
+        """A ``deployments:`` entry: its provider, and a route to it for each model it serves."""
+        kind = configured.kind
+        provider: Provider
+        if configured.provider == "anthropic":
+            assert configured.api_key is not None  # required by the config loader
+            provider = AnthropicProvider(api_key=configured.api_key, base_url=configured.base_url)
+        elif configured.provider == "gemini":
+            raise ConfigError(f"LLM_CONFIG_FILE deployment {configured.name}", "gemini deployments are not served yet")
+        else:
+            provider = OpenAICompatibleProvider(
+                kind=kind,
+                base_url=configured.base_url,
+                api_key=configured.api_key,
+                label=configured.name,
+                connect_error_kind=ErrorKind.NETWORK_ERROR if kind is not ProviderKind.LOCAL else ErrorKind.MODEL_UNAVAILABLE,
+            )
+            if kind is ProviderKind.LOCAL:
+                provider = self._local(provider)
+        deployment = Deployment(configured.name, kind, provider, configured.weight)
+        self.deployments[configured.name] = deployment
+        self.providers.setdefault(kind, provider)
+        for model in configured.models:
+            self.add(model, deployment)
+
     def _local(self, provider: Provider) -> Provider:
         """A local provider, with tools offered as a schema-constrained answer when
         ``LLM_LOCAL_TOOL_CALLING`` is ``schema`` (the default)."""
         return EmulatedToolsProvider(provider) if self.settings.llama.tool_calling == "schema" else provider
 
-    def _entry(self, name: str) -> ModelEntry:
-        kind = provider_for_model(name)
+    def _default_of(self, kind: ProviderKind) -> Deployment:
+        provider = self.providers[kind]
+        return next(d for d in self.deployments.values() if d.provider is provider)
+
+    def _entry(self, name: str, deployment: Deployment) -> ModelEntry:
         facts = facts_for(
             name, local_context_window=self.settings.llama.context_length, price_overrides=dict(self.settings.price_overrides)
         )
-        capabilities = capabilities_for(name, local_tools=self.settings.llama.tool_calling != "off")
-        return ModelEntry(name, kind, self.providers[kind], facts.context_window, facts.price, capabilities)
+        capabilities = capabilities_for(name, local_tools=self.settings.llama.tool_calling != "off", kind=deployment.kind)
+        return ModelEntry(name, deployment.kind, [Route(deployment)], facts.context_window, facts.price, capabilities)
 
-    def add(self, name: str) -> ModelEntry:
-        """Registers (or returns) a configured model of a configured provider."""
-        if name not in self.models:
-            self.models[name] = self._entry(name)
-        return self.models[name]
+    def add(self, name: str, deployment: Deployment | None = None) -> ModelEntry:
+        """Registers (or returns) a configured model, served by ``deployment`` (by default, the
+        default deployment of its provider by name); a model named by several deployments gets
+        a route to each."""
+        if deployment is None:
+            deployment = self._default_of(provider_for_model(name))
+        entry = self.models.get(name)
+        if entry is None:
+            entry = self.models[name] = self._entry(name, deployment)
+        elif all(r.deployment is not deployment for r in entry.routes):
+            if deployment.kind is not entry.provider_kind:
+                raise ConfigError(
+                    f"LLM_CONFIG_FILE deployment {deployment.name}",
+                    f"serves {name!r}, which another deployment serves with a different provider type",
+                )
+            entry.routes.append(Route(deployment))
+        return entry
 
     def resolve(self, name: str) -> ModelEntry:
         """The entry for a caller-pinned model, mapped to its provider by name: a configured
@@ -165,6 +261,7 @@ class ModelRegistry:
             hint = {
                 ProviderKind.OPENAI: "set OPENAI_API_KEY",
                 ProviderKind.ANTHROPIC: "set CLAUDE_API_KEY",
+                ProviderKind.GEMINI: "set GEMINI_API_KEY",
                 ProviderKind.LOCAL: "set LM_STUDIO_ENDPOINT or LLM_LOCAL_MODEL_PATH",
             }[kind]
             raise LLMError(
@@ -172,14 +269,15 @@ class ModelRegistry:
                 f"model {name!r} needs the {kind.value} provider, which is not configured ({hint})",
                 model=name,
             )
-        if kind is ProviderKind.LOCAL and self.local_is_inprocess:
+        in_process = self.deployments.get("local")
+        if kind is ProviderKind.LOCAL and self.local_is_inprocess and in_process is not None and self.providers[kind] is in_process.provider:
             loaded = self.default_models[ProviderKind.LOCAL]
             raise LLMError(
                 ErrorKind.MODEL_UNAVAILABLE,
                 f"local model {name!r} is not loaded; the in-process model is {loaded!r}",
                 model=name,
             )
-        entry = self.adhoc[name] = self._entry(name)
+        entry = self.adhoc[name] = self._entry(name, self._default_of(kind))
         while len(self.adhoc) > MAX_ADHOC_MODELS:
             self.adhoc.popitem(last=False)
         return entry

@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 
 from ..catalog import provider_for_model
-from ..config import RoutingSettings
+from ..config import DEFAULT_DEPLOYMENT_NAMES, RoutingSettings
 from ..domain.call_context import deadline_exceeded
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import (
@@ -46,13 +46,16 @@ from ..domain.types import (
 from ..telemetry import Attempt, Telemetry
 from .breaker import CircuitBreaker, CircuitState
 from .output_check import OutputCheck
-from .registry import ModelEntry, ModelRegistry
+from .registry import ModelEntry, ModelRegistry, Route
 from .strategy import Candidate, estimate_prompt_tokens, rank
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
+# Failures about the model itself, not the deployment that served it: another deployment of
+# the same model would do no better, so they never move the call to one.
+_ABOUT_THE_MODEL = frozenset({ErrorKind.INVALID_MODEL_OUTPUT, ErrorKind.CONTEXT_TOO_LARGE})
 # Failures that say nothing about the model's health: they never trip its breaker. (An invalid
 # tool call or structured answer is about this request: the model may answer others well.)
 _NOT_THE_MODELS_FAULT = frozenset(
@@ -109,22 +112,29 @@ class Router:
         self._sleep = sleep
         self._telemetry = telemetry or Telemetry()
 
-    def breaker(self, entry: ModelEntry) -> CircuitBreaker:
-        """The model's circuit breaker, kept on its registry entry."""
-        if entry.breaker is None:
+    def breaker(self, route: Route, model: str = "") -> CircuitBreaker:
+        """The circuit breaker of one model on one deployment, kept on its route."""
+        if route.breaker is None:
             breaker = CircuitBreaker(self._settings.breaker_failures, self._settings.breaker_cooldown_s, self._clock)
 
-            def announce(state: CircuitState, name: str = entry.name) -> None:
-                log.warning("circuit of model %s is now %s", name, state.value)
+            def announce(state: CircuitState, name: str = model, deployment: str = route.deployment.name) -> None:
+                log.warning("circuit of model %s on deployment %s is now %s", name, deployment, state.value)
 
             breaker.subscribe(announce)
-            entry.breaker = breaker
-        return entry.breaker
+            route.breaker = breaker
+        return route.breaker
+
+    def allows_call(self, entry: ModelEntry) -> bool:
+        """True when some deployment of the model would take a call now."""
+        return any(self.breaker(r, entry.name).allows_call() for r in entry.routes)
 
     @staticmethod
     def circuit_detail(entry: ModelEntry) -> str | None:
-        """A human-readable note when the model's circuit is not closed."""
-        breaker = entry.breaker
+        """A human-readable note when no deployment of the model has its circuit closed."""
+        breakers = [r.breaker for r in entry.routes]
+        if not breakers or any(b is None or b.state is CircuitState.CLOSED for b in breakers):
+            return None
+        breaker = breakers[0]
         if breaker is None or breaker.state is CircuitState.CLOSED:
             return None
         if breaker.state is CircuitState.HALF_OPEN:
@@ -142,7 +152,14 @@ class Router:
             if kind not in self._registry.providers:
                 continue
             preferred = [m for m in llama.general_models if m in self._registry.models and provider_for_model(m) is kind]
-            names.extend(preferred or [self._registry.default_models[kind]])
+            if preferred:
+                names.extend(preferred)
+                continue
+            default = self._registry.default_models.get(kind)
+            names.extend([default] if default else [])
+            # Models that configured deployments serve take their provider's place too.
+            names.extend(n for n, e in self._registry.models.items() if e.provider_kind is kind and any(
+                r.deployment.name not in DEFAULT_DEPLOYMENT_NAMES for r in e.routes))
         return list(dict.fromkeys(names))
 
     def _primaries(self, task: TaskType) -> list[str]:
@@ -164,12 +181,12 @@ class Router:
             # it, and its own error says more than "no model available". An open circuit
             # still fails fast.
             entry = self._registry.resolve(request.model)
-            if not self.breaker(entry).allows_call():
+            if not self.allows_call(entry):
                 raise LLMError(
                     ErrorKind.MODEL_UNAVAILABLE,
                     f"model {entry.name!r} is failing: {self.circuit_detail(entry)}",
                     model=entry.name,
-                    retry_after_s=self.breaker(entry).remaining_open_s(),
+                    retry_after_s=min(self.breaker(r).remaining_open_s() for r in entry.routes),
                 )
             missing = needed_capabilities(request) - entry.capabilities
             if missing:
@@ -192,7 +209,7 @@ class Router:
                 skipped[name] = f"{_CAPABILITY_SKIP}: {', '.join(sorted(c.value for c in needs - entry.capabilities))}"
             elif not entry.available:
                 skipped[name] = f"unhealthy: {entry.health_detail or entry.health}"
-            elif not self.breaker(entry).allows_call():
+            elif not self.allows_call(entry):
                 skipped[name] = self.circuit_detail(entry) or "circuit open"
             elif entry.context_window < needed:
                 skipped[name] = f"context window {entry.context_window} < ~{needed} tokens needed"
@@ -270,18 +287,35 @@ class Router:
             entry.name, request.messages, request.sampling, timeout_s=self._remaining(deadline), tools=request.tools, tool_choice=request.tool_choice
         )
 
-    def _failed(self, entry: ModelEntry, error: LLMError, deadline: float) -> None:
-        breaker = self.breaker(entry)
+    def _failed(self, entry: ModelEntry, route: Route, error: LLMError, deadline: float) -> None:
+        breaker = self.breaker(route, entry.name)
         caller_ran_out = error.kind is ErrorKind.TIMEOUT and self._remaining(deadline) <= 0
         if error.kind in _NOT_THE_MODELS_FAULT or caller_ran_out:
             breaker.probe_in_flight = False
             return
         entry.stats.record_failure()
+        route.stats.record_failure()
         breaker.on_failure(f"{error.kind.value}: {error.message[:120]}")
 
-    def _succeeded(self, entry: ModelEntry, latency_s: float, first_token_s: float | None = None) -> None:
+    def _succeeded(self, entry: ModelEntry, route: Route, latency_s: float, first_token_s: float | None = None) -> None:
         entry.stats.record_success(latency_s, first_token_s)
-        self.breaker(entry).on_success()
+        route.stats.record_success(latency_s, first_token_s)
+        self.breaker(route, entry.name).on_success()
+
+    def _pick(self, entry: ModelEntry, tried: set[int]) -> Route | None:
+        """The deployment for the next attempt at ``entry``: weighted least outstanding
+        requests (as Envoy balances) among those whose circuit allows a call, healthy ones and
+        ones this call has not tried yet first; ties broken at random, so load spreads."""
+        open_routes = [r for r in entry.routes if self.breaker(r, entry.name).allows_call()]
+        if not open_routes:
+            return None
+        if len(open_routes) == 1:
+            return open_routes[0]
+        best = min(
+            open_routes,
+            key=lambda r: (id(r) in tried, not r.deployment.available, (r.deployment.in_flight + 1) / r.deployment.weight, self._rng.random()),
+        )
+        return best
 
     async def _retry_same_model(self, error: LLMError, attempt: int, deadline: float) -> bool:
         """Sleeps before retrying the same model; False when the router should move on."""
@@ -299,19 +333,34 @@ class Router:
         return True
 
     async def _after_failure(
-        self, entry: ModelEntry, error: LLMError, attempt: int, deadline: float, metadata: CallMetadata, failures: list[tuple[str, LLMError]]
-    ) -> bool:
-        """Books a failed attempt; True to retry the same model (after the backoff), False to
-        move on to the next candidate. The caller's own mistakes are raised at once."""
-        self._failed(entry, error, deadline)
-        log.info("model %s attempt %d failed: %s", entry.name, attempt + 1, error)
+        self,
+        entry: ModelEntry,
+        route: Route,
+        error: LLMError,
+        attempt: int,
+        deadline: float,
+        metadata: CallMetadata,
+        failures: list[tuple[str, LLMError]],
+        tried: set[int],
+    ) -> str:
+        """Books a failed attempt and says what next: ``"switch"`` to another deployment of the
+        model at once (one this call has not tried, whose circuit allows it: a failing
+        deployment's call moves before the chain does), ``"retry"`` the model after the backoff,
+        or ``"next"`` model. The caller's own mistakes are raised at once."""
+        self._failed(entry, route, error, deadline)
+        log.info("model %s on %s attempt %d failed: %s", entry.name, route.deployment.name, attempt + 1, error)
         if error.kind is ErrorKind.INVALID_REQUEST:
             raise error
+        if error.kind not in _ABOUT_THE_MODEL and any(
+            id(r) not in tried and self.breaker(r, entry.name).allows_call() and r.deployment.available for r in entry.routes
+        ):
+            metadata.retry_count += 1
+            return "switch"
         if await self._retry_same_model(error, attempt, deadline):
             metadata.retry_count += 1
-            return True
+            return "retry"
         failures.append((entry.name, error))
-        return False
+        return "next"
 
     def _final_error(self, plan: RoutePlan, failures: list[tuple[str, LLMError]], deadline: float) -> LLMError:
         """What the caller hears when no candidate answered."""
@@ -344,21 +393,24 @@ class Router:
         return deadline_exceeded("a model answered", tried=failures, not_tried=not_tried, model=failures[-1][0] if failures else None)
 
     def _admit(
-        self, entry: ModelEntry, plan: RoutePlan, metadata: CallMetadata, failures: list[tuple[str, LLMError]], deadline: float
-    ) -> bool:
-        """Records the attempt; False when the model's circuit opened since planning. Raises
-        DEADLINE_EXCEEDED when the call's time is up: no model is asked after that."""
+        self, entry: ModelEntry, plan: RoutePlan, metadata: CallMetadata, failures: list[tuple[str, LLMError]], deadline: float, tried: set[int]
+    ) -> Route | None:
+        """Picks the deployment and records the attempt; None when every deployment's circuit
+        opened since planning. Raises DEADLINE_EXCEEDED when the call's time is up: no model
+        is asked after that."""
         if self._remaining(deadline) <= 0:
             raise self._out_of_time(plan, failures)
-        breaker = self.breaker(entry)
-        if not breaker.allows_call():
+        route = self._pick(entry, tried)
+        if route is None:
             failures.append((entry.name, LLMError(ErrorKind.MODEL_UNAVAILABLE, self.circuit_detail(entry) or "circuit open", model=entry.name)))
-            return False
-        breaker.on_call()
+            return None
+        self.breaker(route, entry.name).on_call()
+        tried.add(id(route))
         metadata.model_chain.append(entry.name)
-        metadata.provider = entry.provider_kind
+        metadata.provider = route.deployment.kind
+        metadata.deployment = route.deployment.name
         metadata.fallback_used = entry is not plan.candidates[0]
-        return True
+        return route
 
     async def generate(self, request: GenerationRequest, deadline: float) -> Answer:
         """The first valid complete answer of the plan's candidates (see :meth:`_attempts`)."""
@@ -395,48 +447,55 @@ class Router:
             async with asyncio.timeout_at(deadline):
                 for entry in plan.candidates:
                     attempt = 0
-                    while self._admit(entry, plan, metadata, failures, deadline):
+                    tried: set[int] = set()
+                    while (route := self._admit(entry, plan, metadata, failures, deadline, tried)) is not None:
                         started = self._clock()
                         first_output_s: float | None = None
+                        deployment = route.deployment
+                        deployment.in_flight += 1
                         try:
-                            call = self._call(entry, request, deadline)
-                            with self._observe(entry, call, plan, metadata, streaming=streaming) as observed:
-                                call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
-                                final: Answer | None = None
-                                if streaming:
-                                    async for delta in self._guarded(entry, call):
-                                        if delta.answer is not None:
-                                            final = delta.answer  # the provider's stream ends with it
-                                            continue
-                                        if delta.tool_calls:
-                                            check.tool_calls(delta.tool_calls, entry.name)
-                                        if first_output_s is None and (delta.text or delta.tool_calls):
-                                            first_output_s = self._clock() - started
-                                            observed.first_chunk()
-                                        yield delta
-                                    if final is None:
-                                        raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"model {entry.name!r} ended its stream without an answer", model=entry.name)
-                                else:
-                                    final = await entry.provider.generate(call)
-                                answer = check.answer(final, entry.name, tool_calls_checked=streaming)
-                                answer.cost_usd = entry.price.cost(answer.usage)
-                                answer.metadata = metadata
-                                self._telemetry.succeeded(observed, answer=answer, streaming=streaming)
-                            self._succeeded(entry, self._clock() - started, first_output_s)
+                            try:
+                                call = self._call(entry, request, deadline)
+                                with self._observe(entry, route, call, plan, metadata, streaming=streaming) as observed:
+                                    call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
+                                    final: Answer | None = None
+                                    if streaming:
+                                        async for delta in self._guarded(entry, route, call):
+                                            if delta.answer is not None:
+                                                final = delta.answer  # the provider's stream ends with it
+                                                continue
+                                            if delta.tool_calls:
+                                                check.tool_calls(delta.tool_calls, entry.name)
+                                            if first_output_s is None and (delta.text or delta.tool_calls):
+                                                first_output_s = self._clock() - started
+                                                observed.first_chunk()
+                                            yield delta
+                                        if final is None:
+                                            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"model {entry.name!r} ended its stream without an answer", model=entry.name)
+                                    else:
+                                        final = await deployment.provider.generate(call)
+                                    answer = check.answer(final, entry.name, tool_calls_checked=streaming)
+                                    answer.cost_usd = entry.price.cost(answer.usage)
+                                    answer.metadata = metadata
+                                    self._telemetry.succeeded(observed, answer=answer, streaming=streaming)
+                            finally:
+                                deployment.in_flight -= 1
+                            self._succeeded(entry, route, self._clock() - started, first_output_s)
                             yield StreamDelta(model=answer.model, answer=answer)
                             return
                         except LLMError as error:
                             if first_output_s is not None:
-                                self._failed(entry, error, deadline)
+                                self._failed(entry, route, error, deadline)
                                 error.metadata["partial_output"] = "true"
                                 error.message = f"stream broke after partial output: {error.message}"
                                 raise
-                            if await self._after_failure(entry, error, attempt, deadline, metadata, failures):
-                                attempt += 1
-                                continue
-                            break
+                            outcome = await self._after_failure(entry, route, error, attempt, deadline, metadata, failures, tried)
+                            if outcome == "next":
+                                break
+                            attempt += outcome == "retry"
+                            continue
                         except (asyncio.CancelledError, GeneratorExit):
-                            self.breaker(entry).probe_in_flight = False
+                            self.breaker(route, entry.name).probe_in_flight = False
                             raise
                 raise self._final_error(plan, failures, deadline)
         except TimeoutError:
@@ -446,10 +505,13 @@ class Router:
                 failures.append((running, LLMError(ErrorKind.TIMEOUT, "still answering when the time ran out", model=running)))
             raise self._out_of_time(plan, failures) from None
 
-    def _observe(self, entry: ModelEntry, call: ModelCall, plan: RoutePlan, metadata: CallMetadata, *, streaming: bool) -> AbstractContextManager[Attempt]:
+    def _observe(
+        self, entry: ModelEntry, route: Route, call: ModelCall, plan: RoutePlan, metadata: CallMetadata, *, streaming: bool
+    ) -> AbstractContextManager[Attempt]:
         return self._telemetry.attempt(
             call,
-            entry.provider_kind,
+            route.deployment.kind,
+            deployment=route.deployment.name,
             attempt=len(metadata.model_chain),
             fallback=metadata.fallback_used,
             streaming=streaming,
@@ -457,10 +519,10 @@ class Router:
             strategy=plan.strategy.value,
         )
 
-    async def _guarded(self, entry: ModelEntry, call: ModelCall) -> AsyncIterator[StreamDelta]:
+    async def _guarded(self, entry: ModelEntry, route: Route, call: ModelCall) -> AsyncIterator[StreamDelta]:
         """The provider's stream with a stall timeout between pieces; always closed."""
         stall_s = self._settings.stall_timeout_s
-        iterator = aiter(entry.provider.stream(call))
+        iterator = aiter(route.deployment.provider.stream(call))
         try:
             while True:
                 try:

@@ -373,6 +373,7 @@ def metadata_to_proto(
         request_id=request_id,
         candidates=metadata.candidates,
         routing_reason=metadata.routing_reason,
+        deployment=metadata.deployment,
     )
 
 

@@ -91,6 +91,17 @@ class LLMManagerServicer(llm_manager_service_pb2_grpc.LLMManagerServiceServicer)
                 health_state=_HEALTH_TO_PROTO[HealthState.UNHEALTHY if circuit.get(entry.name) else entry.health],
                 health_detail=circuit.get(entry.name) or entry.health_detail,
                 capabilities=[convert.CAPABILITY_TO_PROTO[c] for c in sorted(entry.capabilities, key=lambda c: c.value)],
+                deployments=[
+                    llm_manager_service_pb2.Deployment(
+                        name=route.deployment.name,
+                        provider=convert.PROVIDER_TO_PROTO[route.deployment.kind],
+                        weight=route.deployment.weight,
+                        health_state=_HEALTH_TO_PROTO[route.deployment.health],
+                        health_detail=route.deployment.health_detail,
+                        in_flight=route.deployment.in_flight,
+                    )
+                    for route in entry.routes
+                ],
                 price=llm_manager_service_pb2.ModelPrice(
                     input_per_million_usd=entry.price.input_per_million,
                     output_per_million_usd=entry.price.output_per_million,

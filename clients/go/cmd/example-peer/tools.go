@@ -24,7 +24,7 @@ const (
 	defaultStructuredPrompt = "The checkout service: a frontend with 3 replicas."
 	// toolCallMaxTokens bounds the answer that carries the tool call: the
 	// arguments must fit, or the call is cut and fails validation.
-	toolCallMaxTokens = 200
+	toolCallMaxTokens = 400
 )
 
 // queryMetricsParameters is the JSON Schema of query_metrics' arguments. The
