@@ -13,6 +13,7 @@ from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import MODEL_NAME_RULE, Capability, ProviderKind, is_valid_model_name
 from ..providers.anthropic import AnthropicProvider
 from ..providers.base import Provider
+from ..providers.gemini import GeminiProvider
 from ..providers.llama_inprocess import BUNDLED_MODEL_NAME, LlamaInProcessProvider, bundled_model_path
 from ..providers.openai_compat import OpenAICompatibleProvider
 from ..providers.tool_emulation import EmulatedToolsProvider
@@ -174,6 +175,12 @@ class ModelRegistry:
             ))
             registry.default_models[ProviderKind.ANTHROPIC] = settings.anthropic.model
             registry.add(settings.anthropic.model)
+        if settings.gemini.api_key is not None:
+            registry._default_deployment("gemini", ProviderKind.GEMINI, GeminiProvider(
+                api_key=settings.gemini.api_key, base_url=settings.gemini.base_url, default_max_tokens=settings.gemini.max_tokens
+            ))
+            registry.default_models[ProviderKind.GEMINI] = settings.gemini.model
+            registry.add(settings.gemini.model)
         for deployment in settings.deployments:
             registry._configured_deployment(deployment)
         for name in (*llama.general_models, *llama.sql_models):
@@ -195,7 +202,8 @@ class ModelRegistry:
             assert configured.api_key is not None  # required by the config loader
             provider = AnthropicProvider(api_key=configured.api_key, base_url=configured.base_url)
         elif configured.provider == "gemini":
-            raise ConfigError(f"LLM_CONFIG_FILE deployment {configured.name}", "gemini deployments are not served yet")
+            assert configured.api_key is not None  # required by the config loader
+            provider = GeminiProvider(api_key=configured.api_key, base_url=configured.base_url)
         else:
             provider = OpenAICompatibleProvider(
                 kind=kind,
