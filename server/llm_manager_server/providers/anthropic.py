@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +20,7 @@ from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Answer, ModelCall, ProviderKind, StreamDelta
 from . import anthropic_wire
 from .base import HealthReport
-from .http import UpstreamSession
+from .http import HttpJsonProvider
 from .sse import IncompleteStreamError, iter_sse
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def normalize_base_url(url: str) -> str:
     return url[: -len("/v1")] if urlsplit(url).path.endswith("/v1") else url
 
 
-class AnthropicProvider:
+class AnthropicProvider(HttpJsonProvider):
     """Claude models: ``POST {base_url}/v1/messages``, plain and streamed."""
 
     def __init__(
@@ -46,70 +46,37 @@ class AnthropicProvider:
         default_max_tokens: int = 4096,
         health_timeout_s: float = 5.0,
     ) -> None:
-        self._api_key = api_key
-        self._base_url = normalize_base_url(base_url)
-        self._default_max_tokens = default_max_tokens
-        self._health_timeout_s = health_timeout_s
-        self._upstream = UpstreamSession(
+        super().__init__(
+            kind=ProviderKind.ANTHROPIC,
             label=LABEL,
-            base_url=self._base_url,
+            base_url=normalize_base_url(base_url),
             headers={"x-api-key": api_key.reveal(), "anthropic-version": anthropic_wire.ANTHROPIC_VERSION},
+            api_key=api_key,
             unreachable=ErrorKind.NETWORK_ERROR,
             connection_lost=ErrorKind.NETWORK_ERROR,
+            health_timeout_s=health_timeout_s,
         )
+        self._default_max_tokens = default_max_tokens
 
-    def __repr__(self) -> str:
-        return f"AnthropicProvider(base_url={self._base_url!r}, api_key={self._api_key!r})"
+    def _http_error(self, status: int, body: str, headers: Mapping[str, str], model: str) -> LLMError:
+        return anthropic_wire.http_error(status, body, headers, model=model, secrets=self.secrets())
 
-    @property
-    def kind(self) -> ProviderKind:
-        return ProviderKind.ANTHROPIC
-
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
-    async def start(self) -> None:
-        await self._upstream.start()
-
-    async def close(self) -> None:
-        await self._upstream.close()
-
-    def _secrets(self) -> tuple[str, ...]:
-        return (self._api_key.reveal(),)
-
-    def _post(self, call: ModelCall, *, stream: bool) -> Any:
-        body = anthropic_wire.messages_body(call, default_max_tokens=self._default_max_tokens, stream=stream)
-        return self._upstream.post(f"{self._base_url}/v1/messages", body, call)
-
-    async def _raise_for_status(self, response: aiohttp.ClientResponse, model: str) -> None:
-        if response.status < 400:
-            return
-        body = await self._upstream.error_body(response)
-        raise anthropic_wire.http_error(response.status, body, response.headers, model=model, secrets=self._secrets())
+    def _messages(self, call: ModelCall, *, stream: bool) -> tuple[str, dict[str, Any]]:
+        return f"{self._base_url}/v1/messages", anthropic_wire.messages_body(call, default_max_tokens=self._default_max_tokens, stream=stream)
 
     async def generate(self, call: ModelCall) -> Answer:
-        try:
-            async with self._post(call, stream=False) as response:
-                await self._raise_for_status(response, call.model)
-                payload = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._upstream.transport_error(error, call.model) from None
-        except ValueError:
-            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{LABEL} model {call.model!r} sent a reply that is not JSON", model=call.model) from None
-        if not isinstance(payload, dict):
-            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{LABEL} model {call.model!r} sent an unexpected reply", model=call.model)
+        payload = await self._post_json(*self._messages(call, stream=False), call)
         if payload.get("type") == "error" and isinstance(payload.get("error"), dict):
-            raise anthropic_wire.stream_error(payload["error"], model=call.model, secrets=self._secrets())
+            raise anthropic_wire.stream_error(payload["error"], model=call.model, secrets=self.secrets())
         return anthropic_wire.parse_message(payload, call.model)
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
         state = anthropic_wire.StreamState(requested_model=call.model)
         try:
-            async with self._post(call, stream=True) as response:
+            async with self._post(*self._messages(call, stream=True), call) as response:
                 await self._raise_for_status(response, call.model)
                 async for event in iter_sse(response.content.iter_any()):
-                    delta = anthropic_wire.parse_stream_data(event.event, event.data, state, secrets=self._secrets())
+                    delta = anthropic_wire.parse_stream_data(event.event, event.data, state, secrets=self.secrets())
                     if delta is not None:
                         yield delta
                     if state.finished:
@@ -121,18 +88,6 @@ class AnthropicProvider:
         if not state.finished:
             raise self._cut_stream_error(call.model, "before message_stop")
 
-    @staticmethod
-    def _cut_stream_error(model: str, where: str) -> LLMError:
-        return LLMError(ErrorKind.NETWORK_ERROR, f"{LABEL} model {model!r} ended its stream {where}", model=model)
-
     async def health(self) -> HealthReport:
         """``GET /v1/models``: checks reachability and the key without spending tokens."""
-        try:
-            async with self._upstream.client.get(
-                f"{self._base_url}/v1/models", params={"limit": "1"}, timeout=aiohttp.ClientTimeout(total=self._health_timeout_s)
-            ) as response:
-                if response.status < 400:
-                    return HealthReport(healthy=True)
-                return HealthReport(healthy=False, detail=f"GET /v1/models returned HTTP {response.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            return HealthReport(healthy=False, detail=str(self._upstream.transport_error(error, None)))
+        return await self._probe(f"{self._base_url}/v1/models", {"limit": "1"})

@@ -9,7 +9,7 @@ arrive. The wire mapping is in :mod:`.gemini_wire`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ from ..domain.types import Answer, ModelCall, ProviderKind, StreamDelta
 from ..redaction import redact, redact_and_cut
 from . import gemini_wire
 from .base import HealthReport
-from .http import UpstreamSession
+from .http import HttpJsonProvider
 from .openai_wire import MAX_UPSTREAM_FIELD
 from .sse import IncompleteStreamError, iter_sse
 
@@ -41,7 +41,7 @@ def normalize_base_url(url: str) -> str:
     return url
 
 
-class GeminiProvider:
+class GeminiProvider(HttpJsonProvider):
     """Gemini models: ``POST {base_url}/v1beta/models/{model}:generateContent``, plain and
     streamed."""
 
@@ -53,70 +53,36 @@ class GeminiProvider:
         default_max_tokens: int | None = None,
         health_timeout_s: float = 5.0,
     ) -> None:
-        self._api_key = api_key
-        self._base_url = normalize_base_url(base_url)
-        self._default_max_tokens = default_max_tokens
-        self._health_timeout_s = health_timeout_s
-        self._upstream = UpstreamSession(
+        super().__init__(
+            kind=ProviderKind.GEMINI,
             label=LABEL,
-            base_url=self._base_url,
+            base_url=normalize_base_url(base_url),
             headers={"x-goog-api-key": api_key.reveal()},
+            api_key=api_key,
             unreachable=ErrorKind.NETWORK_ERROR,
             connection_lost=ErrorKind.NETWORK_ERROR,
+            health_timeout_s=health_timeout_s,
         )
+        self._default_max_tokens = default_max_tokens
 
-    def __repr__(self) -> str:
-        return f"GeminiProvider(base_url={self._base_url!r}, api_key={self._api_key!r})"
+    def _http_error(self, status: int, body: str, headers: Mapping[str, str], model: str) -> LLMError:
+        return gemini_wire.http_error(status, body, headers, model=model, secrets=self.secrets())
 
-    __str__ = __repr__
-
-    @property
-    def kind(self) -> ProviderKind:
-        return ProviderKind.GEMINI
-
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
-    async def start(self) -> None:
-        await self._upstream.start()
-
-    async def close(self) -> None:
-        await self._upstream.close()
-
-    def _secrets(self) -> tuple[str, ...]:
-        return (self._api_key.reveal(),)
-
-    def _post(self, call: ModelCall, *, stream: bool) -> Any:
+    def _request(self, call: ModelCall, *, stream: bool) -> tuple[str, dict[str, Any]]:
         body = gemini_wire.generate_content_body(call, default_max_tokens=self._default_max_tokens)
-        return self._upstream.post(gemini_wire.generate_url(self._base_url, call.model, stream=stream), body, call)
-
-    async def _raise_for_status(self, response: aiohttp.ClientResponse, model: str) -> None:
-        if response.status < 400:
-            return
-        body = await self._upstream.error_body(response)
-        raise gemini_wire.http_error(response.status, body, response.headers, model=model, secrets=self._secrets())
+        return gemini_wire.generate_url(self._base_url, call.model, stream=stream), body
 
     async def generate(self, call: ModelCall) -> Answer:
-        try:
-            async with self._post(call, stream=False) as response:
-                await self._raise_for_status(response, call.model)
-                payload = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._upstream.transport_error(error, call.model) from None
-        except ValueError:
-            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{LABEL} model {call.model!r} sent a reply that is not JSON", model=call.model) from None
-        if not isinstance(payload, dict):
-            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{LABEL} model {call.model!r} sent an unexpected reply", model=call.model)
-        return gemini_wire.parse_response(payload, call.model, secrets=self._secrets())
+        payload = await self._post_json(*self._request(call, stream=False), call)
+        return gemini_wire.parse_response(payload, call.model, secrets=self.secrets())
 
     async def stream(self, call: ModelCall) -> AsyncIterator[StreamDelta]:
         state = gemini_wire.StreamState(requested_model=call.model)
         try:
-            async with self._post(call, stream=True) as response:
+            async with self._post(*self._request(call, stream=True), call) as response:
                 await self._raise_for_status(response, call.model)
                 async for event in iter_sse(response.content.iter_any()):
-                    delta = gemini_wire.parse_stream_data(event.data, state, secrets=self._secrets())
+                    delta = gemini_wire.parse_stream_data(event.data, state, secrets=self.secrets())
                     if delta is not None:
                         yield delta
         except IncompleteStreamError:
@@ -131,23 +97,14 @@ class GeminiProvider:
             raise self._cut_stream_error(call.model, "before its finish reason")
         yield StreamDelta(model=state.model, answer=state.answer())
 
-    @staticmethod
-    def _cut_stream_error(model: str, where: str) -> LLMError:
-        return LLMError(ErrorKind.NETWORK_ERROR, f"{LABEL} model {model!r} ended its stream {where}", model=model)
-
     async def health(self) -> HealthReport:
         """``GET /v1beta/models?pageSize=1``: checks reachability and the key without spending
         tokens."""
-        url = f"{self._base_url}/{gemini_wire.API_VERSION}/models"
-        try:
-            async with self._upstream.client.get(
-                url, params={"pageSize": "1"}, timeout=aiohttp.ClientTimeout(total=self._health_timeout_s)
-            ) as response:
-                if response.status < 400:
-                    return HealthReport(healthy=True)
-                error = gemini_wire.error_object(await self._upstream.error_body(response))
-                reason = gemini_wire.error_reason(error) or error.get("status")
-                why = f" ({redact_and_cut(reason, MAX_UPSTREAM_FIELD, *self._secrets())})" if isinstance(reason, str) and reason else ""
-                return HealthReport(healthy=False, detail=redact(f"GET {url} returned HTTP {response.status}{why}", *self._secrets()))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            return HealthReport(healthy=False, detail=redact(str(self._upstream.transport_error(error, None)), *self._secrets()))
+        return await self._probe(f"{self._base_url}/{gemini_wire.API_VERSION}/models", {"pageSize": "1"})
+
+    async def _probe_failure(self, url: str, response: aiohttp.ClientResponse) -> str:
+        """The status and Google's reason (``API_KEY_INVALID``, ...), which says what to fix."""
+        error = gemini_wire.error_object(await self._upstream.error_body(response))
+        reason = gemini_wire.error_reason(error) or error.get("status")
+        why = f" ({redact_and_cut(reason, MAX_UPSTREAM_FIELD, *self.secrets())})" if isinstance(reason, str) and reason else ""
+        return redact(f"GET {url} returned HTTP {response.status}{why}", *self.secrets())

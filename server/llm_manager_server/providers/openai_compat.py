@@ -22,7 +22,7 @@ from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Answer, ModelCall, ProviderKind, SamplingOptions, StreamDelta
 from . import openai_wire
 from .base import HealthReport
-from .http import UpstreamSession
+from .http import HttpJsonProvider
 from .sse import IncompleteStreamError, SSEDecoder, SSEEvent, iter_sse
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def with_defaults(sampling: SamplingOptions, *, max_tokens: int | None, temperat
     )
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(HttpJsonProvider):
     """Chat completions over HTTP, plain and streamed (SSE parsed as bytes arrive)."""
 
     def __init__(
@@ -58,77 +58,35 @@ class OpenAICompatibleProvider:
         default_max_tokens: int | None = None,
         default_temperature: float | None = None,
     ) -> None:
-        self._kind = kind
-        self._base_url = normalize_base_url(base_url)
-        self._api_key = api_key
-        self._label = label
-        self._connect_error_kind = connect_error_kind
-        self._health_timeout_s = health_timeout_s
-        self._default_max_tokens = default_max_tokens
-        self._default_temperature = default_temperature
         # A local server that drops the connection is as good as down; a cloud API doing it
         # is a network failure worth a retry.
-        self._upstream = UpstreamSession(
+        super().__init__(
+            kind=kind,
             label=label,
-            base_url=self._base_url,
+            base_url=normalize_base_url(base_url),
             headers={"Authorization": f"Bearer {api_key.reveal()}"} if api_key else {},
+            api_key=api_key,
             unreachable=connect_error_kind,
             connection_lost=ErrorKind.MODEL_UNAVAILABLE if kind is ProviderKind.LOCAL else ErrorKind.NETWORK_ERROR,
+            health_timeout_s=health_timeout_s,
         )
-
-    def __repr__(self) -> str:
-        return f"OpenAICompatibleProvider(kind={self._kind.value}, base_url={self._base_url!r}, api_key={self._api_key!r})"
-
-    @property
-    def kind(self) -> ProviderKind:
-        return self._kind
-
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
-    async def start(self) -> None:
-        await self._upstream.start()
-
-    async def close(self) -> None:
-        await self._upstream.close()
-
-    @property
-    def label(self) -> str:
-        return self._label
-
-    def secrets(self) -> tuple[str, ...]:
-        return (self._api_key.reveal(),) if self._api_key else ()
+        self._default_max_tokens = default_max_tokens
+        self._default_temperature = default_temperature
 
     def _body(self, call: ModelCall, *, stream: bool) -> dict[str, Any]:
         sampling = with_defaults(call.sampling, max_tokens=self._default_max_tokens, temperature=self._default_temperature)
         return openai_wire.chat_body(replace(call, sampling=sampling), stream=stream)
 
-    async def _raise_for_status(self, response: aiohttp.ClientResponse, model: str) -> None:
-        if response.status < 400:
-            return
-        body = await self._upstream.error_body(response)
-        raise openai_wire.http_error(
-            response.status, body, response.headers, model=model, provider_label=self._label, secrets=self.secrets()
-        )
+    def _http_error(self, status: int, body: str, headers: Mapping[str, str], model: str) -> LLMError:
+        return openai_wire.http_error(status, body, headers, model=model, provider_label=self._label, secrets=self.secrets())
 
-    def _post(self, call: ModelCall, body: Mapping[str, Any]) -> Any:
-        return self._upstream.post(f"{self._base_url}/chat/completions", body, call)
+    def _chat_url(self) -> str:
+        return f"{self._base_url}/chat/completions"
 
     async def generate(self, call: ModelCall) -> Answer:
         if self._kind is ProviderKind.LOCAL:
             return await self._generate_streamed(call)
-        body = self._body(call, stream=False)
-        try:
-            async with self._post(call, body) as response:
-                await self._raise_for_status(response, call.model)
-                payload = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._upstream.transport_error(error, call.model) from None
-        except ValueError:
-            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} sent a reply that is not JSON", model=call.model) from None
-        if not isinstance(payload, dict):
-            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"{self._label} model {call.model!r} sent an unexpected reply", model=call.model)
+        payload = await self._post_json(self._chat_url(), self._body(call, stream=False), call)
         if isinstance(payload.get("error"), Mapping):  # some proxies answer 200 with an error object
             raise openai_wire.stream_error(payload["error"], model=call.model, provider_label=self._label, secrets=self.secrets())
         return openai_wire.parse_completion(payload, call.model)
@@ -140,7 +98,7 @@ class OpenAICompatibleProvider:
         decoded in one pass: no per-chunk iteration, since nobody is waiting for pieces."""
         body = self._body(call, stream=True)
         try:
-            async with self._post(call, body) as response:
+            async with self._post(self._chat_url(), body, call) as response:
                 await self._raise_for_status(response, call.model)
                 raw = await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
@@ -161,7 +119,7 @@ class OpenAICompatibleProvider:
         body = self._body(call, stream=True)
         reading = _ChunkStream(self, call)
         try:
-            async with self._post(call, body) as response:
+            async with self._post(self._chat_url(), body, call) as response:
                 await self._raise_for_status(response, call.model)
                 async for event in iter_sse(response.content.iter_any()):
                     delta = reading.take(event)
@@ -176,20 +134,8 @@ class OpenAICompatibleProvider:
         answer = reading.answer()
         yield StreamDelta(model=answer.model, answer=answer)
 
-    def _cut_stream_error(self, model: str, where: str) -> LLMError:
-        kind = ErrorKind.NETWORK_ERROR if self._kind is not ProviderKind.LOCAL else ErrorKind.MODEL_UNAVAILABLE
-        return LLMError(kind, f"{self._label} model {model!r} ended its stream {where}", model=model)
-
     async def health(self) -> HealthReport:
-        try:
-            async with self._upstream.client.get(
-                f"{self._base_url}/models", timeout=aiohttp.ClientTimeout(total=self._health_timeout_s)
-            ) as response:
-                if response.status < 400:
-                    return HealthReport(healthy=True)
-                return HealthReport(healthy=False, detail=f"GET /models returned HTTP {response.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            return HealthReport(healthy=False, detail=str(self._upstream.transport_error(error, None)))
+        return await self._probe(f"{self._base_url}/models")
 
 
 class _ChunkStream:
