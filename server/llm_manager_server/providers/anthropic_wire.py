@@ -17,7 +17,7 @@ from typing import Any
 from ..domain.errors import ErrorKind, FieldViolation, LLMError
 from ..domain.types import Answer, FinishReason, Message, ModelCall, ResponseFormat, Role, StreamDelta, TextPart, ToolCall, ToolChoiceMode, ToolResult, Usage
 from ..redaction import redact_and_cut
-from .openai_wire import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status
+from .upstream_errors import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status
 
 ANTHROPIC_VERSION = "2023-06-01"
 

@@ -22,7 +22,7 @@ from ..redaction import redact, redact_and_cut
 from . import gemini_wire
 from .base import HealthReport
 from .http import HttpJsonProvider
-from .openai_wire import MAX_UPSTREAM_FIELD
+from .upstream_errors import MAX_UPSTREAM_FIELD
 from .sse import IncompleteStreamError, iter_sse
 
 LABEL = gemini_wire.LABEL

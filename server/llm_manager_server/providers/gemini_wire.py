@@ -55,7 +55,8 @@ from ..domain.types import (
     Usage,
 )
 from ..redaction import redact_and_cut
-from .openai_wire import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status, tool_arguments
+from .openai_wire import tool_arguments
+from .upstream_errors import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status
 
 API_VERSION = "v1beta"
 LABEL = "gemini"

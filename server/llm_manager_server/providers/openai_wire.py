@@ -29,11 +29,7 @@ from ..domain.types import (
     Usage,
 )
 from ..redaction import redact_and_cut
-
-# Upstream error text is cut to this many characters (after redaction) before it reaches a
-# status message; other upstream fields (codes, types, request ids) to the shorter bound.
-MAX_UPSTREAM_MESSAGE = 300
-MAX_UPSTREAM_FIELD = 100
+from .upstream_errors import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -339,51 +335,6 @@ def _error_object(body_text: str) -> Mapping[str, Any]:
     if isinstance(error, str):
         return {"message": error}
     return parsed if isinstance(parsed, Mapping) else {"message": str(parsed)}
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """``retry-after-ms`` (OpenAI) or ``retry-after`` seconds, if present and sane."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw is None:
-            continue
-        try:
-            value = float(raw) * scale
-        except ValueError:
-            continue  # an HTTP date: too rare from these APIs to be worth parsing
-        if 0 <= value <= 3600:
-            return value
-    return None
-
-
-def error_for_status(
-    status: int,
-    message: str,
-    *,
-    model: str,
-    metadata: dict[str, str],
-    headers: Mapping[str, str],
-    violation: FieldViolation,
-    auth_statuses: tuple[int, ...] = (401, 403),
-) -> LLMError:
-    """The error kind an HTTP status means, for every HTTP provider (after each has picked
-    out what only its own error bodies say, such as a context overflow)."""
-    if status in auth_statuses:
-        # Our key, our account or our key's permissions: nothing the caller can fix.
-        return LLMError(ErrorKind.AUTHENTICATION_FAILED, message, model=model, metadata=metadata, upstream_auth=True)
-    if status == 429:
-        return LLMError(
-            ErrorKind.RATE_LIMIT_EXCEEDED, message, model=model, metadata=metadata, retry_after_s=retry_after_seconds(headers)
-        )
-    if status == 408:
-        return LLMError(ErrorKind.TIMEOUT, message, model=model, metadata=metadata)
-    if status == 404:
-        # No such model (or a wrong base URL) at this provider: retrying cannot help, the
-        # next candidate might.
-        return LLMError(ErrorKind.CONFIGURATION_ERROR, message, model=model, metadata=metadata)
-    if status == 409 or status >= 500:  # Anthropic's 529 overloaded_error included
-        return LLMError(ErrorKind.MODEL_UNAVAILABLE, message, model=model, metadata=metadata)
-    return LLMError(ErrorKind.INVALID_REQUEST, message, model=model, metadata=metadata, field_violations=(violation,))
 
 
 # "This model's maximum context length is 8192 tokens. However, your messages resulted in
