@@ -18,6 +18,8 @@ from .conftest import StartApp, Stubs
 from .support.processes import LlamaServer
 
 COUNTING = "Count from 1 to 100, separated by commas."
+# The name llama.cpp's /v1/models gives the bundled model (its GGUF file), as the server discovers it.
+LOCAL_MODEL = "SmolLM2-135M-Instruct.Q4_1"
 
 
 def endpoint(server: LlamaServer) -> dict[str, str]:
@@ -33,7 +35,7 @@ async def test_generate_returns_text_usage_and_metadata(
         timeout=60,
     )
     assert reply.text.strip()
-    assert reply.model == "local-model"
+    assert reply.model == LOCAL_MODEL
     assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     assert reply.usage.completion_tokens <= 24
@@ -41,7 +43,7 @@ async def test_generate_returns_text_usage_and_metadata(
     assert reply.finish_reason in (common_pb2.FINISH_REASON_STOP, common_pb2.FINISH_REASON_LENGTH)
     meta = reply.metadata
     assert meta.latency_ms > 0 and meta.retry_count == 0 and not meta.cached and not meta.fallback_used
-    assert list(meta.model_chain) == ["local-model"]
+    assert list(meta.model_chain) == [LOCAL_MODEL]
     assert meta.provider == common_pb2.PROVIDER_LOCAL
     assert meta.routing_strategy == common_pb2.ROUTING_STRATEGY_BALANCED
     assert len(meta.request_id) == 32
@@ -89,7 +91,7 @@ async def test_stream_arrives_chunk_by_chunk(
     assert final.usage.total_tokens == final.usage.prompt_tokens + final.usage.completion_tokens
     assert final.finish_reason in (common_pb2.FINISH_REASON_LENGTH, common_pb2.FINISH_REASON_STOP)
     assert 0 < final.metadata.time_to_first_token_ms <= final.metadata.latency_ms
-    assert list(final.metadata.model_chain) == ["local-model"]
+    assert list(final.metadata.model_chain) == [LOCAL_MODEL]
     assert "1" in "".join(text for _, text in texts)
     # Only the last message carries usage and metadata.
     assert all(not m.HasField("usage") and not m.HasField("metadata") for _, m in arrivals[:-1])
@@ -195,7 +197,7 @@ async def test_local_server_killed_mid_stream_is_unavailable(start_app: StartApp
         details = error_details(raised.value)
         assert details.code == grpc.StatusCode.UNAVAILABLE
         assert details.reason == "MODEL_UNAVAILABLE"
-        assert details.metadata["partial_output"] == "true" and details.metadata["model"] == "local-model"
+        assert details.metadata["partial_output"] == "true" and details.metadata["model"] == LOCAL_MODEL
         assert "partial output" in details.message
         assert len(received) >= 3
 
@@ -217,7 +219,7 @@ async def test_health_follows_the_local_server(start_app: StartApp, connect: Cal
         health = health_pb2_grpc.HealthStub(stubs.channel)
 
         async def model_status() -> int:
-            reply = await health.Check(health_pb2.HealthCheckRequest(service="model/local-model"))
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=f"model/{LOCAL_MODEL}"))
             return int(reply.status)
 
         assert await model_status() == health_pb2.HealthCheckResponse.SERVING
@@ -230,7 +232,7 @@ async def test_health_follows_the_local_server(start_app: StartApp, connect: Cal
             await stubs.llm.Generate(api.GenerateRequest(prompt="hi"), timeout=5)
         details = error_details(raised.value)
         assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE, "ALL_MODELS_UNAVAILABLE")
-        assert "local-model" in details.metadata.get("model.local-model", "") or details.metadata
+        assert LOCAL_MODEL in details.metadata.get(f"model.{LOCAL_MODEL}", "") or details.metadata
 
         server.start()  # same port
         await _until_async(lambda: _is(model_status(), health_pb2.HealthCheckResponse.SERVING), timeout_s=10)

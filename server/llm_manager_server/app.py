@@ -179,6 +179,9 @@ class Application:
         # Load in-process models and open connection pools after the port is up, so health
         # probes see NOT_SERVING for a loading model rather than a refused connection.
         await asyncio.gather(*(d.provider.start() for d in self.registry.deployments.values()))
+        discovered = await self.registry.discover_models()
+        if discovered:
+            await self.monitor.set_all([f"model/{name}" for name in discovered], NOT_SERVING)
         await self.monitor.probe_once()
         self.monitor.start()
 

@@ -180,3 +180,20 @@ async def test_a_stream_that_started_on_a_killed_server_ends_with_an_error(start
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop()
+
+
+async def test_a_local_endpoint_without_model_names_is_asked_for_its_real_models(
+    start_app: StartApp, connect: Callable[..., Stubs], boxes: tuple[FaultServer, FaultServer]
+) -> None:
+    """LM_STUDIO_ENDPOINT alone: the model name sent upstream is what the endpoint lists
+    (Ollama and LM Studio refuse a placeholder), never "local-model"."""
+    a, _ = boxes
+    a.script("llama3.1:8b", "ok")
+    a.script("qwen2.5-coder:7b", "ok")
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=a.url, LLM_HEALTH_INTERVAL_SECONDS="600"))
+    names = [m.name for m in (await stubs.llm.ListModels(api.ListModelsRequest(), timeout=10)).models]
+    assert names == ["llama3.1:8b", "qwen2.5-coder:7b"]
+    reply = await stubs.llm.Generate(api.GenerateRequest(prompt="hi"), timeout=10)
+    assert reply.model == "llama3.1:8b" and a.requests[-1].model == "llama3.1:8b"
+    pinned_other = await stubs.llm.Generate(api.GenerateRequest(prompt="hi", preferences=common_pb2.GenerationPreferences(model="qwen2.5-coder:7b")), timeout=10)
+    assert a.requests[-1].model == "qwen2.5-coder:7b" and pinned_other.model == "qwen2.5-coder:7b"

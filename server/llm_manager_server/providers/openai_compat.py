@@ -137,6 +137,21 @@ class OpenAICompatibleProvider(HttpJsonProvider):
     async def health(self) -> HealthReport:
         return await self._probe(f"{self._base_url}/models")
 
+    async def list_models(self) -> list[str]:
+        """The ids ``GET /models`` lists (what LM Studio, Ollama, vLLM and llama.cpp serve);
+        empty when the endpoint does not answer."""
+        try:
+            async with self._upstream.client.get(
+                f"{self._base_url}/models", timeout=aiohttp.ClientTimeout(total=self._health_timeout_s)
+            ) as response:
+                if response.status >= 400:
+                    return []
+                payload = await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return []
+        data = payload.get("data") if isinstance(payload, dict) else None
+        return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")] if isinstance(data, list) else []
+
 
 class _ChunkStream:
     """One call's SSE events: ``chat.completion.chunk`` objects folded by

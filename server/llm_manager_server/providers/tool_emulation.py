@@ -158,6 +158,10 @@ class EmulatedToolsProvider:
     async def health(self) -> HealthReport:
         return await self._inner.health()
 
+    async def list_models(self) -> list[str]:
+        lister = getattr(self._inner, "list_models", None)
+        return list(await lister()) if lister is not None else []
+
     @staticmethod
     def _emulates(call: ModelCall) -> bool:
         return bool(call.tools) and not (call.tool_choice is not None and call.tool_choice.mode is ToolChoiceMode.NONE)

@@ -190,6 +190,32 @@ class ModelRegistry:
                 registry.add(name)
         return registry
 
+    async def discover_models(self) -> list[str]:
+        """Replaces the placeholder model of a local endpoint configured without a model name
+        (``LM_STUDIO_ENDPOINT`` alone) by the models the endpoint lists (``GET /models``), so the
+        name sent upstream is the real one (Ollama and LM Studio refuse unknown names). A path
+        (llama.cpp lists its GGUF file) becomes its file name without ``.gguf``. Returns the
+        names found; none when the endpoint does not answer (the placeholder stays)."""
+        placeholder = self.models.get(DEFAULT_ENDPOINT_MODEL)
+        deployment = self.deployments.get("local")
+        lister = getattr(deployment.provider, "list_models", None) if deployment is not None else None
+        if placeholder is None or deployment is None or lister is None or self.default_models.get(ProviderKind.LOCAL) != DEFAULT_ENDPOINT_MODEL:
+            return []
+        names = []
+        for found in await lister():
+            name = Path(found).name.removesuffix(".gguf") if "/" in found and not is_valid_model_name(found) else found
+            if is_valid_model_name(name) and name not in names:
+                names.append(name)
+        if not names:
+            log.warning("local endpoint lists no models; calls go out as %r", DEFAULT_ENDPOINT_MODEL)
+            return []
+        del self.models[DEFAULT_ENDPOINT_MODEL]
+        for name in names:
+            self.add(name, deployment)
+        self.default_models[ProviderKind.LOCAL] = names[0]
+        log.info("local endpoint serves %s", ", ".join(names))
+        return names
+
     def _default_deployment(self, name: str, kind: ProviderKind, provider: Provider) -> None:
         self.deployments[name] = Deployment(name, kind, provider)
         self.providers[kind] = provider
