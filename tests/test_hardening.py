@@ -276,3 +276,54 @@ def test_the_log_writer_keeps_one_record_on_one_line() -> None:
         root.setLevel(saved[1])
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1 and "forged" in lines[0]
+
+
+# --- Operability: the request id ties a call to the logs -------------------------------------
+
+
+async def test_every_response_carries_the_request_id_in_headers_trailers_and_error_info(
+    start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer
+) -> None:
+    fake.script("broken", "status:500")
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha", LLM_MAX_RETRIES="0"))
+    call = stubs.llm.Generate(_pinned("alpha"), metadata=(("x-request-id", "req-ok-1"),), timeout=10)
+    reply = await call
+    assert reply.metadata.request_id == "req-ok-1"
+    assert ("x-request-id", "req-ok-1") in tuple(await call.initial_metadata())
+    assert [v for k, v in await call.trailing_metadata() if k == "x-request-id"] == ["req-ok-1"]
+    failing = stubs.llm.Generate(_pinned("broken"), metadata=(("x-request-id", "req-bad-1"),), timeout=10)
+    error = await _failure(failing)
+    assert ("x-request-id", "req-bad-1") in tuple(await failing.initial_metadata())
+    assert [v for k, v in (error.trailing_metadata() or ()) if k == "x-request-id"] == ["req-bad-1"]
+    assert error_details(error).metadata["request_id"] == "req-bad-1"
+    # A generated id is sent the same way, and a stream carries it too.
+    stream = stubs.llm.StreamGenerate(api.StreamGenerateRequest(prompt="hi"), timeout=10)
+    messages = [m async for m in stream]
+    generated = dict(await stream.initial_metadata())["x-request-id"]
+    assert len(generated) == 32 and messages[-1].metadata.request_id == generated
+    assert [v for k, v in await stream.trailing_metadata() if k == "x-request-id"] == [generated]
+
+
+async def test_readiness_follows_the_models_and_liveness_the_process(start_app: StartApp, connect: Callable[..., Stubs]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=dead, LLM_GENERAL_MODEL_1="alpha"))
+    health = health_pb2_grpc.HealthStub(stubs.channel)
+
+    async def status(service: str) -> int:
+        return int((await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)).status)
+
+    assert await status("") == health_pb2.HealthCheckResponse.SERVING  # the process is up
+    assert await status("llm_manager.v1.LLMManagerService") == health_pb2.HealthCheckResponse.NOT_SERVING  # no model can answer
+
+
+async def test_local_models_have_a_default_output_bound(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer) -> None:
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha"))
+    await stubs.llm.Generate(_pinned("alpha"), timeout=10)
+    assert fake.requests[-1].body["max_tokens"] == 512  # LLM_LOCAL_MAX_TOKENS' default
+    explicit = _pinned("alpha")
+    explicit.preferences.max_tokens = 20
+    await stubs.llm.Generate(explicit, timeout=10)
+    assert fake.requests[-1].body["max_tokens"] == 20  # the caller's wins
+    bounded = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha", LLM_LOCAL_MAX_TOKENS="64"))
+    await bounded.llm.Generate(_pinned("alpha"), timeout=10)
+    assert fake.requests[-1].body["max_tokens"] == 64

@@ -123,7 +123,7 @@ class Application:
             telemetry.observe_cache(self.response_cache.stats.snapshot)
         generator = Generator(router, self.response_cache)
         self.health = health_aio.HealthServicer()
-        self.monitor = HealthMonitor(self.registry, self.health, settings.routing.health_interval_s)
+        self.monitor = HealthMonitor(self.registry, self.health, settings.routing.health_interval_s, readiness=(API_SERVICES[0],))
         server = aio.server(
             interceptors=[
                 # Traces this service's API. Health and reflection stay untraced: the aio

@@ -81,6 +81,9 @@ class LlamaSettings:
     # calling, for models whose chat template supports tools) or "off" (local models get no
     # tool requests).
     tool_calling: str = "schema"
+    # LLM_LOCAL_MAX_TOKENS: the output bound of a local model when the caller sets none (a small
+    # model left unbounded can ramble until its context is full).
+    max_tokens: int = 512
 
 
 @dataclass(frozen=True)
@@ -514,6 +517,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         threads=parsed("LLM_LOCAL_THREADS", llama_file, ("threads",), lambda n, r: _int(n, r, minimum=0, maximum=1024), ld.threads),
         gpu_layers=parsed("LLM_LOCAL_GPU_LAYERS", llama_file, ("gpuLayers", "gpu_layers"), lambda n, r: _int(n, r, minimum=-1, maximum=10_000), ld.gpu_layers),
         parallel=parsed("LLM_LOCAL_PARALLEL", llama_file, ("parallel",), lambda n, r: _int(n, r, minimum=1, maximum=64), ld.parallel),
+        max_tokens=parsed("LLM_LOCAL_MAX_TOKENS", llama_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), ld.max_tokens),
         tool_calling=parsed("LLM_LOCAL_TOOL_CALLING", llama_file, ("toolCalling", "tool_calling"), _tool_calling, ld.tool_calling),
         max_queue=parsed("LLM_LOCAL_MAX_QUEUE", llama_file, ("maxQueue", "max_queue"), lambda n, r: _int(n, r, minimum=0, maximum=100_000), ld.max_queue),
     )

@@ -26,10 +26,15 @@ def model_service_name(model: str) -> str:
 
 
 class HealthMonitor:
-    def __init__(self, registry: ModelRegistry, servicer: health_aio.HealthServicer, interval_s: float) -> None:
+    def __init__(
+        self, registry: ModelRegistry, servicer: health_aio.HealthServicer, interval_s: float, *, readiness: tuple[str, ...] = ()
+    ) -> None:
         self._registry = registry
         self._servicer = servicer
         self._interval_s = interval_s
+        # Services that are SERVING only while some model can answer (readiness), unlike ""
+        # (the process: liveness).
+        self._readiness = readiness
         self._task: asyncio.Task[None] | None = None
 
     async def probe_once(self) -> None:
@@ -44,6 +49,9 @@ class HealthMonitor:
             deployment.health, deployment.health_detail = state, report.detail
         for entry in self._registry.models.values():
             await self._servicer.set(model_service_name(entry.name), SERVING if entry.health == HealthState.HEALTHY else NOT_SERVING)
+        ready = any(entry.health == HealthState.HEALTHY for entry in self._registry.models.values())
+        for service in self._readiness:
+            await self._servicer.set(service, SERVING if ready else NOT_SERVING)
 
     async def _run(self) -> None:
         while True:

@@ -14,6 +14,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from .domain.call_context import request_id_var
 from .domain.errors import ErrorKind, LLMError
 from .redaction import redact
 
@@ -54,6 +55,9 @@ def to_status_proto(error: LLMError) -> status_pb2.Status:
     metadata = {redact(key): redact(value) for key, value in error.metadata.items()}
     if error.model:
         metadata["model"] = redact(error.model)
+    request_id = request_id_var.get()
+    if request_id != "-":  # inside a call: every ErrorInfo names it, to tie it to the logs
+        metadata["request_id"] = request_id
     details = [_packed(error_details_pb2.ErrorInfo(reason=error.kind.value, domain=ERROR_DOMAIN, metadata=metadata))]
     if error.retry_after_s is not None:
         seconds = math.floor(error.retry_after_s)

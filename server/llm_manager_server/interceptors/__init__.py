@@ -145,17 +145,23 @@ class ApiInterceptor(aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    def _begin(self, request: Any, context: aio.ServicerContext[Any, Any]) -> None:
-        """Sets the call's context; raises an LLMError for a call that cannot be served."""
+    async def _begin(self, request: Any, context: aio.ServicerContext[Any, Any]) -> None:
+        """Sets the call's context and sends ``x-request-id`` in the initial metadata (and sets
+        it for the trailers); then raises an LLMError for a call that cannot be served."""
         request_id = ""
         for key, value in context.invocation_metadata() or ():
             if key == "x-request-id":
                 request_id = value if isinstance(value, str) and REQUEST_ID.fullmatch(value) else ""
                 break
-        request_id_var.set(request_id or f"{_ids.getrandbits(128):032x}")
+        request_id = request_id or f"{_ids.getrandbits(128):032x}"
+        request_id_var.set(request_id)
         budget, limit = time_limit(context.time_remaining(), self._server_limit)
         deadline_var.set(asyncio.get_running_loop().time() + budget)
         time_limit_var.set(limit)
+        # Every response, failed or not, carries the request id in both header blocks.
+        echo = (("x-request-id", request_id),)
+        await context.send_initial_metadata(echo)
+        context.set_trailing_metadata(echo)
         if isinstance(request, _Undecodable):
             raise _undecodable_error(request)
         if self.in_flight >= self._max_concurrent_calls:
@@ -176,9 +182,9 @@ class ApiInterceptor(aio.ServerInterceptor):
         """Raises ``AbortError`` with the error's status."""
         if isinstance(error, LLMError):
             status = to_grpc_status(error)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            await context.abort(status.code, status.details, (*status.trailing_metadata, ("x-request-id", request_id_var.get())))
         errors_log.error("unexpected error, request_id=%s", request_id_var.get(), exc_info=error)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id_var.get()})")
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id_var.get()})", (("x-request-id", request_id_var.get()),))
 
     def _unary(self, method: str, behavior: UnaryBehavior) -> UnaryBehavior:
         async def around(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
@@ -187,7 +193,7 @@ class ApiInterceptor(aio.ServerInterceptor):
             counted = False
             try:
                 try:
-                    self._begin(request, context)
+                    await self._begin(request, context)
                     self.in_flight += 1
                     counted = True
                     return await behavior(request, context)
@@ -211,7 +217,7 @@ class ApiInterceptor(aio.ServerInterceptor):
             counted = False
             try:
                 try:
-                    self._begin(request, context)
+                    await self._begin(request, context)
                     self.in_flight += 1
                     counted = True
                     async for item in behavior(request, context):

@@ -19,6 +19,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class LlamaInProcessProvider:
         gpu_layers: int = 0,
         parallel: int = 2,
         max_queue: int = 16,
+        default_max_tokens: int | None = None,
         verbose: bool = False,
     ) -> None:
         self._model_path = model_path
@@ -77,6 +79,7 @@ class LlamaInProcessProvider:
         self._parallel = parallel
         self._max_queue = max_queue
         self._verbose = verbose
+        self._default_max_tokens = default_max_tokens
         self._engine: Any = None
         self._load_error: str | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -172,6 +175,8 @@ class LlamaInProcessProvider:
             self._waiting -= 1
 
     def _body(self, call: ModelCall, *, stream: bool) -> dict[str, Any]:
+        if call.sampling.max_tokens is None and self._default_max_tokens is not None:
+            call = replace(call, sampling=replace(call.sampling, max_tokens=self._default_max_tokens))
         body = openai_wire.chat_body(call, stream=stream)
         body.pop("model")
         return body

@@ -130,7 +130,11 @@ class ModelRegistry:
         llama = settings.llama
         if llama.endpoint:
             registry._default_deployment(
-                "local", ProviderKind.LOCAL, registry._local(OpenAICompatibleProvider(kind=ProviderKind.LOCAL, base_url=llama.endpoint, label="local"))
+                "local",
+                ProviderKind.LOCAL,
+                registry._local(
+                    OpenAICompatibleProvider(kind=ProviderKind.LOCAL, base_url=llama.endpoint, label="local", default_max_tokens=llama.max_tokens)
+                ),
             )
             local_names = [m for m in (*llama.general_models, *llama.sql_models) if provider_for_model(m) is ProviderKind.LOCAL]
             registry.default_models[ProviderKind.LOCAL] = local_names[0] if local_names else DEFAULT_ENDPOINT_MODEL
@@ -148,6 +152,7 @@ class ModelRegistry:
                     gpu_layers=llama.gpu_layers,
                     parallel=llama.parallel,
                     max_queue=llama.max_queue,
+                    default_max_tokens=llama.max_tokens,
                     verbose=settings.log_level == "DEBUG",
                 )))
                 registry.local_is_inprocess = True
@@ -231,14 +236,16 @@ class ModelRegistry:
             assert configured.api_key is not None  # required by the config loader
             provider = GeminiProvider(api_key=configured.api_key, base_url=configured.base_url)
         else:
+            local = kind is ProviderKind.LOCAL
             provider = OpenAICompatibleProvider(
                 kind=kind,
                 base_url=configured.base_url,
                 api_key=configured.api_key,
                 label=configured.name,
-                connect_error_kind=ErrorKind.NETWORK_ERROR if kind is not ProviderKind.LOCAL else ErrorKind.MODEL_UNAVAILABLE,
+                connect_error_kind=ErrorKind.MODEL_UNAVAILABLE if local else ErrorKind.NETWORK_ERROR,
+                default_max_tokens=self.settings.llama.max_tokens if local else None,
             )
-            if kind is ProviderKind.LOCAL:
+            if local:
                 provider = self._local(provider)
         deployment = Deployment(configured.name, kind, provider, configured.weight)
         self.deployments[configured.name] = deployment
