@@ -17,7 +17,7 @@ py_out="$root/clients/python"
 go_out="$root/clients/go"
 protos=$(cd "$root/protos" && find llm_manager -name '*.proto' | sort)
 
-rm -f "$py_out"/llm_manager/v1/*_pb2*.py "$py_out"/llm_manager/v1/*_pb2*.pyi
+rm -f "$py_out"/llm_manager/v1/*_pb2*.py "$py_out"/llm_manager/v1/*_pb2*.pyi "$py_out"/llm_manager/v1/*.binpb
 rm -f "$go_out"/llmmanagerv1/*.pb.go
 mkdir -p "$go_out/llmmanagerv1"
 
@@ -27,6 +27,11 @@ cd "$root/protos"
   --python_out="$py_out" --mypy_out="$py_out" \
   --grpc_python_out="$py_out" --mypy_grpc_out="$py_out" \
   $protos
+
+# The descriptors with their comments (source info), served by reflection so grpcurl, buf and
+# Evans show the protos' documentation.
+"$python" -m grpc_tools.protoc -I . --include_source_info \
+  --descriptor_set_out="$py_out/llm_manager/v1/llm_manager.binpb" $protos
 
 wkt=$("$python" -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 "$python" -m grpc_tools.protoc -I . -I "$wkt" \

@@ -22,6 +22,14 @@ async def test_grpcurl_lists_describes_and_calls_via_reflection(start_app: Start
 
     code, output = await run(grpcurl, "-plaintext", app.address, "describe", "llm_manager.v1.GenerateRequest")
     assert code == 0 and "task_type" in output and "preferences" in output, output
+    # The protos' comments come along (descriptors with source info).
+    assert "// The user's prompt as plain text." in output, output
+    code, output = await run(grpcurl, "-plaintext", app.address, "describe", "llm_manager.v1.LLMManagerService.Generate")
+    assert code == 0 and "// Generates a complete answer" in output, output
+    # Both reflection services resolve (v1 is what newer tools ask for first).
+    for service in ("grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"):
+        code, output = await run(grpcurl, "-plaintext", app.address, "describe", service)
+        assert code == 0 and "rpc ServerReflectionInfo" in output, output
 
     # A method is a symbol too (ghz resolves its --call this way): Python's descriptor pool
     # alone answers "Symbol not found" for it.

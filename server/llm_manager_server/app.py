@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from importlib import resources
 import signal
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
@@ -50,22 +52,96 @@ API_SERVICES = (
 )
 
 
-class MethodAwarePool:
-    """The descriptor pool reflection serves, answering for method names too.
+def _add_reflection_v1(pool: descriptor_pool.DescriptorPool) -> None:
+    """Defines ``grpc.reflection.v1`` in ``pool``: grpcio-reflection ships only v1alpha, whose
+    messages are the same on the wire, so tools that resolve the v1 service's symbols
+    (``grpcurl describe grpc.reflection.v1.ServerReflection``, ``buf curl``) find it too."""
+    try:
+        pool.FindFileByName("grpc/reflection/v1/reflection.proto")
+        return
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
+    proto.name = "grpc/reflection/v1/reflection.proto"
+    proto.package = "grpc.reflection.v1"
+    for message in proto.message_type:
+        for field in message.field:
+            if field.type_name.startswith(old):  # (assigning "" would mark it as set)
+                field.type_name = field.type_name.replace(old, new)
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, new)
+            method.output_type = method.output_type.replace(old, new)
+    pool.AddSerializedFile(proto.SerializeToString())
 
-    The reflection spec lets a client ask for the file of any symbol, methods included
-    (``llm_manager.v1.LLMManagerService.Generate``): ghz does, and so does
-    ``grpcurl describe <method>``. Python's pool finds services, messages, enums and fields
-    but not methods (bojand/ghz#419), so those clients failed with "Symbol not found"."""
+
+def _without_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
+    for message in messages:
+        for field in message.field:
+            field.ClearField("json_name")
+        _without_json_names(message.nested_type)
+
+
+def _documented_files() -> dict[str, descriptor_pb2.FileDescriptorProto]:
+    """Our protos' descriptors with their comments (``make proto`` builds them with source info).
+    protoc also writes each field's ``json_name``, which Python's own descriptors leave out; it is
+    cleared, so tools keep printing the proto field names they always printed here."""
+    data = resources.files("llm_manager.v1").joinpath("llm_manager.binpb").read_bytes()
+    files = {f.name: f for f in descriptor_pb2.FileDescriptorSet.FromString(data).file}
+    for file in files.values():
+        _without_json_names(file.message_type)
+    return files
+
+
+class _DocumentedFile:
+    """A file descriptor as reflection serves it: with its comments, where we have them."""
+
+    def __init__(self, descriptor: FileDescriptor, pool: ReflectionPool) -> None:
+        self._descriptor = descriptor
+        self._pool = pool
+        self.name = descriptor.name
+
+    @property
+    def dependencies(self) -> list[_DocumentedFile]:
+        return [self._pool.wrap(d) for d in self._descriptor.dependencies]
+
+    def CopyToProto(self, proto: descriptor_pb2.FileDescriptorProto) -> None:  # noqa: N802 - the descriptor's API
+        documented = self._pool.documented.get(self.name)
+        if documented is not None:
+            proto.CopyFrom(documented)
+        else:
+            self._descriptor.CopyToProto(proto)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._descriptor, name)
+
+
+class ReflectionPool:
+    """The descriptor pool reflection serves.
+
+    It answers for method names too: the reflection spec lets a client ask for the file of any
+    symbol, methods included (``llm_manager.v1.LLMManagerService.Generate``): ghz does, and so
+    does ``grpcurl describe <method>``. Python's pool finds services, messages, enums and fields
+    but not methods (bojand/ghz#419). And it serves our files with their comments: Python's
+    descriptors drop source info, so ``grpcurl describe`` would show bare fields."""
 
     def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
         self._pool = pool
+        self.documented = _documented_files()
 
-    def FindFileContainingSymbol(self, symbol: str) -> FileDescriptor:  # noqa: N802 - the pool's API
+    def wrap(self, descriptor: FileDescriptor) -> _DocumentedFile:
+        return _DocumentedFile(descriptor, self)
+
+    def FindFileContainingSymbol(self, symbol: str) -> _DocumentedFile:  # noqa: N802 - the pool's API
         try:
-            return self._pool.FindFileContainingSymbol(symbol)
+            return self.wrap(self._pool.FindFileContainingSymbol(symbol))
         except KeyError:
-            return self._pool.FindMethodByName(symbol).containing_service.file  # KeyError again if unknown
+            return self.wrap(self._pool.FindMethodByName(symbol).containing_service.file)  # KeyError again if unknown
+
+    def FindFileByName(self, name: str) -> _DocumentedFile:  # noqa: N802 - the pool's API
+        return self.wrap(self._pool.FindFileByName(name))
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._pool, name)
@@ -146,7 +222,8 @@ class Application:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflected = (*API_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME, REFLECTION_V1)
-        pool = MethodAwarePool(descriptor_pool.Default())
+        _add_reflection_v1(descriptor_pool.Default())
+        pool = ReflectionPool(descriptor_pool.Default())
         reflection.enable_server_reflection(reflected, server, pool=pool)  # type: ignore[arg-type]
         # grpcio-reflection serves only v1alpha; newer tools ask for v1 first, whose messages
         # are the same on the wire. Serve the same servicer under the v1 name too.
