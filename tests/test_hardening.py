@@ -327,3 +327,19 @@ async def test_local_models_have_a_default_output_bound(start_app: StartApp, con
     bounded = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha", LLM_LOCAL_MAX_TOKENS="64"))
     await bounded.llm.Generate(_pinned("alpha"), timeout=10)
     assert fake.requests[-1].body["max_tokens"] == 64
+
+
+async def test_a_callers_deadline_is_logged_as_deadline_exceeded(
+    start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.script("slow", "slow:5")
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="slow"))
+    caplog.set_level(logging.INFO, logger="llm_manager_server.access")
+    error = await _failure(stubs.llm.Generate(_pinned("slow"), timeout=0.3))
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(50):
+        lines = [r.getMessage() for r in caplog.records if r.name == "llm_manager_server.access" and "Generate" in r.getMessage()]
+        if lines:
+            break
+        await asyncio.sleep(0.05)
+    assert lines and "-> DEADLINE_EXCEEDED" in lines[-1], lines

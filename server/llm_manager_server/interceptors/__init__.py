@@ -81,7 +81,9 @@ def _undecodable_error(request: _Undecodable) -> LLMError:
 
 def _outcome(context: aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
     if isinstance(error, asyncio.CancelledError):
-        return "CANCELLED"
+        # grpc cancels the handler when the caller's deadline passes: say which it was.
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
     code = context.code()
     if code is None or code == grpc.StatusCode.OK:
         return "OK" if error is None else "INTERNAL"
