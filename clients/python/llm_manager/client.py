@@ -1,7 +1,7 @@
 """A small async client for llm-manager.
 
     async with LLMManagerClient("127.0.0.1:50051") as client:
-        reply = await client.generate("Summarise this trace", task_type=TaskType.ANALYSIS)
+        reply = await client.generate("Summarise this trace", task_type=TaskType.TASK_TYPE_ANALYSIS)
         async for text in client.stream_text("Write a haiku"):
             print(text, end="", flush=True)
 
@@ -314,10 +314,14 @@ class LLMManagerClient:
         *,
         channel: grpc.aio.Channel | None = None,
         timeout: float | None = 60.0,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """``metadata`` goes with every call (e.g. ``(("authorization", "Bearer ..."),)``);
+        each call may add an ``x-request-id`` with its ``request_id`` argument."""
         self._owns_channel = channel is None
         self._channel = channel or grpc.aio.insecure_channel(target)
         self._timeout = timeout
+        self._metadata = tuple(metadata)
         self.llm = llm_manager_service_pb2_grpc.LLMManagerServiceStub(self._channel)
         self.conversations = conversation_service_pb2_grpc.ConversationServiceStub(self._channel)
 
@@ -335,6 +339,9 @@ class LLMManagerClient:
 
     def _timeout_for(self, timeout: float | None) -> float | None:
         return self._timeout if timeout is None else timeout
+
+    def _metadata_for(self, request_id: str | None) -> tuple[tuple[str, str], ...]:
+        return (*self._metadata, ("x-request-id", request_id)) if request_id else self._metadata
 
     @staticmethod
     def generate_request(
@@ -375,22 +382,24 @@ class LLMManagerClient:
         return request
 
     async def generate(
-        self, prompt: str = "", *, timeout: float | None = None, **options: Unpack[GenerateOptions]
+        self, prompt: str = "", *, timeout: float | None = None, request_id: str | None = None, **options: Unpack[GenerateOptions]
     ) -> llm_manager_service_pb2.GenerateResponse:
         """One complete answer. ``options`` are those of :meth:`generate_request`."""
         request = self.generate_request(prompt, **options)
-        response: llm_manager_service_pb2.GenerateResponse = await self.llm.Generate(request, timeout=self._timeout_for(timeout))
+        response: llm_manager_service_pb2.GenerateResponse = await self.llm.Generate(
+            request, timeout=self._timeout_for(timeout), metadata=self._metadata_for(request_id)
+        )
         return response
 
     async def stream_generate(
-        self, prompt: str = "", *, timeout: float | None = None, **options: Unpack[GenerateOptions]
+        self, prompt: str = "", *, timeout: float | None = None, request_id: str | None = None, **options: Unpack[GenerateOptions]
     ) -> AsyncIterator[llm_manager_service_pb2.StreamGenerateResponse]:
         """Every stream message; the last carries usage, metadata and finish reason (and
         ``structured_output``). Each tool call arrives once, complete, in some message's
         ``tool_calls``: :func:`tool_calls` of the messages collects them."""
         fields = self.generate_request(prompt, **options)
         request = llm_manager_service_pb2.StreamGenerateRequest.FromString(fields.SerializeToString())
-        call = self.llm.StreamGenerate(request, timeout=self._timeout_for(timeout))
+        call = self.llm.StreamGenerate(request, timeout=self._timeout_for(timeout), metadata=self._metadata_for(request_id))
         try:
             async for message in call:
                 yield message
@@ -411,7 +420,7 @@ class LLMManagerClient:
         token = ""
         while True:
             page = await self.llm.ListModels(
-                llm_manager_service_pb2.ListModelsRequest(page_token=token), timeout=self._timeout_for(timeout)
+                llm_manager_service_pb2.ListModelsRequest(page_token=token), timeout=self._timeout_for(timeout), metadata=self._metadata
             )
             models.extend(page.models)
             token = page.next_page_token
@@ -426,14 +435,38 @@ class LLMManagerClient:
                 conversation=conversation_service_pb2.Conversation(system=system, metadata=metadata or {})
             ),
             timeout=self._timeout_for(timeout),
+            metadata=self._metadata,
         )
         return response.conversation
 
     async def get_conversation(self, conversation_id: str, *, timeout: float | None = None) -> conversation_service_pb2.Conversation:
         response = await self.conversations.GetConversation(
-            conversation_service_pb2.GetConversationRequest(id=conversation_id), timeout=self._timeout_for(timeout)
+            conversation_service_pb2.GetConversationRequest(id=conversation_id), timeout=self._timeout_for(timeout), metadata=self._metadata
         )
         return response.conversation
+
+    async def list_conversations(
+        self, *, with_messages: bool = False, page_size: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[conversation_service_pb2.Conversation]:
+        """Every conversation, newest first (follows pagination)."""
+        view = conversation_service_pb2.CONVERSATION_VIEW_FULL if with_messages else conversation_service_pb2.CONVERSATION_VIEW_BASIC
+        token = ""
+        while True:
+            page = await self.conversations.ListConversations(
+                conversation_service_pb2.ListConversationsRequest(page_size=page_size, page_token=token, view=view),
+                timeout=self._timeout_for(timeout),
+                metadata=self._metadata,
+            )
+            for conversation in page.conversations:
+                yield conversation
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def delete_conversation(self, conversation_id: str, *, timeout: float | None = None) -> None:
+        await self.conversations.DeleteConversation(
+            conversation_service_pb2.DeleteConversationRequest(id=conversation_id), timeout=self._timeout_for(timeout), metadata=self._metadata
+        )
 
     async def send_message(
         self,
@@ -449,6 +482,7 @@ class LLMManagerClient:
         tool_results: Sequence[common_pb2.ChatMessage] = (),
         response_schema: Mapping[str, Any] | None = None,
         seed: int | None = None,
+        request_id: str | None = None,
     ) -> conversation_service_pb2.SendMessageResponse:
         """One turn of a stored conversation. When the previous reply called tools, answer them
         with ``tool_results`` (:func:`tool_result_message` per call; ``message`` may then be empty):
@@ -463,6 +497,39 @@ class LLMManagerClient:
         if tool_choice is not None:
             request.tool_choice.CopyFrom(_as_tool_choice(tool_choice))
         response: conversation_service_pb2.SendMessageResponse = await self.conversations.SendMessage(
-            request, timeout=self._timeout_for(timeout)
+            request, timeout=self._timeout_for(timeout), metadata=self._metadata_for(request_id)
         )
         return response
+
+    async def stream_send_message(
+        self,
+        conversation_id: str,
+        message: str = "",
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        timeout: float | None = None,
+        tools: Sequence[common_pb2.Tool] = (),
+        tool_choice: ToolChoiceLike | None = None,
+        tool_results: Sequence[common_pb2.ChatMessage] = (),
+        seed: int | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[conversation_service_pb2.StreamSendMessageResponse]:
+        """One turn of a stored conversation, streamed: text as it arrives, each tool call once,
+        then the last message with usage and metadata; both turns are stored."""
+        request = conversation_service_pb2.StreamSendMessageRequest(
+            conversation_id=conversation_id,
+            message=message,
+            preferences=_preferences(model, max_tokens, temperature, None, (), seed=seed),
+            tools=list(tools),
+            tool_results=list(tool_results),
+        )
+        if tool_choice is not None:
+            request.tool_choice.CopyFrom(_as_tool_choice(tool_choice))
+        call = self.conversations.StreamSendMessage(request, timeout=self._timeout_for(timeout), metadata=self._metadata_for(request_id))
+        try:
+            async for piece in call:
+                yield piece
+        finally:
+            call.cancel()
