@@ -1,0 +1,29 @@
+"""The README's Go program compiles: the first ``package main`` block of clients/go/README.md,
+built in a fresh module that reaches clients/go through the documented ``replace`` route."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from .support.tools import REPO, run, tool
+
+MODULE = "github.com/llm-manager/llm-manager/clients/go"
+
+
+async def test_the_go_readme_program_compiles_through_the_replace_route() -> None:
+    readme = (REPO / "clients" / "go" / "README.md").read_text()
+    program = next(block for block in re.findall(r"```go\n(.*?)```", readme, re.S) if block.startswith("package main"))
+    go = tool("go")
+    with tempfile.TemporaryDirectory(prefix="readme-go-") as scratch:
+        directory = Path(scratch)
+        (directory / "main.go").write_text(program)
+        (directory / "go.mod").write_text(f"module readmecheck\n\ngo 1.25\n\nrequire {MODULE} v0.0.0\n\nreplace {MODULE} => {REPO / 'clients' / 'go'}\n")
+        shutil.copy(REPO / "clients" / "go" / "go.sum", directory / "go.sum")
+        code, output = await run(go, "mod", "tidy", cwd=directory)
+        assert code == 0, output
+        code, output = await run(go, "build", "-o", str(directory / "program"), ".", cwd=directory)
+        assert code == 0, output
+        assert (directory / "program").exists()
