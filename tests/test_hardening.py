@@ -343,3 +343,11 @@ async def test_a_callers_deadline_is_logged_as_deadline_exceeded(
             break
         await asyncio.sleep(0.05)
     assert lines and "-> DEADLINE_EXCEEDED" in lines[-1], lines
+
+
+@pytest.mark.parametrize("key", ["sk-...", "sk-ant-...", "<your key>", "your-api-key", "changeme", "xxxx"])
+def test_a_placeholder_api_key_is_a_configuration_error(key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"OPENAI_API_KEY": key})
+    assert raised.value.variable == "OPENAI_API_KEY" and "placeholder" in str(raised.value)
+    assert load_settings({"OPENAI_API_KEY": "sk-proj-real-looking-key-123"}).openai.api_key is not None

@@ -252,6 +252,18 @@ def _url(variable: str, raw: object) -> str:
     return text
 
 
+# What an unfilled example key looks like: "sk-...", "<your key>", "your-api-key", "changeme".
+_PLACEHOLDER_KEY = re.compile(r"(\.\.\.|…|<.*>|^your[-_ ]|^changeme$|^x+$|^todo$)", re.IGNORECASE)
+
+
+def _api_key(variable: str, raw: object) -> Secret:
+    """An API key; an obvious placeholder is refused (it would only fail at the first call)."""
+    text = str(raw).strip()
+    if _PLACEHOLDER_KEY.search(text):
+        raise ConfigError(variable, "looks like a placeholder, not a key (e.g. 'sk-...'): set the real key or unset the variable")
+    return Secret(text)
+
+
 def _tool_calling(variable: str, raw: object) -> str:
     text = str(raw).strip().lower()
     if text not in {"schema", "native", "off"}:
@@ -523,7 +535,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
     od = OpenAISettings()
-    openai_key = parsed("OPENAI_API_KEY", gpt_file, ("apiKey", "api_key"), lambda n, r: Secret(str(r).strip()), None)
+    openai_key = parsed("OPENAI_API_KEY", gpt_file, ("apiKey", "api_key"), _api_key, None)
     openai = OpenAISettings(
         api_key=openai_key,
         base_url=parsed("OPENAI_BASE_URL", gpt_file, ("baseUrl", "base_url", "endpoint"), _url, od.base_url),
@@ -536,7 +548,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     claude_key_var = "CLAUDE_API_KEY" if env.get("CLAUDE_API_KEY", "").strip() else "ANTHROPIC_API_KEY"
     claude_url_var = "CLAUDE_BASE_URL" if env.get("CLAUDE_BASE_URL", "").strip() else "ANTHROPIC_BASE_URL"
     anthropic = AnthropicSettings(
-        api_key=parsed(claude_key_var, claude_file, ("apiKey", "api_key"), lambda n, r: Secret(str(r).strip()), None),
+        api_key=parsed(claude_key_var, claude_file, ("apiKey", "api_key"), _api_key, None),
         base_url=parsed(claude_url_var, claude_file, ("baseUrl", "base_url", "endpoint"), _url, ad.base_url),
         model=parsed("CLAUDE_MODEL", claude_file, ("model",), _model_name, ad.model),
         max_tokens=parsed("CLAUDE_MAX_TOKENS", claude_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), ad.max_tokens),
@@ -546,7 +558,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     gemini_key_var = "GEMINI_API_KEY" if env.get("GEMINI_API_KEY", "").strip() else "GOOGLE_API_KEY"
     gemini_file = _section(file_data, "models", "gemini")
     gemini = GeminiSettings(
-        api_key=parsed(gemini_key_var, gemini_file, ("apiKey", "api_key"), lambda n, r: Secret(str(r).strip()), None),
+        api_key=parsed(gemini_key_var, gemini_file, ("apiKey", "api_key"), _api_key, None),
         base_url=parsed("GEMINI_BASE_URL", gemini_file, ("baseUrl", "base_url", "endpoint"), _url, gd.base_url),
         model=parsed("GEMINI_MODEL", gemini_file, ("model",), _model_name, gd.model),
         max_tokens=parsed("GEMINI_MAX_TOKENS", gemini_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), gd.max_tokens),
