@@ -351,3 +351,20 @@ def test_a_placeholder_api_key_is_a_configuration_error(key: str) -> None:
         load_settings({"OPENAI_API_KEY": key})
     assert raised.value.variable == "OPENAI_API_KEY" and "placeholder" in str(raised.value)
     assert load_settings({"OPENAI_API_KEY": "sk-proj-real-looking-key-123"}).openai.api_key is not None
+
+
+async def test_health_list_answers_and_a_watch_ends_when_the_drain_begins(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer) -> None:
+    app = await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="alpha")
+    stubs = connect(app)
+    health = health_pb2_grpc.HealthStub(stubs.channel)
+    listed = await health.List(health_pb2.HealthListRequest(), timeout=5)  # type: ignore[attr-defined]
+    assert listed.statuses[""].status == health_pb2.HealthCheckResponse.SERVING
+    assert "model/alpha" in listed.statuses and "llm_manager.v1.LLMManagerService" in listed.statuses
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    started = asyncio.get_running_loop().time()
+    stopping = asyncio.ensure_future(app.stop(grace_s=10))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert await watch.read() is grpc.aio.EOF  # the watch ends with the drain
+    await stopping
+    assert asyncio.get_running_loop().time() - started < 5, "an open watch no longer holds the shutdown for the grace period"

@@ -33,7 +33,7 @@ from .cache import ResponseCache, build_response_cache
 from .cache.redis_store import redacted_url
 from .config import ConfigError, Settings, load_settings
 from .conversations import ConversationStore, conversation_store_for
-from .health import NOT_SERVING, SERVING, HealthMonitor
+from .health import NOT_SERVING, SERVING, HealthMonitor, HealthServicer
 from .interceptors import ApiInterceptor, is_api_method
 from .logs import configure_logging
 from .routing.registry import ModelRegistry
@@ -198,7 +198,7 @@ class Application:
         if self.response_cache is not None:
             telemetry.observe_cache(self.response_cache.stats.snapshot)
         generator = Generator(router, self.response_cache)
-        self.health = health_aio.HealthServicer()
+        self.health = HealthServicer()
         self.monitor = HealthMonitor(self.registry, self.health, settings.routing.health_interval_s, readiness=(API_SERVICES[0],))
         server = aio.server(
             interceptors=[

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
+from typing import Any
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
@@ -23,6 +24,44 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 def model_service_name(model: str) -> str:
     return f"model/{model}"
+
+
+class HealthServicer(health_aio.HealthServicer):
+    """``grpc.health.v1.Health`` as grpcio-health-checking serves it, plus ``List`` (in the
+    protocol, advertised by reflection, not implemented by the library), and watches that end
+    once the drain begins: a watcher gets NOT_SERVING and its stream closes, so an open
+    ``Watch`` no longer holds the shutdown for the whole grace period."""
+
+    # The library's state (it has these; its type stubs do not say so).
+    _server_status: MutableMapping[str, int]
+    _server_watchers: MutableMapping[str, asyncio.Condition]
+    _watcher_count_by_service: MutableMapping[str, int]
+    _gracefully_shutting_down: bool
+
+    async def List(self, request: Any, context: Any) -> Any:  # noqa: N802 - the RPC's name
+        # (The type stubs predate List: its messages are not in them.)
+        statuses = {service: health_pb2.HealthCheckResponse(status=status) for service, status in self._server_status.items()}
+        return health_pb2.HealthListResponse(statuses=statuses)  # type: ignore[attr-defined]
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:  # noqa: N802 - the RPC's name
+        condition = self._server_watchers[request.service]
+        self._watcher_count_by_service[request.service] += 1
+        last_status = None
+        try:
+            async with condition:
+                while True:
+                    status = self._server_status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                    if status != last_status:
+                        await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last_status = status
+                    if self._gracefully_shutting_down:
+                        return  # NOT_SERVING was sent: the stream ends with the drain
+                    await condition.wait()
+        finally:
+            self._watcher_count_by_service[request.service] -= 1
+            if self._watcher_count_by_service[request.service] == 0:
+                del self._server_watchers[request.service]
+                del self._watcher_count_by_service[request.service]
 
 
 class HealthMonitor:
