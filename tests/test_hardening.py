@@ -115,7 +115,7 @@ def test_log_lines_escape_control_characters_and_redact_secrets() -> None:
 
     Secret("LOGSECRET-77c1a9e2b4d6")
     record = logging.LogRecord("llm_manager_server.routing", logging.INFO, __file__, 1, "model %s failed: %s", ("x\nFORGED INFO line\r", "key LOGSECRET-77c1a9e2b4d6 \u2028 \x1b[31m"), None)
-    record.request_id = "-"
+    record.request_id, record.trace = "-", ""
     line = SafeFormatter(FORMAT).format(record)
     assert "\n" not in line and "\r" not in line and "\u2028" not in line and "\x1b" not in line
     assert "x\\x0aFORGED" in line and "LOGSECRET" not in line
@@ -368,3 +368,39 @@ async def test_health_list_answers_and_a_watch_ends_when_the_drain_begins(start_
     assert await watch.read() is grpc.aio.EOF  # the watch ends with the drain
     await stopping
     assert asyncio.get_running_loop().time() - started < 5, "an open watch no longer holds the shutdown for the grace period"
+
+
+async def test_the_server_span_carries_the_request_id_and_log_lines_the_trace_id(fake: FaultServer) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from llm_manager_server.app import Application
+    from llm_manager_server.logs import configure_logging
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    writer = configure_logging("INFO", stream)
+    app = Application(load_settings({**BASE_ENV, "LM_STUDIO_ENDPOINT": fake.url, "LLM_GENERAL_MODEL_1": "alpha"}), tracer_provider=provider)
+    await app.start()
+    try:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            from llm_manager.v1 import llm_manager_service_pb2_grpc
+
+            await llm_manager_service_pb2_grpc.LLMManagerServiceStub(channel).Generate(
+                _pinned("alpha"), metadata=(("x-request-id", "req-span-7"),), timeout=10
+            )
+    finally:
+        await app.stop(grace_s=0)
+        writer.stop()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    server = next(s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER)
+    assert dict(server.attributes or {})["llm_manager.request_id"] == "req-span-7"
+    access = [line for line in stream.getvalue().splitlines() if "llm_manager_server.access" in line and "req-span-7" in line]
+    assert access and f"[req-span-7 trace={server.context.trace_id:032x}]" in access[0], access

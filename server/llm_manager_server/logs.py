@@ -16,15 +16,21 @@ import sys
 import threading
 from typing import TextIO
 
+from opentelemetry import trace
+
 from .domain.call_context import request_id_var
 from .redaction import redact
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+# "[request id trace=<trace id>]": the trace id (of the call's server span, the caller's trace
+# when it sent one) ties a line to the trace; left out outside a traced call.
+FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s%(trace)s] %(message)s"
 
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()  # the request id lives in the caller's context
+        context = trace.get_current_span().get_span_context()
+        record.trace = f" trace={context.trace_id:032x}" if context.is_valid else ""
         return True
 
 

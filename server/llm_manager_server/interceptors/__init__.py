@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc import aio
+from opentelemetry import trace
 
 from ..domain.call_context import SERVER_TIMEOUT, TimeLimit, deadline_var, request_id_var, time_limit, time_limit_var
 from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
@@ -28,6 +29,7 @@ log = logging.getLogger("llm_manager_server.access")
 errors_log = logging.getLogger("llm_manager_server.errors")
 
 API_METHOD_PREFIX = "/llm_manager.v1."
+REQUEST_ID_ATTRIBUTE = "llm_manager.request_id"
 
 # A caller's x-request-id is kept only when it is this shape (a UUID, a ULID, "req_abc-123",
 # base64 ...): it goes on every log line and back to the caller, so no control characters, no
@@ -157,6 +159,7 @@ class ApiInterceptor(aio.ServerInterceptor):
                 break
         request_id = request_id or f"{_ids.getrandbits(128):032x}"
         request_id_var.set(request_id)
+        trace.get_current_span().set_attribute(REQUEST_ID_ATTRIBUTE, request_id)  # the server span's (a no-op when not recording)
         budget, limit = time_limit(context.time_remaining(), self._server_limit)
         deadline_var.set(asyncio.get_running_loop().time() + budget)
         time_limit_var.set(limit)
