@@ -9,6 +9,7 @@ export PATH := $(GOBIN):$(CURDIR)/$(VENV)/bin:/usr/local/go/bin:$(PATH)
 export GOBIN
 
 GRPCURL_VERSION := v1.9.4
+GRPC_HEALTH_PROBE_VERSION := v0.4.63
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 BUF_VERSION := 1.75.0
@@ -59,6 +60,8 @@ lock: $(LOCK_VENV)/.uv-$(UV_VERSION)
 
 $(GOBIN)/grpcurl:
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+$(GOBIN)/grpc-health-probe:
+	go install github.com/grpc-ecosystem/grpc-health-probe@$(GRPC_HEALTH_PROBE_VERSION)
 $(GOBIN)/protoc-gen-go:
 	go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(GOBIN)/protoc-gen-go-grpc:
@@ -66,7 +69,7 @@ $(GOBIN)/protoc-gen-go-grpc:
 $(TOOLS)/node_modules/.bin/buf:
 	npm install --silent --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
 
-tools: $(GOBIN)/grpcurl $(GOBIN)/protoc-gen-go $(GOBIN)/protoc-gen-go-grpc $(TOOLS)/node_modules/.bin/buf
+tools: $(GOBIN)/grpcurl $(GOBIN)/grpc-health-probe $(GOBIN)/protoc-gen-go $(GOBIN)/protoc-gen-go-grpc $(TOOLS)/node_modules/.bin/buf
 
 # Redis and PostgreSQL servers for the storage tests (Debian packages; needs root or sudo).
 system-deps:
