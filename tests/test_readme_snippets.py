@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .conftest import StartApp
 from .support.tools import REPO, run, tool
 
 MODULE = "github.com/llm-manager/llm-manager/clients/go"
@@ -27,3 +28,17 @@ async def test_the_go_readme_program_compiles_through_the_replace_route() -> Non
         code, output = await run(go, "build", "-o", str(directory / "program"), ".", cwd=directory)
         assert code == 0, output
         assert (directory / "program").exists()
+
+
+async def test_the_readme_python_example_runs_against_a_started_server(start_app: StartApp) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Python") :]
+    program = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    app = await start_app(LLM_LOCAL_MAX_TOKENS="48")  # the embedded SmolLM2, answers kept short
+    assert "127.0.0.1:50051" in program
+    with tempfile.TemporaryDirectory(prefix="readme-py-") as scratch:
+        script = Path(scratch) / "example.py"
+        script.write_text(program.replace("127.0.0.1:50051", app.address))
+        code, output = await run(str(REPO / ".venv" / "bin" / "python"), str(script), timeout_s=240)
+    assert code == 0, output
+    assert "INVALID_REQUEST" in output, output  # its last step shows an error's details
