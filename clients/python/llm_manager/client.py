@@ -305,6 +305,22 @@ class GenerateOptions(TypedDict, total=False):
     top_p: float | None
 
 
+def _turn_request(
+    conversation_id: str,
+    message: str,
+    preferences: common_pb2.GenerationPreferences,
+    tools: Sequence[common_pb2.Tool],
+    tool_choice: ToolChoiceLike | None,
+    tool_results: Sequence[common_pb2.ChatMessage],
+) -> conversation_service_pb2.SendMessageRequest:
+    request = conversation_service_pb2.SendMessageRequest(
+        conversation_id=conversation_id, message=message, preferences=preferences, tools=list(tools), tool_results=list(tool_results)
+    )
+    if tool_choice is not None:
+        request.tool_choice.CopyFrom(_as_tool_choice(tool_choice))
+    return request
+
+
 class LLMManagerClient:
     """Wraps one channel; every call takes an optional per-call ``timeout`` (seconds)."""
 
@@ -487,15 +503,10 @@ class LLMManagerClient:
         """One turn of a stored conversation. When the previous reply called tools, answer them
         with ``tool_results`` (:func:`tool_result_message` per call; ``message`` may then be empty):
         the conversation keeps the calls and their results."""
-        request = conversation_service_pb2.SendMessageRequest(
-            conversation_id=conversation_id,
-            message=message,
-            preferences=_preferences(model, max_tokens, temperature, None, (), seed=seed, response_schema=response_schema),
-            tools=list(tools),
-            tool_results=list(tool_results),
+        request = _turn_request(
+            conversation_id, message, _preferences(model, max_tokens, temperature, None, (), seed=seed, response_schema=response_schema),
+            tools, tool_choice, tool_results,
         )
-        if tool_choice is not None:
-            request.tool_choice.CopyFrom(_as_tool_choice(tool_choice))
         response: conversation_service_pb2.SendMessageResponse = await self.conversations.SendMessage(
             request, timeout=self._timeout_for(timeout), metadata=self._metadata_for(request_id)
         )
@@ -518,15 +529,8 @@ class LLMManagerClient:
     ) -> AsyncIterator[conversation_service_pb2.StreamSendMessageResponse]:
         """One turn of a stored conversation, streamed: text as it arrives, each tool call once,
         then the last message with usage and metadata; both turns are stored."""
-        request = conversation_service_pb2.StreamSendMessageRequest(
-            conversation_id=conversation_id,
-            message=message,
-            preferences=_preferences(model, max_tokens, temperature, None, (), seed=seed),
-            tools=list(tools),
-            tool_results=list(tool_results),
-        )
-        if tool_choice is not None:
-            request.tool_choice.CopyFrom(_as_tool_choice(tool_choice))
+        fields = _turn_request(conversation_id, message, _preferences(model, max_tokens, temperature, None, (), seed=seed), tools, tool_choice, tool_results)
+        request = conversation_service_pb2.StreamSendMessageRequest.FromString(fields.SerializeToString())  # same fields, same numbers
         call = self.conversations.StreamSendMessage(request, timeout=self._timeout_for(timeout), metadata=self._metadata_for(request_id))
         try:
             async for piece in call:

@@ -209,9 +209,4 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
                     )
                 elif delta.text or delta.tool_calls:
                     reply.output_arrived()
-                    if delta.tool_calls:
-                        yield conversation_service_pb2.StreamSendMessageResponse(
-                            text=delta.text, model=delta.model or "", tool_calls=[convert.tool_call_to_proto(c) for c in delta.tool_calls]
-                        )
-                    else:  # the common case: text only
-                        yield conversation_service_pb2.StreamSendMessageResponse(text=delta.text, model=delta.model or "")
+                    yield conversation_service_pb2.StreamSendMessageResponse(**convert.piece_fields(delta.text, delta.model, delta.tool_calls))

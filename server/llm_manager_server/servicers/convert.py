@@ -381,6 +381,14 @@ def tool_call_to_proto(call: ToolCall) -> common_pb2.ToolCall:
     return common_pb2.ToolCall(id=call.id, name=call.name, arguments=dict_to_struct(call.arguments))
 
 
+def piece_fields(text: str, model: str | None, tool_calls: Sequence[ToolCall]) -> dict[str, Any]:
+    """Keyword arguments for a stream message before the last: new text, and tool calls that
+    just completed (the common text-only case builds no list)."""
+    if tool_calls:
+        return {"text": text, "model": model or "", "tool_calls": [tool_call_to_proto(c) for c in tool_calls]}
+    return {"text": text, "model": model or ""}
+
+
 class Reply:
     """The timing of one reply (the first text or tool call marks the time to first token),
     and the translation of an :class:`Answer` into the fields every reply message shares

@@ -69,12 +69,7 @@ class LLMManagerServicer(llm_manager_service_pb2_grpc.LLMManagerServiceServicer)
                 yield llm_manager_service_pb2.StreamGenerateResponse(**reply.fields(delta.answer, request_id=request_id_var.get(), text="", tool_calls=()))
             elif delta.text or delta.tool_calls:
                 reply.output_arrived()
-                if delta.tool_calls:
-                    yield llm_manager_service_pb2.StreamGenerateResponse(
-                        text=delta.text, model=delta.model or "", tool_calls=[convert.tool_call_to_proto(c) for c in delta.tool_calls]
-                    )
-                else:  # the common case: text only
-                    yield llm_manager_service_pb2.StreamGenerateResponse(text=delta.text, model=delta.model or "")
+                yield llm_manager_service_pb2.StreamGenerateResponse(**convert.piece_fields(delta.text, delta.model, delta.tool_calls))
 
     async def ListModels(
         self, request: llm_manager_service_pb2.ListModelsRequest, context: aio.ServicerContext[Any, Any]
