@@ -123,6 +123,9 @@ class ModelRegistry:
     default_models: dict[ProviderKind, str] = field(default_factory=dict)
     # True when the local provider serves exactly one in-process model.
     local_is_inprocess: bool = False
+    # The models configured deployments serve, by kind: they join their provider's place in
+    # the chains (kept here so that planning a call does not scan every model).
+    deployment_models: dict[ProviderKind, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
@@ -252,6 +255,9 @@ class ModelRegistry:
         self.providers.setdefault(kind, provider)
         for model in configured.models:
             self.add(model, deployment)
+            served = self.deployment_models.setdefault(kind, [])
+            if model not in served:
+                served.append(model)
 
     def _local(self, provider: Provider) -> Provider:
         """A local provider, with tools offered as a schema-constrained answer when

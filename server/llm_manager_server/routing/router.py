@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 
 from ..catalog import provider_for_model
-from ..config import DEFAULT_DEPLOYMENT_NAMES, RoutingSettings
+from ..config import RoutingSettings
 from ..domain.call_context import deadline_exceeded
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import (
@@ -156,10 +156,10 @@ class Router:
                 names.extend(preferred)
                 continue
             default = self._registry.default_models.get(kind)
-            names.extend([default] if default else [])
+            if default:
+                names.append(default)
             # Models that configured deployments serve take their provider's place too.
-            names.extend(n for n, e in self._registry.models.items() if e.provider_kind is kind and any(
-                r.deployment.name not in DEFAULT_DEPLOYMENT_NAMES for r in e.routes))
+            names.extend(self._registry.deployment_models.get(kind, ()))
         return list(dict.fromkeys(names))
 
     def _primaries(self, task: TaskType) -> list[str]:
