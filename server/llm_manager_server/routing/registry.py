@@ -108,7 +108,7 @@ class ModelRegistry:
 
     ``deployments`` are named endpoints: the default ones from the environment (``local``,
     ``openai``, ``anthropic``, ``gemini``) and those of ``LLM_CONFIG_FILE`` ``deployments:``.
-    ``providers`` is each kind's default deployment's provider (a pinned model of that kind
+    ``defaults`` is each kind's default deployment (a pinned model of that kind
     that no deployment lists goes there). ``models`` are the configured models: listed by
     ListModels, published in health; a model served by several deployments has a route to each.
     A model a caller pins by name without configuring it lives in ``adhoc``, a bounded LRU,
@@ -116,7 +116,7 @@ class ModelRegistry:
 
     settings: Settings
     deployments: dict[str, Deployment] = field(default_factory=dict)
-    providers: dict[ProviderKind, Provider] = field(default_factory=dict)
+    defaults: dict[ProviderKind, Deployment] = field(default_factory=dict)
     models: dict[str, ModelEntry] = field(default_factory=dict)
     adhoc: OrderedDict[str, ModelEntry] = field(default_factory=OrderedDict)
     # The models each provider contributes to a chain when no preference variable names one.
@@ -192,7 +192,7 @@ class ModelRegistry:
         for deployment in settings.deployments:
             registry._configured_deployment(deployment)
         for name in (*llama.general_models, *llama.sql_models):
-            if provider_for_model(name) in registry.providers and not (
+            if provider_for_model(name) in registry.defaults and not (
                 registry.local_is_inprocess and provider_for_model(name) is ProviderKind.LOCAL
             ):
                 registry.add(name)
@@ -226,7 +226,7 @@ class ModelRegistry:
 
     def _default_deployment(self, name: str, kind: ProviderKind, provider: Provider) -> None:
         self.deployments[name] = Deployment(name, kind, provider)
-        self.providers[kind] = provider
+        self.defaults[kind] = self.deployments[name]
 
     def _configured_deployment(self, configured: DeploymentSettings) -> None:
         """A ``deployments:`` entry: its provider, and a route to it for each model it serves."""
@@ -252,7 +252,7 @@ class ModelRegistry:
                 provider = self._local(provider)
         deployment = Deployment(configured.name, kind, provider, configured.weight)
         self.deployments[configured.name] = deployment
-        self.providers.setdefault(kind, provider)
+        self.defaults.setdefault(kind, deployment)
         for model in configured.models:
             self.add(model, deployment)
             served = self.deployment_models.setdefault(kind, [])
@@ -263,10 +263,6 @@ class ModelRegistry:
         """A local provider, with tools offered as a schema-constrained answer when
         ``LLM_LOCAL_TOOL_CALLING`` is ``schema`` (the default)."""
         return EmulatedToolsProvider(provider) if self.settings.llama.tool_calling == "schema" else provider
-
-    def _default_of(self, kind: ProviderKind) -> Deployment:
-        provider = self.providers[kind]
-        return next(d for d in self.deployments.values() if d.provider is provider)
 
     def _entry(self, name: str, deployment: Deployment) -> ModelEntry:
         facts = facts_for(
@@ -280,7 +276,7 @@ class ModelRegistry:
         default deployment of its provider by name); a model named by several deployments gets
         a route to each."""
         if deployment is None:
-            deployment = self._default_of(provider_for_model(name))
+            deployment = self.defaults[provider_for_model(name)]
         entry = self.models.get(name)
         if entry is None:
             entry = self.models[name] = self._entry(name, deployment)
@@ -304,7 +300,7 @@ class ModelRegistry:
         if not is_valid_model_name(name):  # callers validate first; this guards the state
             raise LLMError(ErrorKind.INVALID_REQUEST, f"invalid model name: {MODEL_NAME_RULE}")
         kind = provider_for_model(name)
-        if kind not in self.providers:
+        if kind not in self.defaults:
             hint = {
                 ProviderKind.OPENAI: "set OPENAI_API_KEY",
                 ProviderKind.ANTHROPIC: "set CLAUDE_API_KEY",
@@ -317,14 +313,14 @@ class ModelRegistry:
                 model=name,
             )
         in_process = self.deployments.get("local")
-        if kind is ProviderKind.LOCAL and self.local_is_inprocess and in_process is not None and self.providers[kind] is in_process.provider:
+        if kind is ProviderKind.LOCAL and self.local_is_inprocess and self.defaults[kind] is in_process:
             loaded = self.default_models[ProviderKind.LOCAL]
             raise LLMError(
                 ErrorKind.MODEL_UNAVAILABLE,
                 f"local model {name!r} is not loaded; the in-process model is {loaded!r}",
                 model=name,
             )
-        entry = self.adhoc[name] = self._entry(name, self._default_of(kind))
+        entry = self.adhoc[name] = self._entry(name, self.defaults[kind])
         while len(self.adhoc) > MAX_ADHOC_MODELS:
             self.adhoc.popitem(last=False)
         return entry

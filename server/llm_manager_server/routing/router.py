@@ -131,12 +131,10 @@ class Router:
     @staticmethod
     def circuit_detail(entry: ModelEntry) -> str | None:
         """A human-readable note when no deployment of the model has its circuit closed."""
-        breakers = [r.breaker for r in entry.routes]
-        if not breakers or any(b is None or b.state is CircuitState.CLOSED for b in breakers):
+        tripped = [r.breaker for r in entry.routes if r.breaker is not None and r.breaker.state is not CircuitState.CLOSED]
+        if not tripped or len(tripped) < len(entry.routes):
             return None
-        breaker = breakers[0]
-        if breaker is None or breaker.state is CircuitState.CLOSED:
-            return None
+        breaker = tripped[0]
         if breaker.state is CircuitState.HALF_OPEN:
             return f"circuit half-open: next call probes the model (last error: {breaker.last_error})"
         return f"circuit open for {breaker.remaining_open_s():.0f} s after {breaker.consecutive_failures} failures (last error: {breaker.last_error})"
@@ -149,7 +147,7 @@ class Router:
         if task is TaskType.SQL_GENERATION:
             names.extend(n for n in llama.sql_models if n in self._registry.models)
         for kind in self._settings.chains[task]:
-            if kind not in self._registry.providers:
+            if kind not in self._registry.defaults:
                 continue
             preferred = [m for m in llama.general_models if m in self._registry.models and provider_for_model(m) is kind]
             if preferred:
