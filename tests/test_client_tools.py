@@ -29,26 +29,8 @@ from llm_manager.client import (
 from llm_manager.v1 import common_pb2, conversation_service_pb2, llm_manager_service_pb2 as api
 
 from .conftest import StartApp, Stubs
+from .support.schemas import QUERY_METRICS, SERVICE_CONFIG
 
-QUERY_METRICS: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "metric": {"type": "string", "maxLength": 40},
-        "minutes": {"type": "integer", "minimum": 1, "maximum": 1440},
-    },
-    "required": ["metric", "minutes"],
-    "additionalProperties": False,
-}
-SERVICE_CONFIG: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "service": {"type": "string", "maxLength": 40},
-        "replicas": {"type": "integer", "minimum": 1, "maximum": 9},
-        "tier": {"enum": ["frontend", "backend", "batch"]},
-    },
-    "required": ["service", "replicas", "tier"],
-    "additionalProperties": False,
-}
 METRICS_TOOL = tool("query_metrics", "Query a telemetry metric over the last N minutes.", QUERY_METRICS)
 GREEDY: dict[str, Any] = {"temperature": 0.0, "seed": 1}
 QUESTION = "What is the p99 latency of checkout over the last 15 minutes?"

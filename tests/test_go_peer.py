@@ -12,24 +12,8 @@ import jsonschema
 
 from .conftest import StartApp
 from .support.tools import REPO, run, tool
-
 # The example peer's query_metrics parameters and -structured default (cmd/example-peer/tools.go).
-QUERY_METRICS = {
-    "type": "object",
-    "properties": {"metric": {"type": "string", "maxLength": 40}, "minutes": {"type": "integer", "minimum": 1, "maximum": 1440}},
-    "required": ["metric", "minutes"],
-    "additionalProperties": False,
-}
-SERVICE_CONFIG = {
-    "type": "object",
-    "properties": {
-        "service": {"type": "string", "maxLength": 40},
-        "replicas": {"type": "integer", "minimum": 1, "maximum": 9},
-        "tier": {"enum": ["frontend", "backend", "batch"]},
-    },
-    "required": ["service", "replicas", "tier"],
-    "additionalProperties": False,
-}
+from .support.schemas import QUERY_METRICS, SERVICE_CONFIG
 
 
 async def test_go_stubs_and_example_peer_against_the_server(start_app: StartApp, tmp_path: Path) -> None:

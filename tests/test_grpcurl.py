@@ -6,6 +6,7 @@ import json
 
 from .conftest import StartApp
 from .support.tools import run, tool
+from .support.schemas import QUERY_METRICS, SERVICE_CONFIG
 
 
 async def test_grpcurl_lists_describes_and_calls_via_reflection(start_app: StartApp) -> None:
@@ -91,24 +92,6 @@ async def test_reflection_v1_is_served_for_newer_tools(start_app: StartApp) -> N
     assert {"llm_manager.v1.LLMManagerService", "grpc.reflection.v1.ServerReflection"} <= names
     code, output = await run(tool("grpcurl"), "-plaintext", app.address, "list")
     assert code == 0 and "grpc.reflection.v1.ServerReflection" in output, output
-
-
-QUERY_METRICS = {
-    "type": "object",
-    "properties": {"metric": {"type": "string", "maxLength": 40}, "minutes": {"type": "integer", "minimum": 1, "maximum": 1440}},
-    "required": ["metric", "minutes"],
-    "additionalProperties": False,
-}
-SERVICE_CONFIG = {
-    "type": "object",
-    "properties": {
-        "service": {"type": "string", "maxLength": 40},
-        "replicas": {"type": "integer", "minimum": 1, "maximum": 9},
-        "tier": {"enum": ["frontend", "backend", "batch"]},
-    },
-    "required": ["service", "replicas", "tier"],
-    "additionalProperties": False,
-}
 
 
 async def test_grpcurl_tool_round_trip_and_structured_output(start_app: StartApp) -> None:

@@ -21,23 +21,7 @@ from llm_manager.v1 import common_pb2, llm_manager_service_pb2 as api
 
 from .conftest import StartApp, Stubs
 from .support.processes import LlamaServer
-
-SERVICE_CONFIG = {
-    "type": "object",
-    "properties": {
-        "service": {"type": "string", "maxLength": 40},
-        "replicas": {"type": "integer", "minimum": 1, "maximum": 9},
-        "tier": {"enum": ["frontend", "backend", "batch"]},
-    },
-    "required": ["service", "replicas", "tier"],
-    "additionalProperties": False,
-}
-QUERY_METRICS = {
-    "type": "object",
-    "properties": {"metric": {"type": "string", "maxLength": 40}, "minutes": {"type": "integer", "minimum": 1, "maximum": 1440}},
-    "required": ["metric", "minutes"],
-    "additionalProperties": False,
-}
+from .support.schemas import QUERY_METRICS, SERVICE_CONFIG
 
 
 def struct(value: dict[str, object]) -> struct_pb2.Struct:
