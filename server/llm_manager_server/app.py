@@ -31,6 +31,7 @@ from llm_manager.v1 import (
 
 from .cache import ResponseCache, build_response_cache
 from .cache.redis_store import redacted_url
+from .calls import CallGate
 from .config import ConfigError, Settings, load_settings
 from .conversations import ConversationStore, conversation_store_for
 from .health import NOT_SERVING, SERVING, HealthMonitor, HealthServicer
@@ -162,6 +163,7 @@ class Application:
     # Read by telemetry: ``response_cache.stats`` holds the hit/miss/error counters.
     response_cache: ResponseCache | None = None
     conversation_store: ConversationStore | None = None
+    gate: CallGate | None = None
 
     @property
     def address(self) -> str:
@@ -198,6 +200,8 @@ class Application:
         if self.response_cache is not None:
             telemetry.observe_cache(self.response_cache.stats.snapshot)
         generator = Generator(router, self.response_cache)
+        # Admits every API call, whatever transport carries it.
+        self.gate = CallGate(settings.routing.timeout_ms / 1000, max_concurrent_calls=settings.max_concurrent_calls)
         self.health = HealthServicer()
         self.monitor = HealthMonitor(self.registry, self.health, settings.routing.health_interval_s, readiness=(API_SERVICES[0],))
         server = aio.server(
@@ -208,9 +212,7 @@ class Application:
                 # test: the library's filters.service_prefix runs ABC isinstance checks and
                 # path normalisation on every call.
                 aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=is_api_method),  # type: ignore[no-untyped-call]
-                ApiInterceptor(
-                    settings.routing.timeout_ms / 1000, access_log=settings.access_log, max_concurrent_calls=settings.max_concurrent_calls
-                ),
+                ApiInterceptor(self.gate, access_log=settings.access_log),
             ],
             options=[("grpc.so_reuseport", 0)],
         )

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -21,8 +19,9 @@ import grpc
 from grpc import aio
 from opentelemetry import trace
 
-from ..domain.call_context import SERVER_TIMEOUT, TimeLimit, deadline_var, request_id_var, time_limit, time_limit_var
-from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
+from ..calls import CallGate
+from ..domain.call_context import request_id_var
+from ..domain.errors import FieldViolation, LLMError, invalid_request
 from ..status import to_grpc_status
 
 log = logging.getLogger("llm_manager_server.access")
@@ -31,18 +30,10 @@ errors_log = logging.getLogger("llm_manager_server.errors")
 API_METHOD_PREFIX = "/llm_manager.v1."
 REQUEST_ID_ATTRIBUTE = "llm_manager.request_id"
 
-# A caller's x-request-id is kept only when it is this shape (a UUID, a ULID, "req_abc-123",
-# base64 ...): it goes on every log line and back to the caller, so no control characters, no
-# spaces, and at most 128 characters. Anything else is replaced by a new id.
-REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
-
 UnaryBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 if TYPE_CHECKING:  # generic only in the type stubs
     Handler = grpc.RpcMethodHandler[Any, Any]
-
-# Request ids only need to be unique, not unpredictable: no os.urandom system call per call.
-_ids = random.Random()
 
 
 def is_api_method(handler_call_details: grpc.HandlerCallDetails) -> bool:
@@ -95,27 +86,22 @@ def _outcome(context: aio.ServicerContext[Any, Any], error: BaseException | None
 class ApiInterceptor(aio.ServerInterceptor):
     """Around every call of the API, in this order:
 
-    1. the request id: the caller's ``x-request-id`` if well-formed (``REQUEST_ID``), else a
-       new one, in ``request_id_var`` (every log line of the call carries it);
-    2. the deadline: the caller's, capped by ``LLM_TIMEOUT_MS``, in ``deadline_var``, and
-       which of the two it is in ``time_limit_var``; all work for the call (every retry and
-       fallback) must finish by then;
-    then an undecodable request is INVALID_ARGUMENT, and a call beyond
-    ``max_concurrent_calls`` RESOURCE_EXHAUSTED;
+    1. the call gate opens the call (``calls.CallGate.open``): the request id, the caller's
+       ``x-request-id`` if well-formed, else a new one, in ``request_id_var`` (every log line
+       of the call carries it), sent back in the initial metadata and the trailers; the
+       deadline, the caller's capped by ``LLM_TIMEOUT_MS``, in ``deadline_var`` (all work for
+       the call, every retry and fallback, must finish by then);
+    2. an undecodable request is INVALID_ARGUMENT; then the gate admits the call or refuses
+       it (``CallGate.admit``: beyond ``LLM_MAX_CONCURRENT_CALLS``, RESOURCE_EXHAUSTED);
     3. error mapping: an ``LLMError`` becomes its rich gRPC status; anything unexpected a
        bare INTERNAL naming the request id (the traceback is logged, never sent);
     4. one access-log line: method, status code, duration (``llm_manager_server.access``
        at INFO; silence it with ``LLM_ACCESS_LOG=false``).
     """
 
-    def __init__(self, default_timeout_s: float, *, access_log: bool = True, max_concurrent_calls: int = 1024) -> None:
-        self._server_limit = TimeLimit(SERVER_TIMEOUT, default_timeout_s)
+    def __init__(self, gate: CallGate, *, access_log: bool = True) -> None:
+        self.gate = gate
         self._access_log = access_log
-        # Calls of this API being served at once; beyond the cap new ones are refused at once
-        # (RESOURCE_EXHAUSTED) instead of queueing without bound. Health and reflection are
-        # not counted: a busy server still answers its probes.
-        self._max_concurrent_calls = max_concurrent_calls
-        self.in_flight = 0
         # method -> (the handler it wraps, the wrapped handler): built once per method.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
@@ -150,32 +136,22 @@ class ApiInterceptor(aio.ServerInterceptor):
         )
 
     async def _begin(self, request: Any, context: aio.ServicerContext[Any, Any]) -> None:
-        """Sets the call's context and sends ``x-request-id`` in the initial metadata (and sets
-        it for the trailers); then raises an LLMError for a call that cannot be served."""
-        request_id = ""
+        """Opens the call and sends ``x-request-id`` in the initial metadata (and sets it for
+        the trailers); then admits it, or raises the LLMError that refuses it."""
+        supplied: str | None = None
         for key, value in context.invocation_metadata() or ():
             if key == "x-request-id":
-                request_id = value if isinstance(value, str) and REQUEST_ID.fullmatch(value) else ""
+                supplied = value if isinstance(value, str) else None
                 break
-        request_id = request_id or f"{_ids.getrandbits(128):032x}"
-        request_id_var.set(request_id)
+        request_id = self.gate.open(supplied, context.time_remaining())
         trace.get_current_span().set_attribute(REQUEST_ID_ATTRIBUTE, request_id)  # the server span's (a no-op when not recording)
-        budget, limit = time_limit(context.time_remaining(), self._server_limit)
-        deadline_var.set(asyncio.get_running_loop().time() + budget)
-        time_limit_var.set(limit)
         # Every response, failed or not, carries the request id in both header blocks.
         echo = (("x-request-id", request_id),)
         await context.send_initial_metadata(echo)
         context.set_trailing_metadata(echo)
         if isinstance(request, _Undecodable):
             raise _undecodable_error(request)
-        if self.in_flight >= self._max_concurrent_calls:
-            raise LLMError(
-                ErrorKind.RESOURCE_EXHAUSTED,
-                f"the server is serving its maximum of {self._max_concurrent_calls} concurrent calls (LLM_MAX_CONCURRENT_CALLS); retry shortly",
-                retry_after_s=1.0,
-                metadata={"limit": "LLM_MAX_CONCURRENT_CALLS", "max_concurrent_calls": str(self._max_concurrent_calls)},
-            )
+        self.gate.admit()
 
     def _end(self, method: str, context: aio.ServicerContext[Any, Any], started: float, error: BaseException | None) -> None:
         if self._access_log:
@@ -199,7 +175,6 @@ class ApiInterceptor(aio.ServerInterceptor):
             try:
                 try:
                     await self._begin(request, context)
-                    self.in_flight += 1
                     counted = True
                     return await behavior(request, context)
                 except aio.AbortError:
@@ -210,7 +185,8 @@ class ApiInterceptor(aio.ServerInterceptor):
                 error = raised
                 raise
             finally:
-                self.in_flight -= counted
+                if counted:
+                    self.gate.release()
                 self._end(method, context, started, error)
 
         return around
@@ -223,7 +199,6 @@ class ApiInterceptor(aio.ServerInterceptor):
             try:
                 try:
                     await self._begin(request, context)
-                    self.in_flight += 1
                     counted = True
                     async for item in behavior(request, context):
                         yield item
@@ -235,7 +210,8 @@ class ApiInterceptor(aio.ServerInterceptor):
                 error = raised
                 raise
             finally:
-                self.in_flight -= counted
+                if counted:
+                    self.gate.release()
                 self._end(method, context, started, error)
 
         return around
