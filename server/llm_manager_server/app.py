@@ -27,6 +27,8 @@ from llm_manager.v1 import (
     conversation_service_pb2_grpc,
     llm_manager_service_pb2,
     llm_manager_service_pb2_grpc,
+    usage_service_pb2,
+    usage_service_pb2_grpc,
 )
 
 from .cache import ResponseCache, build_response_cache
@@ -42,6 +44,8 @@ from .routing.router import Router
 from .servicers.conversations import ConversationServicer
 from .engine import Generator
 from .servicers.llm_manager import LLMManagerServicer
+from .servicers.usage import UsageServicer
+from .usage import Limiter, UsageLedger, UsageMeter, build_limiter
 from .telemetry import Telemetry, build_meter_provider, build_tracer_provider
 
 log = logging.getLogger("llm_manager_server")
@@ -50,6 +54,7 @@ REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 API_SERVICES = (
     llm_manager_service_pb2.DESCRIPTOR.services_by_name["LLMManagerService"].full_name,
     conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
+    usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
 )
 
 
@@ -164,6 +169,8 @@ class Application:
     response_cache: ResponseCache | None = None
     conversation_store: ConversationStore | None = None
     gate: CallGate | None = None
+    limiter: Limiter | None = None
+    usage_ledger: UsageLedger | None = None
 
     @property
     def address(self) -> str:
@@ -186,6 +193,8 @@ class Application:
         try:
             await self._start_serving(self.conversation_store)
         except BaseException:
+            if self.usage_ledger is not None:
+                await self.usage_ledger.close()
             # The SQLite store's worker thread is not a daemon: left open, it would keep a
             # process whose start-up failed from exiting.
             await self.conversation_store.close()
@@ -199,7 +208,12 @@ class Application:
         self.response_cache = build_response_cache(settings.cache, default_strategy=settings.routing.strategy)
         if self.response_cache is not None:
             telemetry.observe_cache(self.response_cache.stats.snapshot)
-        generator = Generator(router, self.response_cache)
+        # Callers' limits (counted only for callers whose key has some) and the usage ledger,
+        # booked in the conversation database.
+        self.limiter = build_limiter(settings.limits_store_url, self.meter_provider.get_meter("llm_manager.limits"))
+        self.usage_ledger = UsageLedger(conversation_store)
+        self.usage_ledger.start()
+        generator = Generator(router, self.response_cache, UsageMeter(self.limiter, self.usage_ledger))
         # Admits every API call, whatever transport carries it.
         self.gate = CallGate(settings.routing.timeout_ms / 1000, max_concurrent_calls=settings.max_concurrent_calls)
         self.health = HealthServicer()
@@ -222,6 +236,7 @@ class Application:
         conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
             ConversationServicer(conversation_store, generator), server
         )
+        usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(self.usage_ledger), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflected = (*API_SERVICES, "grpc.health.v1.Health", reflection.SERVICE_NAME, REFLECTION_V1)
         _add_reflection_v1(descriptor_pool.Default())
@@ -279,6 +294,10 @@ class Application:
             await asyncio.gather(*(d.provider.close() for d in self.registry.deployments.values()), return_exceptions=True)
         if self.response_cache is not None:
             await self.response_cache.close()
+        if self.limiter is not None:
+            await self.limiter.close()
+        if self.usage_ledger is not None:
+            await self.usage_ledger.close()  # writes what is pending, before the store closes
         if self.conversation_store is not None:
             await self.conversation_store.close()
         # Flushing exports over the network: off the event loop.

@@ -179,6 +179,9 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     conversation_store: str = ""
+    # LLM_LIMITS_STORE: where per-caller limit counters live ("memory", or a redis:// URL shared
+    # by replicas); unset: LLM_CACHE_STORE's Redis when the cache uses one, else memory.
+    limits_store: str = ""
     log_level: str = "INFO"
     # One INFO line per API call (method, status, duration); LLM_ACCESS_LOG=false silences it.
     access_log: bool = True
@@ -195,6 +198,12 @@ class Settings:
     @property
     def conversation_store_url(self) -> str:
         return self.conversation_store or f"sqlite:{Path(self.data_dir) / 'conversations.db'}"
+
+    @property
+    def limits_store_url(self) -> str:
+        if self.limits_store:
+            return self.limits_store
+        return self.cache.store if self.cache.store.startswith(("redis://", "rediss://")) else "memory"
 
 
 # --- value parsers: each raises ConfigError naming the variable -------------------------
@@ -608,6 +617,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         conversation_store=parsed(
             "LLM_CONVERSATION_STORE", None, (), lambda n, r: _store(n, r, ("sqlite:", "postgres://", "postgresql://")), ""
         ),
+        limits_store=parsed("LLM_LIMITS_STORE", None, (), lambda n, r: _store(n, r, ("redis://", "rediss://")), ""),
         log_level=log_level,
         access_log=parsed("LLM_ACCESS_LOG", None, (), _bool, defaults.access_log),
         event_loop=event_loop,

@@ -2,7 +2,8 @@
 
 Every status carries one ``ErrorInfo`` (reason = the error kind, domain ``llm-manager``,
 metadata with the model and kind-specific facts), plus ``RetryInfo`` for rate limits and
-``BadRequest`` for invalid requests.
+``BadRequest`` for invalid requests; a caller over its limits gets ``QuotaFailure`` and
+``RetryInfo`` (when the limit's window resets).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _CODES: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.CONVERSATION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorKind.INVALID_MODEL_OUTPUT: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.QUOTA_EXCEEDED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -70,6 +72,17 @@ def to_status_proto(error: LLMError) -> status_pb2.Status:
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(field=redact(v.field), description=redact(v.description))
                         for v in error.field_violations
+                    ]
+                )
+            )
+        )
+    if error.quota_violations:
+        details.append(
+            _packed(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(subject=redact(v.subject), description=redact(v.description))
+                        for v in error.quota_violations
                     ]
                 )
             )

@@ -20,10 +20,14 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ..domain.types import Message
+from ..usage.ledger import UsageStore
 from .model import Conversation, PageCursor
 
 
-class ConversationStore(Protocol):
+class ConversationStore(UsageStore, Protocol):
+    """Conversations, and the usage ledger's rows (``usage_ledger`` table) in the same
+    database, so replicas sharing the conversations share the ledger too."""
+
     async def open(self) -> None:
         """Connects and runs schema migrations; called once before serving."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Message, ToolCall
+from ..usage.ledger import UsageRow, merge, selected
 from .model import (
     Conversation,
     PageCursor,
@@ -37,6 +38,7 @@ class MemoryConversationStore:
     def __init__(self, *, clock: Callable[[], int] = now_us) -> None:
         self._clock = clock
         self._records: dict[str, _Record] = {}
+        self._usage: list[UsageRow] = []
 
     async def open(self) -> None:
         pass
@@ -110,3 +112,11 @@ class MemoryConversationStore:
             now = self._clock()
             record.messages.append(replace(StoredMessage.from_message(reply, now), tool_calls=calls))
             self._touch(record, now)
+
+    # --- the usage ledger's rows ---------------------------------------------------------
+
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        self._usage = merge([*self._usage, *rows])
+
+    async def read_usage(self, caller: str, *, first_day: str | None, last_day: str | None, model: str | None) -> list[UsageRow]:
+        return [row for row in self._usage if selected(row, caller, first_day, last_day, model)]

@@ -26,6 +26,7 @@ import asyncpg
 
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Message, Role
+from ..usage.ledger import UsageRow
 from .model import (
     Conversation,
     PageCursor,
@@ -83,11 +84,29 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "(tool_calls IS NULL OR role = 'assistant') AND ((tool_call_id IS NOT NULL) = (role = 'tool')))",
         ),
     ),
+    (
+        3,
+        (
+            # The usage ledger (usage.ledger): one row per caller, UTC day and model.
+            """CREATE TABLE IF NOT EXISTS usage_ledger (
+                caller TEXT NOT NULL,
+                day TEXT NOT NULL,
+                model TEXT NOT NULL,
+                requests BIGINT NOT NULL,
+                prompt_tokens BIGINT NOT NULL,
+                completion_tokens BIGINT NOT NULL,
+                cost_usd DOUBLE PRECISION NOT NULL,
+                cache_hits BIGINT NOT NULL,
+                PRIMARY KEY (caller, day, model)
+            )""",
+        ),
+    ),
 )
 
 # Any constant shared by all replicas; names the advisory lock that serializes migrations.
 MIGRATION_LOCK_ID = 0x11A_C0_17E5
 _COLUMNS = "id, system, metadata::text, create_time_us, update_time_us"
+_USAGE_COLUMNS = "caller, day, model, requests, prompt_tokens, completion_tokens, cost_usd, cache_hits"
 # Failures worth a retry by the caller (UNAVAILABLE), not a bug.
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
 
@@ -252,3 +271,27 @@ class PostgresConversationStore:
                 await self._read(connection, conversation_id, False)
                 raise LLMError(ErrorKind.TIMEOUT, "the reply took longer than the turn's lease; it was not stored")
             await self._append(connection, conversation_id, stored)
+
+    # --- the usage ledger's rows ---------------------------------------------------------
+
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        # Sorted, so replicas flushing at once lock the rows in the same order (no deadlock).
+        ordered = sorted(rows, key=lambda r: (r.caller, r.day, r.model))
+        async with self._transaction() as connection:
+            await connection.executemany(
+                f"INSERT INTO usage_ledger ({_USAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "ON CONFLICT (caller, day, model) DO UPDATE SET requests = usage_ledger.requests + excluded.requests, "
+                "prompt_tokens = usage_ledger.prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = usage_ledger.completion_tokens + excluded.completion_tokens, "
+                "cost_usd = usage_ledger.cost_usd + excluded.cost_usd, cache_hits = usage_ledger.cache_hits + excluded.cache_hits",
+                [(r.caller, r.day, r.model, r.requests, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.cache_hits) for r in ordered],
+            )
+
+    async def read_usage(self, caller: str, *, first_day: str | None, last_day: str | None, model: str | None) -> list[UsageRow]:
+        async with self._transaction() as connection:
+            records = await connection.fetch(
+                f"SELECT {_USAGE_COLUMNS} FROM usage_ledger WHERE caller = $1 AND ($2::text IS NULL OR day >= $2) "
+                "AND ($3::text IS NULL OR day <= $3) AND ($4::text IS NULL OR model = $4) ORDER BY day, model",
+                caller, first_day, last_day, model,
+            )
+        return [UsageRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in records]

@@ -29,6 +29,7 @@ import aiosqlite
 
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Message, Role
+from ..usage.ledger import UsageRow
 from .model import (
     Conversation,
     PageCursor,
@@ -92,9 +93,27 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "ALTER TABLE conversation_messages_v2 RENAME TO conversation_messages",
         ),
     ),
+    (
+        3,
+        (
+            # The usage ledger (usage.ledger): one row per caller, UTC day and model.
+            """CREATE TABLE usage_ledger (
+                caller TEXT NOT NULL,
+                day TEXT NOT NULL,
+                model TEXT NOT NULL,
+                requests INTEGER NOT NULL,
+                prompt_tokens INTEGER NOT NULL,
+                completion_tokens INTEGER NOT NULL,
+                cost_usd REAL NOT NULL,
+                cache_hits INTEGER NOT NULL,
+                PRIMARY KEY (caller, day, model)
+            )""",
+        ),
+    ),
 )
 
 _COLUMNS = "id, system, metadata, create_time_us, update_time_us"
+_USAGE_COLUMNS = "caller, day, model, requests, prompt_tokens, completion_tokens, cost_usd, cache_hits"
 
 
 def _conversation(row: Sequence[Any]) -> Conversation:
@@ -273,3 +292,24 @@ class SqliteConversationStore:
                 await self._read(db, conversation_id, False)
                 raise LLMError(ErrorKind.TIMEOUT, "the reply took longer than the turn's lease; it was not stored")
             await self._append(db, conversation_id, stored)
+
+    # --- the usage ledger's rows ---------------------------------------------------------
+
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        async with self._transaction() as db:
+            await db.executemany(
+                f"INSERT INTO usage_ledger ({_USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (caller, day, model) DO UPDATE SET requests = requests + excluded.requests, "
+                "prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens, "
+                "cost_usd = cost_usd + excluded.cost_usd, cache_hits = cache_hits + excluded.cache_hits",
+                [(r.caller, r.day, r.model, r.requests, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.cache_hits) for r in rows],
+            )
+
+    async def read_usage(self, caller: str, *, first_day: str | None, last_day: str | None, model: str | None) -> list[UsageRow]:
+        sql = (
+            f"SELECT {_USAGE_COLUMNS} FROM usage_ledger WHERE caller = ? AND (? IS NULL OR day >= ?) AND (? IS NULL OR day <= ?) "
+            "AND (? IS NULL OR model = ?) ORDER BY day, model"
+        )
+        async with self._transaction(write=False) as db:
+            async with db.execute(sql, (caller, first_day, first_day, last_day, last_day, model, model)) as cursor:
+                return [UsageRow(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5]), float(r[6]), int(r[7])) async for r in cursor]

@@ -29,6 +29,9 @@ class ErrorKind(enum.Enum):
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     # A model's tool arguments or structured output did not validate against their schema.
     INVALID_MODEL_OUTPUT = "INVALID_MODEL_OUTPUT"
+    # A caller is over one of its key's limits (requests or tokens per minute, budget per day).
+    # Not retryable: another attempt (or model) would only spend more of the same limit.
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 
 # Kinds worth another attempt at the same or the next model (408/409/429/5xx/network).
@@ -52,6 +55,15 @@ class FieldViolation:
     description: str
 
 
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One exceeded limit, as ``google.rpc.QuotaFailure.Violation``: whose (``subject``, the
+    caller's name) and which limit (``description``)."""
+
+    subject: str
+    description: str
+
+
 @dataclass
 class LLMError(Exception):
     """A failure with its kind, a caller-safe message and structured details."""
@@ -62,6 +74,7 @@ class LLMError(Exception):
     # Seconds the provider asked us to wait (429 retry-after).
     retry_after_s: float | None = None
     field_violations: tuple[FieldViolation, ...] = ()
+    quota_violations: tuple[QuotaViolation, ...] = ()
     # Extra ErrorInfo metadata, e.g. token counts or each attempt's reason.
     metadata: dict[str, str] = field(default_factory=dict)
     # True when a provider rejected *our* credentials (FAILED_PRECONDITION, not UNAUTHENTICATED).

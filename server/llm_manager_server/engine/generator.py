@@ -1,5 +1,9 @@
 """Answers a validated request within the call's deadline: through the response cache's policy
-(``ResponseCache.answer`` / ``.stream``) when there is a cache, else straight from the router."""
+(``ResponseCache.answer`` / ``.stream``) when there is a cache, else straight from the router.
+
+With a ``UsageMeter`` every call is admitted against its caller's limits before the router is
+asked, and its usage booked once answered (a stream's from its final delta's answer, booked
+before that delta goes out; a stream cut after it started is booked as a request without usage)."""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ from ..cache import ResponseCache
 from ..domain.call_context import deadline_var
 from ..domain.types import Answer, GenerationRequest, StreamDelta
 from ..routing.router import Router
+from ..usage.meter import UsageMeter
 
 
 class Generator:
-    def __init__(self, router: Router, cache: ResponseCache | None = None) -> None:
+    def __init__(self, router: Router, cache: ResponseCache | None = None, meter: UsageMeter | None = None) -> None:
         self._router = router
         self._cache = cache
+        self._meter = meter
 
     @property
     def cache(self) -> ResponseCache | None:
@@ -44,18 +50,36 @@ class Generator:
         return answer
 
     async def generate(self, request: GenerationRequest) -> Answer:
+        meter = self._meter
+        caller = None if meter is None else await meter.admit()
         deadline = deadline_var.get()
         if self._cache is None:
-            return await self._router.generate(request, deadline)
-        return self._mark(await self._cache.answer(request, lambda: self._router.generate(request, deadline), deadline))
+            answer = await self._router.generate(request, deadline)
+        else:
+            answer = self._mark(await self._cache.answer(request, lambda: self._router.generate(request, deadline), deadline))
+        if meter is not None:
+            await meter.book(caller, answer)
+        return answer
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+        meter = self._meter
+        caller = None if meter is None else await meter.admit()
         deadline = deadline_var.get()
         if self._cache is None:
             source = self._router.stream(request, deadline)
         else:
             source = self._cache.stream(request, lambda: self._router.stream(request, deadline), deadline)
-        async for delta in source:
-            if delta.answer is not None:
-                self._mark(delta.answer)
-            yield delta
+        started: str | None = None  # the model streaming, once a delta came
+        booked = False
+        try:
+            async for delta in source:
+                started = started or delta.model
+                if delta.answer is not None:
+                    self._mark(delta.answer)
+                    if meter is not None:
+                        await meter.book(caller, delta.answer)
+                    booked = True
+                yield delta
+        finally:
+            if meter is not None and started is not None and not booked:
+                meter.book_cut(caller, started)
