@@ -25,11 +25,16 @@ import asyncpg
 import pytest
 
 from llm_manager_server.conversations import Conversation, ConversationStore, reply_message
+from llm_manager_server.conversations import postgres, sqlite
 from llm_manager_server.conversations.postgres import PostgresConversationStore
 from llm_manager_server.conversations.sqlite import SqliteConversationStore
 from llm_manager_server.domain.types import Message, Role, ToolCall, ToolResult
 
 from .conftest import StepClock
+
+# Every version the current code migrates a database to (a version 1 database gets them all).
+SQLITE_VERSIONS = [version for version, _ in sqlite.MIGRATIONS]
+POSTGRES_VERSIONS = [version for version, _ in postgres.MIGRATIONS]
 
 V1_COMMIT = "87d22c712e32b8f5188e2589a681f2d8e6020053"
 V1_SOURCES = Path(__file__).parent / "schema_v1"
@@ -147,7 +152,7 @@ async def test_sqlite_upgrades_a_version_1_database(tmp_path: Path, clock: StepC
     await new.open()
     try:
         assert sqlite_schema(path) == (
-            [1, 2], ["conversation_id", "seq", "role", "content", "create_time_us", "tool_calls", "tool_call_id"],
+            SQLITE_VERSIONS, ["conversation_id", "seq", "role", "content", "create_time_us", "tool_calls", "tool_call_id"],
         )
         await check_upgraded(new, before, cut_off_id)
         # SQLite's store owns its file: the cut-off turn's lease was cleared on open.
@@ -203,7 +208,7 @@ async def test_sqlite_two_stores_opening_a_version_1_database_at_once_migrate_it
     stores = [SqliteConversationStore(str(path), clock=clock) for _ in range(2)]
     try:
         await asyncio.gather(*(s.open() for s in stores))
-        assert sqlite_schema(path)[0] == [1, 2]
+        assert sqlite_schema(path)[0] == SQLITE_VERSIONS
         for store in stores:
             assert await store.list_page(limit=10, after=None, with_messages=True) == before
     finally:
@@ -262,7 +267,7 @@ async def test_postgres_upgrades_a_version_1_database(postgres_dsn: str, clock: 
     await new.open()
     try:
         versions, columns, checks = await postgres_schema(postgres_dsn)
-        assert (versions, columns) == ([1, 2], V2_COLUMNS)
+        assert (versions, columns) == (POSTGRES_VERSIONS, V2_COLUMNS)
         assert len(checks) == 2 and "'tool'::text" in checks[0] and "tool_call_id IS NOT NULL" in checks[1]
         await check_upgraded(new, before, cut_off_id)
         # Replicas share PostgreSQL: a lease is never cleared on open, it expires.
@@ -307,7 +312,7 @@ async def test_postgres_replicas_opening_a_version_1_database_at_once_migrate_it
     try:
         await asyncio.gather(*(r.open() for r in replicas))
         versions, columns, checks = await postgres_schema(postgres_dsn)
-        assert (versions, columns, len(checks)) == ([1, 2], V2_COLUMNS, 2)
+        assert (versions, columns, len(checks)) == (POSTGRES_VERSIONS, V2_COLUMNS, 2)
         for replica in replicas:
             assert await replica.list_page(limit=10, after=None, with_messages=True) == before
     finally:
