@@ -12,12 +12,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .catalog import Price
 from .redaction import register_secret
 from .domain.types import MODEL_NAME_RULE, ProviderKind, RoutingStrategy, TaskType, is_valid_model_name
+
+if TYPE_CHECKING:  # keys imports ConfigError from here
+    from .keys import KeyRing
 
 _LOCAL, _GPT, _CLAUDE = ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC
 # The contract's default routing table. SQL generation tries LLM_SQL_MODEL_1/2 first, then
@@ -163,6 +166,9 @@ class CacheSettings:
     # memory; also the largest single reply stored in Redis.
     max_bytes: int = 64 * 1024 * 1024
     store: str = "memory"
+    # LLM_CACHE_SHARED_ACROSS_CALLERS: with API keys on, a cached answer is served only to the
+    # caller it was made for unless the operator opts into one scope for every caller.
+    shared_across_callers: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,8 @@ class Settings:
     telemetry_record_content: bool = False
     # LLM_PRICES_FILE: (model-name prefix, price) pairs merged over the shipped price table.
     price_overrides: tuple[tuple[str, Price], ...] = ()
+    # LLM_API_KEYS_FILE: the callers and the sha256 of their keys; None: authentication off.
+    api_keys: KeyRing | None = None
 
     @property
     def conversation_store_url(self) -> str:
@@ -484,6 +492,14 @@ def _chains(env: Mapping[str, str], routing_file: Mapping[str, Any]) -> dict[Tas
     return chains
 
 
+def _keys_file(path: str) -> KeyRing | None:
+    if not path:
+        return None
+    from .keys import load_keys_file
+
+    return load_keys_file(path)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Builds validated settings; raises :class:`ConfigError` on the first bad value."""
     env = dict(os.environ if environ is None else environ)
@@ -593,6 +609,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_size=parsed("LLM_CACHE_MAX_SIZE", cache_file, ("maxSize", "max_size"), lambda n, r: _int(n, r, minimum=1), cd.max_size),
         max_bytes=parsed("LLM_CACHE_MAX_BYTES", cache_file, ("maxBytes", "max_bytes"), lambda n, r: _int(n, r, minimum=1024), cd.max_bytes),
         store=parsed("LLM_CACHE_STORE", cache_file, ("store",), lambda n, r: _store(n, r, ("redis://", "rediss://")), cd.store),
+        shared_across_callers=parsed("LLM_CACHE_SHARED_ACROSS_CALLERS", cache_file, ("sharedAcrossCallers", "shared_across_callers"), _bool, cd.shared_across_callers),
     )
 
     log_level = env.get("LLM_LOG_LEVEL", "").strip().upper() or defaults.log_level
@@ -625,4 +642,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_concurrent_calls=parsed("LLM_MAX_CONCURRENT_CALLS", None, (), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), defaults.max_concurrent_calls),
         grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
         price_overrides=_read_prices_file(env["LLM_PRICES_FILE"].strip()) if env.get("LLM_PRICES_FILE", "").strip() else (),
+        api_keys=_keys_file(env.get("LLM_API_KEYS_FILE", "").strip()),
     )
