@@ -5,6 +5,8 @@
 #   bench/instructions.sh llm-manager [ENV=value ...]   # the server, with extra settings
 #   bench/instructions.sh bare                          # bench/bare_server.py (uvloop)
 #   CALL=stream bench/instructions.sh llm-manager       # StreamGenerate: 10 chunks, no pauses
+#   GHZ_METADATA='{"authorization":"Bearer KEY"}' bench/instructions.sh llm-manager LLM_API_KEYS_FILE=...
+#                                                       # calls with headers (API keys)
 #
 # Starts the benchmark's mock upstream (0 ms mode) and the server under callgrind, warms up
 # with 100 calls, zeroes the counters, sends N calls (default 400, 8 concurrent) with ghz,
@@ -53,7 +55,8 @@ valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$WORK/cg.ou
 SERVER=$!
 
 GHZ=(.tools/bin/ghz --insecure --protoset bench/.build/llm_manager.protoset --call "llm_manager.v1.LLMManagerService.$METHOD"
-     -d '{"prompt":"Say hello to the benchmark.","preferences":{"max_tokens":64}}' -c 8 --connections 2 --timeout 60s "127.0.0.1:$PORT")
+     -d '{"prompt":"Say hello to the benchmark.","preferences":{"max_tokens":64}}' -c 8 --connections 2 --timeout 60s
+     ${GHZ_METADATA:+-m "$GHZ_METADATA"} "127.0.0.1:$PORT")
 [ -f bench/.build/llm_manager.protoset ] || { echo "bench/.build/llm_manager.protoset is missing: run make bench once" >&2; exit 1; }
 for _ in $(seq 180); do
   "${GHZ[@]}" -n 1 2>/dev/null | grep -q "\[OK\]" && break  # (the bare server has no health service)

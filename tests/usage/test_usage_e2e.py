@@ -5,6 +5,7 @@ generated stubs with real keys."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from llm_manager_server.usage import utc_day
 from ..conftest import StartApp, Stubs
 from ..fakes import FakeOpenAI, TokenCounts
 from ..support.keys import write_keys_file
+from ..support.tools import run, tool
 
 MODEL = "gpt-4o-mini"
 OPENAI_KEY = "sk-proj-TESTONLYq7Vx2mR9sK4pL8wN3bZ6yH1cD5fJ0gTa"
@@ -208,3 +210,28 @@ async def test_with_authentication_off_calls_are_booked_for_the_anonymous_caller
     await stubs.llm.Generate(generate(), timeout=10)
     answer = await usage_stub(stubs).GetUsage(usage.GetUsageRequest(), timeout=10)
     assert answer.caller == "" and [(r.requests, r.prompt_tokens, r.completion_tokens) for r in answer.rows] == [(1, 1_200, 300)]
+
+
+async def test_the_readme_grpcurl_commands_read_usage_and_show_a_quota_refusal(
+    fake: FakeOpenAI, start_app: StartApp, connect: Callable[..., Stubs], tmp_path: Path
+) -> None:
+    keys = write_keys_file(tmp_path / "keys.yaml", {"dashboards": {"requests_per_minute": 1}})
+    app = await start_app(**cloud_env(fake, tmp_path / "keys.yaml"), LLM_GENERAL_MODEL_1=MODEL)
+    await same_minute()
+    fake.reply_text("Paris.", COUNTS)
+    await connect(app).llm.Generate(generate(), metadata=auth(keys["dashboards"]), timeout=10)
+    grpcurl = tool("grpcurl")
+    today = utc_day(time.time())
+    code, output = await run(
+        grpcurl, "-plaintext", "-H", f"authorization: Bearer {keys['dashboards']}", "-d", json.dumps({"start_date": today}),
+        app.address, "llm_manager.v1.UsageService/GetUsage",
+    )
+    assert code == 0, output
+    answer = json.loads(output)
+    assert answer["caller"] == "dashboards" and answer["rows"][0]["date"] == today
+    assert (answer["total"]["requests"], answer["total"]["prompt_tokens"], answer["total"]["completion_tokens"]) == ("1", "1200", "300")
+    code, output = await run(
+        grpcurl, "-plaintext", "-H", f"x-api-key: {keys['dashboards']}", "-d", '{"prompt":"hi"}', app.address, "llm_manager.v1.LLMManagerService/Generate"
+    )
+    assert code != 0 and "ResourceExhausted" in output and "QUOTA_EXCEEDED" in output, output
+    assert keys["dashboards"] not in output
