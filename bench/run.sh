@@ -58,4 +58,7 @@ fi
 # The cost of schema validation per call (tools, structured output), in process: ~10 s.
 "$PY" bench/schema_validation.py | tee bench/results/schema_validation.txt
 
+# The cost of API keys and per-caller limits per call (instructions, callgrind): ~4 minutes.
+bench/caller_cost.sh 2>/dev/null | tee bench/results/caller_cost.txt
+
 exec "$PY" bench/run.py "$@"
