@@ -1,6 +1,7 @@
-"""Limits in a real Redis: the Lua admission is atomic across clients (two stores, as two
-replicas, admitting concurrently never pass a limit together), bookings add up across them,
-keys expire with their window, and an unreachable Redis falls back to per-process counters."""
+"""Limits in a real Redis: the Lua claims are atomic across clients (two stores, as two
+replicas, admitting concurrently never pass a limit together, permit by permit or in leases),
+bookings add up across them, keys expire with their window, and an unreachable Redis falls
+back to per-process counters."""
 
 from __future__ import annotations
 
@@ -48,17 +49,24 @@ async def test_replicas_admitting_at_once_never_pass_the_limit_together(redis_ur
 
 
 async def test_bookings_of_both_replicas_add_up_and_keys_expire_with_their_window(redis_url: str) -> None:
-    stores = [RedisLimitStore(redis_url), RedisLimitStore(redis_url)]
+    # Leases of no time: every admission claims, so what each replica sent is seen at once.
+    stores = [RedisLimitStore(redis_url, lease_s=0), RedisLimitStore(redis_url, lease_s=0)]
     clock = Clock(START + 5)
     replicas = [Limiter(store, clock=clock) for store in stores]
     tokens = Caller("reports", tokens_per_minute=1_000)
     budget = Caller("analytics", budget_usd_per_day=0.05)
     try:
         await asyncio.gather(*(replicas[i % 2].book(tokens, 100, 0.0) for i in range(10)))
-        assert await outcome(replicas[0], tokens) == TOKENS
+        # Each replica sends its bookings with its next claim, or within a lease's time.
+        assert await outcome(replicas[0], tokens) is None  # replica 0 knows its own 500
+        await stores[1].flush()
+        assert await outcome(replicas[0], tokens) == TOKENS  # the claim reads both
         await asyncio.gather(*(replicas[i % 2].book(budget, 10, 0.004) for i in range(12)))
+        await asyncio.gather(*(store.flush() for store in stores))
         assert await outcome(replicas[1], budget) is None  # 0.048 < 0.05
         await replicas[0].book(budget, 10, 0.002)
+        assert await outcome(replicas[0], budget) == BUDGET  # its own booking: refused at once
+        await stores[0].flush()
         assert await outcome(replicas[1], budget) == BUDGET
         redis = Redis.from_url(redis_url)
         try:
@@ -71,6 +79,27 @@ async def test_bookings_of_both_replicas_add_up_and_keys_expire_with_their_windo
         finally:
             await redis.aclose()
     finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_large_limits_are_leased_in_blocks_and_still_hold_across_replicas(redis_url: str) -> None:
+    stores = [RedisLimitStore(redis_url, lease_s=60), RedisLimitStore(redis_url, lease_s=60)]
+    clock = Clock(START + 1)
+    replicas = [Limiter(store, clock=clock) for store in stores]
+    caller = Caller("batch", requests_per_minute=1_000)  # leases of 20 permits
+    redis = Redis.from_url(redis_url)
+    try:
+        assert await outcome(replicas[0], caller) is None
+        key = f"{KEY_PREFIX}batch:r:{int((START + 1) // 60)}"
+        assert int(await redis.get(key)) == 20  # one claim, a block of 1000 / 50
+        for _ in range(19):
+            assert await outcome(replicas[0], caller) is None
+        assert int(await redis.get(key)) == 20  # served from the lease: Redis not asked
+        outcomes = await asyncio.gather(*(outcome(replicas[i % 2], caller) for i in range(1_100)))
+        assert outcomes.count(None) == 980 and int(await redis.get(key)) == 1_000
+    finally:
+        await redis.aclose()
         for store in stores:
             await store.close()
 
