@@ -7,7 +7,7 @@
 # venv exists (Debian's Python has no `python` alias).
 ARG PYTHON_IMAGE=python:3.11-slim
 
-FROM ${PYTHON_IMAGE} AS build
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -17,9 +17,13 @@ WORKDIR /src
 COPY requirements.lock requirements-nodeps.lock ./
 RUN pip install --require-hashes --no-deps -r requirements-nodeps.lock \
  && pip install --require-hashes -r requirements.lock
+
+# The two local packages as wheels, in their own stage: a code change rebuilds these and the
+# final stage's small layers, not the dependencies' venv (~300 MB, cached while the locks hold).
+FROM deps AS packages
 COPY clients/python clients/python
 COPY server server
-RUN pip install --no-deps ./clients/python ./server
+RUN pip wheel --no-deps --wheel-dir /wheels ./clients/python ./server
 
 FROM ${PYTHON_IMAGE}
 # xllamacpp's llama.cpp is built with OpenMP: without libgomp1 the bundled model cannot load.
@@ -28,11 +32,15 @@ FROM ${PYTHON_IMAGE}
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 --user-group llm \
  && mkdir -p /var/lib/llm-manager \
  && chown llm:llm /var/lib/llm-manager
-COPY --from=build /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=packages /wheels /tmp/wheels
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LLM_GRPC_HOST=0.0.0.0 \

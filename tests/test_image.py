@@ -149,7 +149,10 @@ async def _start(container: str, image: Image, port: int) -> asyncio.subprocess.
                     return process
             except grpc.aio.AioRpcError:
                 pass
-            assert time.monotonic() < deadline, "the image's server did not serve its bundled model within 90 s"
+            if time.monotonic() > deadline:
+                process.kill()
+                output, _ = await process.communicate()
+                raise AssertionError(f"the image's server did not serve its bundled model within 90 s:\n{output.decode()[-4000:]}")
             await asyncio.sleep(0.2)
 
 
