@@ -23,7 +23,7 @@ from . import gemini_wire
 from .base import HealthReport
 from .http import HttpJsonProvider
 from .spec import CloudSettings, CloudVariables, ProviderSpec, require_key
-from .upstream_errors import MAX_UPSTREAM_FIELD
+from .upstream_errors import MAX_UPSTREAM_FIELD, error_object
 from .sse import IncompleteStreamError, iter_sse
 
 LABEL = gemini_wire.LABEL
@@ -105,7 +105,7 @@ class GeminiProvider(HttpJsonProvider):
 
     async def _probe_failure(self, url: str, response: aiohttp.ClientResponse) -> str:
         """The status and Google's reason (``API_KEY_INVALID``, ...), which says what to fix."""
-        error = gemini_wire.error_object(await self._upstream.error_body(response))
+        error, _ = error_object(await self._upstream.error_body(response))
         reason = gemini_wire.error_reason(error) or error.get("status")
         why = f" ({redact_and_cut(reason, MAX_UPSTREAM_FIELD, *self.secrets())})" if isinstance(reason, str) and reason else ""
         return redact(f"GET {url} returned HTTP {response.status}{why}", *self.secrets())
