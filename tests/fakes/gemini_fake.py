@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -42,6 +42,7 @@ from .http_fake import (
     Ending,
     FakeHTTPServer,
     PlannedReply,
+    RetryHint,
     TokenCounts,
     split_evenly,
     split_inside_multibyte_characters,
@@ -445,6 +446,8 @@ class _Shaped:
 class FakeGemini(FakeHTTPServer):
     """Checks ``x-goog-api-key`` (or ``?key=``) against ``api_key``."""
 
+    RETRY_HINTS: ClassVar[tuple[RetryHint, ...]] = (RetryHint.RETRY_INFO,)
+
     def __init__(self, *, api_key: str, echo_key_in_errors: bool = False) -> None:
         super().__init__()
         self.api_key = api_key
@@ -608,13 +611,15 @@ class FakeGemini(FakeHTTPServer):
         name = {400: "error_api_key_invalid.json", 401: "error_unauthenticated.json", 403: "error_unregistered_caller.json"}[status]
         self.plan(body_reply(status, error_body(name)))
 
-    def rate_limit(self, retry_delay_s: float = 7) -> None:
+    def rate_limit(self, retry_after_s: float, how: RetryHint = RetryHint.RETRY_INFO) -> None:
         """429 ``RESOURCE_EXHAUSTED`` with ``QuotaFailure``, ``Help`` and ``RetryInfo`` details;
         the delay is only in ``RetryInfo.retryDelay`` (Google sends no ``Retry-After`` header)."""
+        if how not in self.RETRY_HINTS:
+            raise ValueError(f"the Gemini API sends no {how.value}")
         body = error_body("error_rate_limit.json")
         for detail in body["error"]["details"]:
             if detail["@type"].endswith("RetryInfo"):
-                detail["retryDelay"] = duration_text(retry_delay_s)
+                detail["retryDelay"] = duration_text(retry_after_s)
         self.plan(body_reply(429, body))
 
     def server_error(self, status: int = 500) -> None:
