@@ -340,9 +340,11 @@ class FakeAnthropic(FakeHTTPServer):
         headers = {**self._headers(), **retry_after_header(how, retry_after_s), "anthropic-ratelimit-requests-remaining": "0"}
         self.plan(json_reply(429, error_body("error_rate_limit.json"), headers))
 
-    def server_error(self, status: int = 500) -> None:
+    def server_error(self, status: int = 500, *, message: str | None = None) -> None:
+        """``status`` with the recorded ``overloaded_error`` (529) or ``api_error`` body
+        (``message`` replacing its text)."""
         name = "error_overloaded.json" if status == 529 else "error_api_error.json"
-        self.plan(json_reply(status, error_body(name), self._headers()))
+        self.plan(json_reply(status, error_body(name, message=message), self._headers()))
 
     def context_too_large(self, input_tokens: int = 208_310, limit: int = 200_000) -> None:
         """400 ``invalid_request_error`` "prompt is too long: N tokens > M maximum" (the
@@ -354,9 +356,14 @@ class FakeAnthropic(FakeHTTPServer):
         """Some events, then the connection drops (no ``message_delta``/``message_stop``)."""
         self.plan(event_stream_reply(tuple(stream_events(pieces, None)), ending=Ending.CUT, headers=self._headers()))
 
-    def error_mid_stream(self, pieces: list[str]) -> None:
-        """Some events, then an ``error`` event as the documentation shows it."""
+    def error_mid_stream(self, pieces: list[str], *, message: str | None = None) -> None:
+        """Some events, then an ``error`` event as the documentation shows it (``message``
+        replacing its text)."""
         error_event = fixture_text(PROVIDER, "stream_error_overloaded.sse").encode()
+        if message is not None:
+            payload = json.loads(error_event.decode().split("data: ", 1)[1])
+            payload["error"]["message"] = message
+            error_event = _event("error", payload)
         self.plan(event_stream_reply((*stream_events(pieces, None), error_event), headers=self._headers()))
 
     def stall_stream(self, pieces: list[str]) -> None:

@@ -355,8 +355,9 @@ class FakeOpenAI(FakeHTTPServer):
         }
         self.plan(json_reply(429, error_body("error_rate_limit.json"), headers))
 
-    def server_error(self, status: int = 500) -> None:
-        self.plan(json_reply(status, error_body("error_server_error.json"), self._headers()))
+    def server_error(self, status: int = 500, *, message: str | None = None) -> None:
+        """``status`` with the recorded ``server_error`` body (``message`` replacing its text)."""
+        self.plan(json_reply(status, error_body("error_server_error.json", message=message), self._headers()))
 
     def context_too_large(self, input_tokens: int = 130_532, limit: int = 128_000) -> None:
         """400 ``context_length_exceeded``, worded as recorded (the defaults are its counts)."""
@@ -371,10 +372,15 @@ class FakeOpenAI(FakeHTTPServer):
         events = chunk_events(pieces, None)[:-1]  # without the finish chunk
         self.plan(event_stream_reply(tuple(events), ending=Ending.CUT, headers=self._headers()))
 
-    def error_mid_stream(self, pieces: list[str]) -> None:
-        """Some chunks, then an ``error`` object as OpenAI sends it inside a stream."""
+    def error_mid_stream(self, pieces: list[str], *, message: str | None = None) -> None:
+        """Some chunks, then an ``error`` object as OpenAI sends it inside a stream (recorded;
+        ``message`` replacing its text)."""
         events = chunk_events(pieces, None)[:-1]
         error_event = fixture_text(PROVIDER, "stream_error_event.sse").encode()
+        if message is not None:
+            payload = json.loads(error_event.decode().removeprefix("data: "))
+            payload["error"]["message"] = message
+            error_event = _data_line(payload)
         self.plan(event_stream_reply((*events, error_event), headers=self._headers()))
 
     def stall_stream(self, pieces: list[str]) -> None:

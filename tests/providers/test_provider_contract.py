@@ -267,7 +267,10 @@ async def test_unreachable_server(under_test: ProviderUnderTest, unused_loopback
             else:
                 await unreachable.generate(under_test.call())
         assert raised.value.kind is under_test.transport_error_kind
-        assert (await unreachable.health()).healthy is False
+        assert raised.value.retryable, "another deployment or provider may answer"
+        health = await unreachable.health()
+        assert health.healthy is False
+        assert unused_loopback_url in health.detail, "the report names what it could not reach"
     finally:
         await unreachable.close()
 
