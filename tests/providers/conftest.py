@@ -9,7 +9,7 @@ server), so one contract suite covers all. Cloud providers are built by their ow
 :class:`ProviderUnderTest` says what to expect, as data; the tests themselves name no provider.
 
 Adding a provider: its fake (in ``tests/fakes``, with the same scenario methods) and one
-branch in :func:`make_under_test`.
+:data:`WIRING` entry.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def _chat_completions_request(model: str, key: str | None) -> Callable[[Asked], 
 CHAT_COMPLETIONS_STREAM = WireRequest("/v1/chat/completions", {"stream": True, "stream_options": {"include_usage": True}})
 
 
-def _messages_request(model: str, key: str) -> Callable[[Asked], WireRequest]:
+def _messages_request(model: str, key: str | None) -> Callable[[Asked], WireRequest]:
     def expected(asked: Asked) -> WireRequest:
         body = {
             "model": model,
@@ -180,7 +180,7 @@ def _messages_request(model: str, key: str) -> Callable[[Asked], WireRequest]:
     return expected
 
 
-def _generate_content_request(model: str, key: str) -> Callable[[Asked], WireRequest]:
+def _generate_content_request(model: str, key: str | None) -> Callable[[Asked], WireRequest]:
     def expected(asked: Asked) -> WireRequest:
         body = {
             "contents": [{"role": "user", "parts": [{"text": asked.prompt}]}],
@@ -194,62 +194,95 @@ def _generate_content_request(model: str, key: str) -> Callable[[Asked], WireReq
     return expected
 
 
+@dataclass(frozen=True)
+class Wiring:
+    """How one provider is wired to its fake, and what its API expects (see ProviderUnderTest)."""
+
+    model: str
+    # The fake, from the key it accepts (None: none, a local server) and whether it echoes keys.
+    fake: Callable[[str | None, bool], Fake]
+    # Deployments presenting a key, at a server root URL.
+    deployment: Callable[[str], Callable[[str], Provider]]
+    transport_error_kind: ErrorKind
+    expected_request: Callable[[str, str | None], Callable[[Asked], WireRequest]]
+    stream_request: WireRequest
+    health_path: str
+    list_price: tuple[float, float, float]
+    cloud: bool = True
+
+
+WIRING: dict[str, Wiring] = {
+    "openai": Wiring(
+        OPENAI_MODEL,
+        lambda key, echo: FakeOpenAI(api_key=key, echo_key_in_errors=echo),
+        lambda key: _deployment(OPENAI, "openai", key, "/v1"),
+        ErrorKind.NETWORK_ERROR,
+        _chat_completions_request,
+        CHAT_COMPLETIONS_STREAM,
+        "/v1/models",
+        # gpt-4o-mini: $0.15 input, $0.075 cached input, $0.60 output per million.
+        (0.15, 0.075, 0.60),
+    ),
+    "anthropic": Wiring(
+        ANTHROPIC_MODEL,
+        lambda key, echo: FakeAnthropic(api_key=key or "", echo_key_in_errors=echo),
+        lambda key: _deployment(anthropic.SPEC, "anthropic", key),
+        ErrorKind.NETWORK_ERROR,
+        _messages_request,
+        WireRequest("/v1/messages", {"stream": True}),
+        "/v1/models",
+        # claude-sonnet-4-5: $3 input, $0.30 cache read, $15 output per million.
+        (3.00, 0.30, 15.00),
+    ),
+    "gemini": Wiring(
+        GEMINI_MODEL,
+        lambda key, echo: FakeGemini(api_key=key or "", echo_key_in_errors=echo),
+        lambda key: _deployment(gemini.SPEC, "gemini", key),
+        ErrorKind.NETWORK_ERROR,
+        _generate_content_request,
+        WireRequest(f"/v1beta/models/{GEMINI_MODEL}:streamGenerateContent", query={"alt": "sse"}),
+        "/v1beta/models",
+        # gemini-2.5-flash: $0.30 input, $0.075 cached input, $2.50 output (thinking included) per million.
+        (0.30, 0.075, 2.50),
+    ),
+    # A local server has no key; a refused connection means it is down.
+    "local": Wiring(
+        LOCAL_MODEL,
+        lambda key, echo: FakeOpenAI(api_key=None),
+        lambda key: _local,
+        ErrorKind.MODEL_UNAVAILABLE,
+        _chat_completions_request,
+        CHAT_COMPLETIONS_STREAM,
+        "/v1/models",
+        (0.0, 0.0, 0.0),
+        cloud=False,
+    ),
+}
+
+
 async def make_under_test(
     name: str, *, api_key: str | None = None, presented_key: str | None = None, echo_key_in_errors: bool = False
 ) -> ProviderUnderTest:
     """``name``'s provider against its fake, started. The fake accepts ``api_key`` (default:
     the provider's test key); the provider presents ``presented_key`` (default: the same)."""
-    fake: Fake
-    key = api_key or TEST_KEYS.get(name, "")
+    wiring = WIRING[name]
+    key = (api_key or TEST_KEYS[name]) if wiring.cloud else None
     sent_key = presented_key or key
-    if name == "openai":
-        fake = await FakeOpenAI(api_key=key, echo_key_in_errors=echo_key_in_errors).start()
-        build = _deployment(OPENAI, name, sent_key, "/v1")
-        under_test = ProviderUnderTest(
-            name, build(fake.url), fake, OPENAI_MODEL, sent_key, ErrorKind.NETWORK_ERROR,
-            build=build,
-            expected_request=_chat_completions_request(OPENAI_MODEL, sent_key),
-            stream_request=CHAT_COMPLETIONS_STREAM,
-            health_path="/v1/models",
-            # gpt-4o-mini: $0.15 input, $0.075 cached input, $0.60 output per million.
-            list_price=(0.15, 0.075, 0.60),
-        )
-    elif name == "anthropic":
-        fake = await FakeAnthropic(api_key=key, echo_key_in_errors=echo_key_in_errors).start()
-        build = _deployment(anthropic.SPEC, name, sent_key)
-        under_test = ProviderUnderTest(
-            name, build(fake.url), fake, ANTHROPIC_MODEL, sent_key, ErrorKind.NETWORK_ERROR,
-            build=build,
-            expected_request=_messages_request(ANTHROPIC_MODEL, sent_key),
-            stream_request=WireRequest("/v1/messages", {"stream": True}),
-            health_path="/v1/models",
-            # claude-sonnet-4-5: $3 input, $0.30 cache read, $15 output per million.
-            list_price=(3.00, 0.30, 15.00),
-        )
-    elif name == "gemini":
-        fake = await FakeGemini(api_key=key, echo_key_in_errors=echo_key_in_errors).start()
-        build = _deployment(gemini.SPEC, name, sent_key)
-        under_test = ProviderUnderTest(
-            name, build(fake.url), fake, GEMINI_MODEL, sent_key, ErrorKind.NETWORK_ERROR,
-            build=build,
-            expected_request=_generate_content_request(GEMINI_MODEL, sent_key),
-            stream_request=WireRequest(f"/v1beta/models/{GEMINI_MODEL}:streamGenerateContent", query={"alt": "sse"}),
-            health_path="/v1beta/models",
-            # gemini-2.5-flash: $0.30 input, $0.075 cached input, $2.50 output (thinking included) per million.
-            list_price=(0.30, 0.075, 2.50),
-        )
-    elif name == "local":
-        fake = await FakeOpenAI(api_key=None).start()
-        under_test = ProviderUnderTest(
-            name, _local(fake.url), fake, LOCAL_MODEL, None, ErrorKind.MODEL_UNAVAILABLE,
-            build=_local,
-            expected_request=_chat_completions_request(LOCAL_MODEL, None),
-            stream_request=CHAT_COMPLETIONS_STREAM,
-            health_path="/v1/models",
-            list_price=(0.0, 0.0, 0.0),
-        )
-    else:
-        raise ValueError(name)
+    fake = await wiring.fake(key, echo_key_in_errors).start()
+    build = wiring.deployment(sent_key or "")
+    under_test = ProviderUnderTest(
+        name,
+        build(fake.url),
+        fake,
+        wiring.model,
+        sent_key,
+        wiring.transport_error_kind,
+        build=build,
+        expected_request=wiring.expected_request(wiring.model, sent_key),
+        stream_request=wiring.stream_request,
+        health_path=wiring.health_path,
+        list_price=wiring.list_price,
+    )
     await under_test.provider.start()
     return under_test
 
