@@ -17,6 +17,9 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 for command in buildah debootstrap; do
   command -v "$command" >/dev/null 2>&1 || { echo "$command is not installed: run make system-deps" >&2; exit 1; }
 done
+# One build at a time on this machine (CI runs of several checkouts share buildah's storage).
+exec 9>"${TMPDIR:-/tmp}/llm-manager-stand-in.lock"
+flock 9
 if buildah inspect --type image "$image" >/dev/null 2>&1; then
   echo "stand-in base $image: cached"
   exit 0

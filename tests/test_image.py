@@ -35,7 +35,7 @@ from llm_manager.v1 import (
 from .support.processes import free_port
 from .support.tools import REPO, run, tool
 
-IMAGE = "localhost/llm-manager:test"
+TAG = "localhost/llm-manager:test"
 STAND_IN = "localhost/llm-manager-base:stand-in"
 MODEL = "smollm2-135m-instruct"
 VOLUME = "/var/lib/llm-manager"
@@ -45,6 +45,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 @dataclass(frozen=True)
 class Image:
+    id: str
     cmd: list[str]
     healthcheck: list[str]
     user: str
@@ -53,24 +54,29 @@ class Image:
 
 
 @pytest.fixture(scope="module")
-def image() -> Image:
-    """Builds the image on the stand-in base (cold: ~6 min; cached: ~10 s) and reads its config."""
-    for script, env in (
-        ("image_stand_in_base.sh", {}),
-        ("build_image.sh", {"IMAGE_BUILDER": "buildah", "IMAGE": IMAGE}),
-    ):
-        args = [str(REPO / "scripts" / script)]
-        if script == "build_image.sh":
-            args += ["--build-arg", f"PYTHON_IMAGE={STAND_IN}"]
-        else:
-            args += [STAND_IN]
-        done = subprocess.run(args, env={**os.environ, **env}, capture_output=True, text=True, timeout=1500)
-        assert done.returncode == 0, f"{script} failed:\n{(done.stdout + done.stderr)[-6000:]}"
+def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """Builds the image on the stand-in base (cold: ~6 min; cached: ~10 s) and reads its config.
+    Used by its id, not its tag: CI runs for other checkouts may retag it meanwhile."""
+    stand_in = subprocess.run(
+        [str(REPO / "scripts" / "image_stand_in_base.sh"), STAND_IN], capture_output=True, text=True, timeout=1500
+    )
+    assert stand_in.returncode == 0, f"the stand-in base failed:\n{(stand_in.stdout + stand_in.stderr)[-6000:]}"
+    id_file = tmp_path_factory.mktemp("image") / "id"
+    built = subprocess.run(
+        [str(REPO / "scripts" / "build_image.sh"), "--build-arg", f"PYTHON_IMAGE={STAND_IN}", "--iidfile", str(id_file)],
+        env={**os.environ, "IMAGE_BUILDER": "buildah", "IMAGE": TAG},
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert built.returncode == 0, f"the build failed:\n{(built.stdout + built.stderr)[-6000:]}"
+    image_id = id_file.read_text().strip()
     inspected = subprocess.run(
-        [tool("buildah"), "inspect", "--type", "image", IMAGE], capture_output=True, text=True, timeout=60, check=True
+        [tool("buildah"), "inspect", "--type", "image", image_id], capture_output=True, text=True, timeout=60, check=True
     )
     config = json.loads(inspected.stdout)["Docker"]["config"]
     return Image(
+        id=image_id,
         cmd=config["Cmd"],
         healthcheck=config["Healthcheck"]["Test"],
         user=config["User"],
@@ -82,7 +88,7 @@ def image() -> Image:
 @pytest.fixture
 def container(image: Image) -> Iterator[str]:
     """A fresh working container of the image (its volume starts as the image's directory)."""
-    made = subprocess.run([tool("buildah"), "from", IMAGE], capture_output=True, text=True, timeout=120, check=True)
+    made = subprocess.run([tool("buildah"), "from", image.id], capture_output=True, text=True, timeout=120, check=True)
     name = made.stdout.strip()
     yield name
     subprocess.run([tool("buildah"), "rm", name], capture_output=True, timeout=120)
