@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import ssl
 import sys
@@ -384,3 +385,46 @@ async def test_the_server_exits_2_before_listening_on_a_bad_certificate(pki: Pki
     assert output.strip().splitlines() == [
         f"llm-manager: configuration error: LLM_TLS_KEY_FILE: {str(mismatched)!r} is not the private key of the certificate in LLM_TLS_CERT_FILE"
     ]
+
+
+async def test_the_readme_tls_commands_work_as_written(start_app: StartApp, tmp_path: Path) -> None:
+    """The "TLS and mutual TLS" section's commands, run as written: its openssl lines make the
+    certificates, then grpcurl, grpc-health-probe, the Python example and the Go peer reach a
+    mutual-TLS server (only the port differs)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### TLS and mutual TLS") :]
+    section = section[: section.index("\n## ")]
+    make_certificates, calls, go_run = re.findall(r"```sh\n(.*?)```", section, re.S)
+    program = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    assert "make run" in make_certificates
+    make_certificates = make_certificates.replace(
+        "LLM_TLS_CERT_FILE=server.pem LLM_TLS_KEY_FILE=server.key LLM_TLS_CLIENT_CA_FILE=ca.pem make run", ""
+    )
+    tools_path = f"{Path(tool('grpcurl')).parent}:{Path(tool('grpc-health-probe')).parent}:{Path(tool('go')).parent}:{os.environ['PATH']}"
+    shell_env = {**os.environ, "PATH": tools_path, "GOFLAGS": "-mod=readonly"}
+    code, output = await run(tool("bash"), "-euo", "pipefail", "-c", make_certificates, cwd=tmp_path, env=shell_env)
+    assert code == 0, output
+
+    local = await FakeOpenAI().start()  # without a key: an OpenAI-compatible local server
+    try:
+        app = await start_app(
+            LM_STUDIO_ENDPOINT=f"{local.url}/v1",
+            LLM_TLS_CERT_FILE=str(tmp_path / "server.pem"),
+            LLM_TLS_KEY_FILE=str(tmp_path / "server.key"),
+            LLM_TLS_CLIENT_CA_FILE=str(tmp_path / "ca.pem"),
+        )
+        address = f"localhost:{app.port}"
+        for command in calls.strip().splitlines():
+            code, output = await run(tool("bash"), "-euo", "pipefail", "-c", command.replace("localhost:50051", address), cwd=tmp_path, env=shell_env)
+            assert code == 0, f"{command}\n{output}"
+            assert "SERVING" in output or "LLMManagerService" in output or '"text"' in output, f"{command}\n{output}"
+
+        (tmp_path / "example.py").write_text(program.replace("localhost:50051", address))
+        code, output = await run(str(REPO / ".venv" / "bin" / "python"), "example.py", cwd=tmp_path, timeout_s=60)
+        assert code == 0 and output.strip(), output
+
+        command = go_run.strip().replace("localhost:50051", address).replace("../../", f"{tmp_path}/").replace("cd clients/go", f"cd {REPO / 'clients' / 'go'}")
+        code, output = await run(tool("bash"), "-euo", "pipefail", "-c", command, env=shell_env, timeout_s=300)
+        assert code == 0 and "stream:" in output, output
+    finally:
+        await local.stop()
