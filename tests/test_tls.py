@@ -112,6 +112,21 @@ async def test_tls_serves_the_python_client_and_stubs_and_refuses_plaintext(star
             await plaintext.list_models(timeout=CALL_TIMEOUT_S)
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
 
+    # tls=True trusts the default roots, which grpc reads from GRPC_DEFAULT_SSL_ROOTS_FILE_PATH
+    # when set (a process-wide setting, hence a process of its own).
+    program = (
+        "import asyncio\n"
+        "from llm_manager.client import LLMManagerClient\n"
+        "async def main():\n"
+        f"    async with LLMManagerClient({app.address!r}, tls=True) as client:\n"
+        "        print(len(await client.list_models(timeout=10)))\n"
+        "asyncio.run(main())\n"
+    )
+    for roots, expected in ((pki.ca.cert_file, 0), (pki.stranger_ca.cert_file, 1)):
+        env = {**os.environ, "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(roots)}
+        code, output = await run(sys.executable, "-c", program, env=env, timeout_s=60)
+        assert code == expected, output
+
 
 async def test_mutual_tls_admits_only_certificates_from_the_client_ca(start_app: StartApp, pki: Pki) -> None:
     app = await start_app(**pki.env(mutual=True))
@@ -206,6 +221,14 @@ async def test_go_example_peer_over_mutual_tls(start_app: StartApp, pki: Pki, tm
         assert code == 0, output
         assert "stream:" in output, output
         assert len(openai.generation_requests) == 2, "Generate and StreamGenerate reached the model"
+
+        # -tls alone trusts the system's CAs: on Linux, Go reads them from SSL_CERT_FILE when set.
+        client_flags = ("-cert", str(pki.client.cert_file), "-key", str(pki.client.key_file))
+        system_roots = {**go_env, "SSL_CERT_FILE": str(pki.ca.cert_file)}
+        code, output = await run(peer, "-addr", app.address, "-tls", *client_flags, "-trace=false", env=system_roots, timeout_s=120)
+        assert code == 0 and "stream:" in output, output
+        code, output = await run(peer, "-addr", app.address, "-tls", *client_flags, "-trace=false", env=go_env, timeout_s=60)
+        assert code == 1 and "Unavailable" in output, output  # the private CA is not among the system's
 
         code, output = await run(peer, "-addr", app.address, "-cacert", str(pki.ca.cert_file), "-trace=false", env=go_env, timeout_s=60)
         assert code == 1 and "Unavailable" in output, output  # no client certificate
