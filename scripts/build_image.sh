@@ -18,7 +18,7 @@ if [ -z "$builder" ]; then
 fi
 case "$builder" in
   docker) exec docker build --tag "$image" "$@" "$root" ;;
-  podman) exec podman build --format docker --layers --tag "$image" "$@" "$root" ;;
-  buildah) exec buildah bud --isolation "${BUILDAH_ISOLATION:-chroot}" --format docker --layers --tag "$image" "$@" "$root" ;;
+  podman) exec podman build --format docker --layers --force-rm --tag "$image" "$@" "$root" ;;
+  buildah) exec buildah bud --isolation "${BUILDAH_ISOLATION:-chroot}" --format docker --layers --force-rm --tag "$image" "$@" "$root" ;;
   *) echo "IMAGE_BUILDER must be docker, podman or buildah, not $builder" >&2; exit 2 ;;
 esac
