@@ -7,6 +7,7 @@
 //	go run ./cmd/example-peer -addr 127.0.0.1:50051 -prompt "Say hello."
 //	go run ./cmd/example-peer -tools
 //	go run ./cmd/example-peer -structured
+//	LLM_API_KEY=llmm_... go run ./cmd/example-peer   # a server with API keys on
 //
 // With -tools it does a tool round trip instead: it offers the model a
 // query_metrics tool (its JSON Schema built with structpb), prints the call the
@@ -20,6 +21,9 @@
 // each call carries a W3C traceparent header so that the server's spans
 // continue that trace. The peer's own spans are exported by OTLP/gRPC only when
 // OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set.
+//
+// With -api-key (default: the LLM_API_KEY environment variable, which keeps the
+// key out of the process list) every call carries "authorization: Bearer <key>".
 //
 // On failure it prints the gRPC status code, its message and the
 // google.rpc.ErrorInfo reason (for example MODEL_UNAVAILABLE), and exits 1.
@@ -58,6 +62,7 @@ func main() {
 	tools := flag.Bool("tools", false, "do a tool round trip (query_metrics) instead: print the model's call, send the tool's result back, print the final answer")
 	structured := flag.Bool("structured", false, "ask for structured output (JSON conforming to -schema) instead, and print it")
 	schema := flag.String("schema", "", "with -structured: the JSON Schema (an object schema) of the answer; default: a service description")
+	key := flag.String("api-key", os.Getenv("LLM_API_KEY"), "the API key to call with, for a server with LLM_API_KEYS_FILE (default: $LLM_API_KEY)")
 	flag.Parse()
 
 	promptSet := false
@@ -88,7 +93,11 @@ func main() {
 	default:
 		chosen = listGenerateStream
 	}
-	os.Exit(peer(*addr, *prompt, *timeout, *traced, chosen))
+	var options []grpc.DialOption
+	if *key != "" {
+		options = append(options, grpc.WithPerRPCCredentials(apiKey(*key)))
+	}
+	os.Exit(peer(*addr, *prompt, *timeout, *traced, chosen, options...))
 }
 
 // demo is one of the peer's walkthroughs: the calls it makes on client, with
@@ -97,8 +106,9 @@ type demo func(ctx context.Context, client llmv1.LLMManagerServiceClient, prompt
 
 // peer runs the example and returns the process exit code. It returns rather
 // than exits so that the tracer provider is shut down, flushing any spans
-// still to be exported, on every path.
-func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo) int {
+// still to be exported, on every path. The options go to the connection (an
+// API key's per-call credentials).
+func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo, options ...grpc.DialOption) int {
 	// The deadline travels with every call: the server stops its work for
 	// the call (including the upstream model request) once it passes.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -115,9 +125,9 @@ func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo) 
 			return 1
 		}
 		defer shutdownTracerProvider(provider)
-		err = runTracedDemo(ctx, provider, addr, prompt, out, chosen)
+		err = runTracedDemo(ctx, provider, addr, prompt, out, chosen, options...)
 	} else {
-		err = callServer(ctx, addr, prompt, out, chosen)
+		err = callServer(ctx, addr, prompt, out, chosen, options...)
 	}
 	if err != nil {
 		out.Flush()
