@@ -285,3 +285,11 @@ def test_anything_shaped_like_one_of_our_keys_is_redacted() -> None:
 
     key = new_key()
     assert redact(f"upstream said: bad token {key}, retry") == "upstream said: bad token [redacted], retry"
+
+
+def test_sharing_the_cache_across_callers_is_an_explicit_boolean() -> None:
+    assert load_settings({}).cache.shared_across_callers is False
+    assert load_settings({"LLM_CACHE_SHARED_ACROSS_CALLERS": "true"}).cache.shared_across_callers is True
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"LLM_CACHE_SHARED_ACROSS_CALLERS": "maybe"})
+    assert raised.value.variable == "LLM_CACHE_SHARED_ACROSS_CALLERS"

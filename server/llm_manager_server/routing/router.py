@@ -4,9 +4,10 @@ Chains come from ``RoutingSettings.chains`` (the contract's table by default). W
 provider's place in a chain, the model preference variables (LLM_GENERAL_MODEL_*,
 LLM_SQL_MODEL_*) naming that provider's models win over the provider's own model variable;
 SQL generation tries LLM_SQL_MODEL_1/2 before its chain. Candidates must be configured,
-allowed to the caller (its API key's ``models``; a pinned model it may not use is
-PERMISSION_DENIED, and so is a task none of whose models it may use), not known unhealthy, not behind an open circuit, and have a context window large enough
-for the request; they are then ordered by the strategy (see ``strategy.py``).
+allowed to the caller (its API key's ``models``: a pinned model it may not use is
+PERMISSION_DENIED, and so is a task none of whose models it may use), not known unhealthy,
+not behind an open circuit, and have a context window large enough for the request; they
+are then ordered by the strategy (see ``strategy.py``).
 
 Failures: retryable kinds (429, 5xx, network, timeout) are retried on the same model with
 exponential backoff and jitter up to ``max_retries``; a 429's retry-after is waited for
