@@ -293,3 +293,38 @@ def test_sharing_the_cache_across_callers_is_an_explicit_boolean() -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings({"LLM_CACHE_SHARED_ACROSS_CALLERS": "maybe"})
     assert raised.value.variable == "LLM_CACHE_SHARED_ACROSS_CALLERS"
+
+
+async def test_the_readme_api_key_commands_work_as_written(start_app: StartApp, fake: FaultServer, tmp_path: Path) -> None:
+    """The "API keys and authorization" section's commands, run as written (only the port and
+    the path of the venv's python differ): the CLI makes a keys file the server starts with, and
+    grpcurl, the Python example and the Go peer call it with the key."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### API keys and authorization") :]
+    section = section[: re.search(r"\n##+ ", section).start()]  # type: ignore[union-attr]
+    make_key, calls, go_run = re.findall(r"```sh\n(.*?)```", section, re.S)
+    (program,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert "LLM_API_KEYS_FILE=keys.yaml make run" in make_key
+    script = make_key.replace("LLM_API_KEYS_FILE=keys.yaml make run", 'printf "%s" "$KEY" > key.txt').replace(".venv/bin/python", sys.executable)
+    code, output = await run(tool("bash"), "-euo", "pipefail", "-c", script, cwd=tmp_path)
+    assert code == 0, output
+    key = (tmp_path / "key.txt").read_text()
+    assert key.startswith("llmm_") and not (tmp_path / "new-key.txt").exists()
+
+    app = await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="smollm2-135m-instruct", LLM_API_KEYS_FILE=str(tmp_path / "keys.yaml"))
+    env = {**os.environ, "KEY": key, "LLM_API_KEY": key, "GOFLAGS": "-mod=readonly",
+           "PATH": f"{Path(tool('grpcurl')).parent}:{Path(tool('go')).parent}:{os.environ['PATH']}"}
+    outputs = []
+    for command in calls.strip().splitlines():
+        code, output = await run(tool("bash"), "-euo", "pipefail", "-c", command.replace("127.0.0.1:50051", app.address), env=env)
+        assert code == 0, (command, output)
+        outputs.append(output)
+    assert json.loads(outputs[0])["model"] == "smollm2-135m-instruct"
+    assert [m["name"] for m in json.loads(outputs[1])["models"]] == ["smollm2-135m-instruct"]
+    (tmp_path / "example.py").write_text(program.replace("127.0.0.1:50051", app.address))
+    code, output = await run(sys.executable, str(tmp_path / "example.py"), env=env)
+    assert code == 0 and output.strip() == fake.text, output
+    code, output = await run(tool("bash"), "-euo", "pipefail", "-c", go_run.strip().replace("127.0.0.1:50051", app.address), cwd=REPO, env=env, timeout_s=300)
+    assert code == 0 and "stream:" in output and "smollm2-135m-instruct" in output, output

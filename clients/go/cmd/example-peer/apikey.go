@@ -12,6 +12,6 @@ func (k apiKey) GetRequestMetadata(context.Context, ...string) (map[string]strin
 }
 
 // RequireTransportSecurity is false so that the example also runs against a
-// plaintext server on loopback; across a network, serve TLS so that the key
-// never crosses it in the clear.
+// plaintext server on loopback; across a network, serve TLS (and connect with
+// -tls or -cacert) so that the key never crosses it in the clear.
 func (apiKey) RequireTransportSecurity() bool { return false }
