@@ -17,6 +17,8 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -249,7 +251,8 @@ async def test_the_caller_is_on_the_span_and_the_access_log_and_no_key_anywhere(
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     env = {**BASE_ENV, "LM_STUDIO_ENDPOINT": fake.url, "LLM_GENERAL_MODEL_1": "alpha", "LLM_API_KEYS_FILE": str(tmp_path / "keys.json"), "LLM_DATA_DIR": str(tmp_path)}
-    app = Application(load_settings(env), tracer_provider=tracer_provider)
+    metrics = InMemoryMetricReader()
+    app = Application(load_settings(env), tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[metrics]))
     caplog.set_level(logging.DEBUG)
     await app.start()
     try:
@@ -265,6 +268,9 @@ async def test_the_caller_is_on_the_span_and_the_access_log_and_no_key_anywhere(
             if len(access) >= 3:
                 break
             await asyncio.sleep(0.05)
+        exported = metrics.get_metrics_data()
+        assert exported is not None
+        metric_text = exported.to_json()
     finally:
         await app.stop(grace_s=0)
     assert any(line.endswith("-> OK in " + line.split(" in ", 1)[1].split(" ", 1)[0] + " ms caller=alice") for line in access), access
@@ -275,6 +281,8 @@ async def test_the_caller_is_on_the_span_and_the_access_log_and_no_key_anywhere(
     everything = "\n".join(caplog.text.splitlines()) + "\n".join(
         json.dumps({"attributes": dict(s.attributes or {}), "events": [dict(e.attributes or {}) for e in s.events], "status": s.status.description}) for s in spans.get_finished_spans()
     )
+    everything += metric_text
+    assert "gen_ai" in metric_text or "llm" in metric_text  # the metrics were exported
     assert keys["alice"] not in everything and keys["alice"][5:20] not in everything
     assert hashlib.sha256(keys["alice"].encode()).hexdigest() not in everything
 
