@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The cost of callers' authentication and limits per call (`make bench` runs it; ~4 minutes):
 # instructions per unary Generate (bench/instructions.sh, callgrind) with authentication off,
-# then with an API key whose caller has every limit (requests and tokens per minute, budget per
-# day; limits far above the load, so no call is refused) counted in memory, then in a private
-# Redis (LLM_LIMITS_STORE), and the difference as a share of the plain call. Every mode books
+# then with API keys whose callers have every limit (KEYS=1 LIMITS=1: requests and tokens per
+# minute, budget per day, far above the load, so no call is refused) counted in memory, then in
+# a private Redis (LLM_LIMITS_STORE), and the difference as a share of the plain call. Every mode books
 # the usage ledger (on by default). Target: keys + limits under 5 % of a call.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,26 +18,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A key made by the project's CLI; the keys file holds only its sha256.
-"$PY" -m llm_manager_server.keys new --caller bench --requests-per-minute 100000000 \
-  --tokens-per-minute 1000000000 --budget-usd-per-day 1000000 > "$WORK/new-key.txt"
-KEY=$(grep '^llmm_' "$WORK/new-key.txt")
-{ echo "keys:"; sed -n '/^- caller:/,$p' "$WORK/new-key.txt"; } > "$WORK/keys.yaml"
-METADATA="{\"authorization\":\"Bearer $KEY\"}"
-
 # Health probes every 5 s (not 600): under valgrind on a busy machine the first probe can time
 # out, and the model must not stay unhealthy for the whole run. The same in every mode.
 count() { bench/instructions.sh llm-manager LLM_HEALTH_INTERVAL_SECONDS=5 "$@" | tee /dev/stderr | awk '{print $(NF-3)}'; }
 
 plain=$(count)
-keyed=$(GHZ_METADATA="$METADATA" count LLM_API_KEYS_FILE="$WORK/keys.yaml")
+keyed=$(KEYS=1 LIMITS=1 count)
 
 command -v redis-server >/dev/null || { echo "redis-server is not installed (make system-deps)" >&2; exit 1; }
 REDIS_PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" > "$WORK/redis.log" 2>&1 &
 REDIS=$!
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-shared=$(GHZ_METADATA="$METADATA" count LLM_API_KEYS_FILE="$WORK/keys.yaml" LLM_LIMITS_STORE="redis://127.0.0.1:$REDIS_PORT/0")
+shared=$(KEYS=1 LIMITS=1 count LLM_LIMITS_STORE="redis://127.0.0.1:$REDIS_PORT/0")
 
 "$PY" - "$plain" "$keyed" "$shared" <<'PYEOF'
 import sys

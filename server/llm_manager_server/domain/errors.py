@@ -29,6 +29,8 @@ class ErrorKind(enum.Enum):
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     # A model's tool arguments or structured output did not validate against their schema.
     INVALID_MODEL_OUTPUT = "INVALID_MODEL_OUTPUT"
+    # The caller's API key may not use the model (its ``models`` list in LLM_API_KEYS_FILE).
+    PERMISSION_DENIED = "PERMISSION_DENIED"
     # A caller is over one of its key's limits (requests or tokens per minute, budget per day).
     # Not retryable: another attempt (or model) would only spend more of the same limit.
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
