@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import __version__, genai
 from .domain.errors import LLMError
@@ -69,9 +70,33 @@ def build_tracer_provider(
     return provider
 
 
-def build_meter_provider(environ: Mapping[str, str] | None = None, extra_readers: tuple[MetricReader, ...] = ()) -> MeterProvider:
+class PrometheusMetrics:
+    """The metrics as Prometheus scrapes them (``GET /metrics`` on the HTTP port): the
+    OpenTelemetry Prometheus exporter's reader, collecting into a registry of its own (not
+    prometheus_client's global one, so each server in a process has its own series)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reader: MetricReader = PrometheusMetricReader(registry=self.registry)
+
+    def scrape(self) -> bytes:
+        """The text exposition of every metric now (collects: blocking, call off the loop)."""
+        return generate_latest(self.registry)
+
+
+def build_meter_provider(
+    environ: Mapping[str, str] | None = None, extra_readers: tuple[MetricReader, ...] = (), *, prometheus: PrometheusMetrics | None = None
+) -> MeterProvider:
+    """The SDK's provider with the readers asked for: OTLP when the ``OTEL_*`` variables say so,
+    Prometheus (``prometheus``, when the HTTP port serves /metrics); none: the no-op provider."""
     env = os.environ if environ is None else environ
     readers: list[MetricReader] = list(extra_readers)
+    if prometheus is not None:
+        readers.append(prometheus.reader)
     if _exporting(env, "METRICS"):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
