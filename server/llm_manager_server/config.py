@@ -12,12 +12,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .catalog import Price
 from .redaction import register_secret
 from .domain.types import MODEL_NAME_RULE, ProviderKind, RoutingStrategy, TaskType, is_valid_model_name
+
+if TYPE_CHECKING:  # keys imports ConfigError from here
+    from .keys import KeyRing
 
 _LOCAL, _GPT, _CLAUDE = ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC
 # The contract's default routing table. SQL generation tries LLM_SQL_MODEL_1/2 first, then
@@ -163,6 +166,9 @@ class CacheSettings:
     # memory; also the largest single reply stored in Redis.
     max_bytes: int = 64 * 1024 * 1024
     store: str = "memory"
+    # LLM_CACHE_SHARED_ACROSS_CALLERS: with API keys on, a cached answer is served only to the
+    # caller it was made for unless the operator opts into one scope for every caller.
+    shared_across_callers: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,8 @@ class Settings:
     # LLM_HTTP_MAX_BODY_BYTES / LLM_HTTP_MAX_JSON_DEPTH: larger bodies are 413, deeper JSON 400.
     http_max_body_bytes: int = 4 * 1024 * 1024
     http_max_json_depth: int = 64
+    # LLM_API_KEYS_FILE: the callers and the sha256 of their keys; None: authentication off.
+    api_keys: KeyRing | None = None
 
     @property
     def conversation_store_url(self) -> str:
@@ -480,6 +488,14 @@ def _chains(env: Mapping[str, str], routing_file: Mapping[str, Any]) -> dict[Tas
     return chains
 
 
+def _keys_file(path: str) -> KeyRing | None:
+    if not path:
+        return None
+    from .keys import load_keys_file
+
+    return load_keys_file(path)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Builds validated settings; raises :class:`ConfigError` on the first bad value."""
     env = dict(os.environ if environ is None else environ)
@@ -589,6 +605,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_size=parsed("LLM_CACHE_MAX_SIZE", cache_file, ("maxSize", "max_size"), lambda n, r: _int(n, r, minimum=1), cd.max_size),
         max_bytes=parsed("LLM_CACHE_MAX_BYTES", cache_file, ("maxBytes", "max_bytes"), lambda n, r: _int(n, r, minimum=1024), cd.max_bytes),
         store=parsed("LLM_CACHE_STORE", cache_file, ("store",), lambda n, r: _store(n, r, ("redis://", "rediss://")), cd.store),
+        shared_across_callers=parsed("LLM_CACHE_SHARED_ACROSS_CALLERS", cache_file, ("sharedAcrossCallers", "shared_across_callers"), _bool, cd.shared_across_callers),
     )
 
     log_level = env.get("LLM_LOG_LEVEL", "").strip().upper() or defaults.log_level
@@ -623,4 +640,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         http_port=parsed("LLM_HTTP_PORT", None, (), lambda n, r: _int(n, r, minimum=0, maximum=65535), None),
         http_max_body_bytes=parsed("LLM_HTTP_MAX_BODY_BYTES", None, (), lambda n, r: _int(n, r, minimum=1024, maximum=1 << 30), defaults.http_max_body_bytes),
         http_max_json_depth=parsed("LLM_HTTP_MAX_JSON_DEPTH", None, (), lambda n, r: _int(n, r, minimum=8, maximum=512), defaults.http_max_json_depth),
+        api_keys=_keys_file(env.get("LLM_API_KEYS_FILE", "").strip()),
     )

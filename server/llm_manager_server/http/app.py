@@ -30,7 +30,8 @@ from ..calls import CallGate
 from ..domain.call_context import request_id_var
 from ..domain.errors import ErrorKind, LLMError
 from ..engine import Generator
-from ..interceptors import REQUEST_ID_ATTRIBUTE
+from ..domain.caller import caller_var
+from ..interceptors import CALLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE
 from ..routing.registry import ModelRegistry
 from ..telemetry import PrometheusMetrics
 from . import chat
@@ -69,6 +70,13 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
+
+
+def _joined(request: web.Request, name: str) -> str | None:
+    """A header's values joined with ", " (as HTTP folds repeated headers): two keys in one
+    request are then one malformed key, refused, rather than one of them picked."""
+    values = request.headers.getall(name, None)
+    return None if not values else ", ".join(values)
 
 
 def _client_timeout(request: web.Request) -> float | None:
@@ -158,7 +166,11 @@ class HttpApi:
             counted = False
             try:
                 try:
-                    if route.startswith("/v1/"):  # the API; /metrics, like health, is not counted
+                    if route.startswith("/v1/"):  # the API; /metrics, like gRPC health, stays open and uncounted
+                        if self._gate.keys is not None:
+                            caller = self._gate.authenticate(_joined(request, "authorization"), _joined(request, "x-api-key"))
+                            if caller is not None:
+                                span.set_attribute(CALLER_ATTRIBUTE, caller.name)
                         self._gate.admit()
                         counted = True
                     response = await handler(request)
@@ -189,7 +201,11 @@ class HttpApi:
                 elapsed = time.perf_counter() - started
                 self._duration.record(elapsed, {"http.request.method": request.method, "http.route": route, "http.response.status_code": status})
                 if self._access_log:
-                    log.info("http %s %s -> %d in %.1f ms", request.method, route, status, elapsed * 1000)
+                    caller = caller_var.get()
+                    if caller is None:
+                        log.info("http %s %s -> %d in %.1f ms", request.method, route, status, elapsed * 1000)
+                    else:
+                        log.info("http %s %s -> %d in %.1f ms caller=%s", request.method, route, status, elapsed * 1000, caller.name)
 
     async def _body(self, request: web.Request) -> Any:
         """The request's JSON, within the size and nesting limits."""
