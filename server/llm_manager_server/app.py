@@ -40,7 +40,7 @@ from .logs import configure_logging
 from .routing.registry import ModelRegistry
 from .routing.router import Router
 from .servicers.conversations import ConversationServicer
-from .engine import Generator
+from .engine import Embedder, Generator
 from .servicers.llm_manager import LLMManagerServicer
 from .telemetry import Telemetry, build_meter_provider, build_tracer_provider
 
@@ -200,6 +200,8 @@ class Application:
         if self.response_cache is not None:
             telemetry.observe_cache(self.response_cache.stats.snapshot)
         generator = Generator(router, self.response_cache)
+        # Embeds texts for every transport (gRPC Embed, HTTP /v1/embeddings).
+        self.embedder = Embedder(router, self.response_cache)
         # Admits every API call, whatever transport carries it.
         self.gate = CallGate(settings.routing.timeout_ms / 1000, max_concurrent_calls=settings.max_concurrent_calls)
         self.health = HealthServicer()
@@ -217,7 +219,7 @@ class Application:
             options=[("grpc.so_reuseport", 0)],
         )
         llm_manager_service_pb2_grpc.add_LLMManagerServiceServicer_to_server(
-            LLMManagerServicer(generator, self.registry), server
+            LLMManagerServicer(generator, self.registry, self.embedder), server
         )
         conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
             ConversationServicer(conversation_store, generator), server

@@ -191,6 +191,9 @@ class Settings:
     telemetry_record_content: bool = False
     # LLM_PRICES_FILE: (model-name prefix, price) pairs merged over the shipped price table.
     price_overrides: tuple[tuple[str, Price], ...] = ()
+    # LLM_EMBEDDING_MODEL: the model of an Embed call that names none (unset: the local model,
+    # else OpenAI's text-embedding-3-small).
+    embedding_model: str | None = None
 
     @property
     def conversation_store_url(self) -> str:
@@ -615,4 +618,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_concurrent_calls=parsed("LLM_MAX_CONCURRENT_CALLS", None, (), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), defaults.max_concurrent_calls),
         grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
         price_overrides=_read_prices_file(env["LLM_PRICES_FILE"].strip()) if env.get("LLM_PRICES_FILE", "").strip() else (),
+        embedding_model=parsed("LLM_EMBEDDING_MODEL", None, (), _model_name, None),
     )

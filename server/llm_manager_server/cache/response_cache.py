@@ -8,22 +8,26 @@ reason STOP or LENGTH); errors, cut or cancelled streams and filtered answers ne
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
+from array import array
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from ..domain.call_context import deadline_exceeded
+from ..domain.embeddings import EmbeddingRequest, Embeddings
 from ..domain.types import Answer, CallMetadata, FinishReason, GenerationRequest, ProviderKind, RoutingStrategy, StreamDelta, ToolCall, Usage
-from .keys import KEY_VERSION, cache_key
+from .keys import KEY_VERSION, cache_key, embedding_cache_key
 from .stores import CacheStore, CacheStoreError
 
 log = logging.getLogger(__name__)
 
 # A cached result of any kind, and one that carries a cost and metadata (replayed at no cost).
 Value = TypeVar("Value")
-Cached = TypeVar("Cached", bound=Answer)
+Cached = TypeVar("Cached", Answer, Embeddings)
 
 # Complete answers: the model stopped by itself, at the caller's max_tokens, or to call tools.
 CACHEABLE_FINISH_REASONS = frozenset({FinishReason.STOP, FinishReason.LENGTH, FinishReason.TOOL_CALLS})
@@ -165,6 +169,45 @@ class Codec(Generic[Value]):
 ANSWERS: Codec[Answer] = Codec(answer_to_bytes, answer_from_bytes, cacheable)
 
 
+def embeddings_to_bytes(embeddings: Embeddings) -> bytes:
+    """Vectors as stored: each one's float64s, base64 (exact, and a third of their JSON size)."""
+    usage = embeddings.usage
+    document = {
+        "version": KEY_VERSION,
+        "kind": "embeddings",
+        "model": embeddings.model,
+        "usage": [usage.prompt_tokens, usage.total_tokens],
+        "vectors": [base64.b64encode(array("d", vector).tobytes()).decode("ascii") for vector in embeddings.vectors],
+        "provider": embeddings.metadata.provider.value if embeddings.metadata.provider else None,
+        "strategy": embeddings.metadata.strategy.value,
+        "cost_usd": embeddings.cost_usd,
+    }
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def embeddings_from_bytes(data: bytes) -> Embeddings:
+    """Stored vectors; raises ``ValueError`` for anything this version did not write."""
+    try:
+        document: dict[str, Any] = json.loads(data)
+        if document.get("version") != KEY_VERSION or document.get("kind") != "embeddings":
+            raise ValueError(f"entry version {document.get('version')!r} kind {document.get('kind')!r}")
+        prompt, total = (int(n) for n in document["usage"])
+        provider = document["provider"]
+        return Embeddings(
+            vectors=[array("d", base64.b64decode(text, validate=True)).tolist() for text in document["vectors"]],
+            model=str(document["model"]),
+            usage=Usage(prompt_tokens=prompt, total_tokens=total),
+            cost_usd=float(document["cost_usd"]),
+            metadata=CallMetadata(provider=ProviderKind(provider) if provider is not None else None, strategy=RoutingStrategy(document["strategy"])),
+        )
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, binascii.Error) as error:
+        raise ValueError(f"unreadable cache entry: {error}") from None
+
+
+# Every embedding result is complete: there is no partial or filtered one.
+EMBEDDINGS: Codec[Embeddings] = Codec(embeddings_to_bytes, embeddings_from_bytes, lambda _: True)
+
+
 class ResponseCache:
     """A :class:`CacheStore` plus keys, counters and single-flight."""
 
@@ -176,6 +219,12 @@ class ResponseCache:
 
     def key_for(self, request: GenerationRequest) -> str:
         return cache_key(request, self._default_strategy)
+
+    async def embeddings(self, request: EmbeddingRequest, compute: Callable[[], Awaitable[Embeddings]], deadline: float) -> Embeddings:
+        """``request``'s vectors with the policy of :meth:`answer`: keyed by the model and the
+        inputs in order (``request.model`` already resolved); a hit costs nothing upstream and
+        reports the original model and usage with ``cost_usd`` 0 and ``metadata.cached``."""
+        return await self._through(embedding_cache_key(request), request.no_cache, request.no_store, compute, EMBEDDINGS, deadline)
 
     def join(self, key: str) -> tuple[Flight[Any], bool]:
         """The flight for ``key`` and whether the caller leads it (is the first). (Keys of

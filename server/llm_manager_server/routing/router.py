@@ -31,7 +31,8 @@ from typing import Protocol, TypeVar
 from ..catalog import provider_for_model
 from ..config import RoutingSettings
 from ..domain.call_context import deadline_exceeded
-from ..domain.errors import ErrorKind, LLMError
+from ..domain.embeddings import EmbeddingCall, EmbeddingRequest, Embeddings
+from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
 from ..domain.types import (
     Answer,
     CallMetadata,
@@ -40,10 +41,12 @@ from ..domain.types import (
     ToolChoiceMode,
     GenerationRequest,
     ModelCall,
+    ProviderKind,
     RoutingStrategy,
     StreamDelta,
     TaskType,
 )
+from ..providers.base import embed_with
 from ..telemetry import Attempt, Telemetry
 from .breaker import CircuitBreaker, CircuitState
 from .output_check import OutputCheck
@@ -52,6 +55,8 @@ from .strategy import Candidate, estimate_prompt_tokens, rank
 
 log = logging.getLogger(__name__)
 
+# The embedding model when nothing else is configured and OpenAI is (its cheapest current one).
+DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
 # Failures about the model itself, not the deployment that served it: another deployment of
@@ -201,13 +206,7 @@ class Router:
             # it, and its own error says more than "no model available". An open circuit
             # still fails fast.
             entry = self._registry.resolve(request.model)
-            if not self.allows_call(entry):
-                raise LLMError(
-                    ErrorKind.MODEL_UNAVAILABLE,
-                    f"model {entry.name!r} is failing: {self.circuit_detail(entry)}",
-                    model=entry.name,
-                    retry_after_s=min(self.breaker(r).remaining_open_s() for r in entry.routes),
-                )
+            self._check_not_failing(entry)
             missing = needed_capabilities(request) - entry.capabilities
             if missing:
                 raise LLMError(
@@ -256,6 +255,50 @@ class Router:
             reason += " | skipped " + "; ".join(f"{name} ({why})" for name, why in skipped.items())
         log.debug("route plan: %s", reason)
         return RoutePlan((*first, *(by_name[s.name] for s in ranked)), strategy, reason)
+
+    def _check_not_failing(self, entry: ModelEntry) -> None:
+        """A pinned model behind open circuits on every deployment fails fast."""
+        if not self.allows_call(entry):
+            raise LLMError(
+                ErrorKind.MODEL_UNAVAILABLE,
+                f"model {entry.name!r} is failing: {self.circuit_detail(entry)}",
+                model=entry.name,
+                retry_after_s=min(self.breaker(r).remaining_open_s() for r in entry.routes),
+            )
+
+    def embedding_model(self) -> str:
+        """The model of an embedding request that names none: ``LLM_EMBEDDING_MODEL``, else
+        the local model (local first, as for answers), else OpenAI's text-embedding-3-small."""
+        configured = self._registry.settings.embedding_model
+        if configured:
+            return configured
+        local = self._registry.default_models.get(ProviderKind.LOCAL)
+        if local:
+            return local
+        if ProviderKind.OPENAI in self._registry.defaults:
+            return DEFAULT_OPENAI_EMBEDDING_MODEL
+        raise LLMError(
+            ErrorKind.CONFIGURATION_ERROR,
+            "no embedding model is configured: set LLM_EMBEDDING_MODEL, a local model or OPENAI_API_KEY",
+        )
+
+    def plan_embedding(self, request: EmbeddingRequest) -> RoutePlan:
+        """The one model that embeds ``request``: the caller's, or the default one. Vectors of
+        different models are not comparable, so no other model ever stands in for it; its
+        deployments, retries and breakers work as for answers."""
+        name = request.model or self.embedding_model()
+        entry = self._registry.resolve(name)
+        if Capability.EMBEDDINGS not in entry.capabilities:
+            why = {
+                ProviderKind.ANTHROPIC: "Anthropic has no embeddings API",
+                ProviderKind.GEMINI: "Gemini embeddings are not supported",
+            }.get(entry.provider_kind, "it is a chat model")
+            raise invalid_request(
+                FieldViolation("model", f"model {name!r} does not make embeddings ({why}); use e.g. {DEFAULT_OPENAI_EMBEDDING_MODEL} or a local model")
+            )
+        self._check_not_failing(entry)
+        reason = f"embedding model {name!r}" + ("" if request.model else " (the default)")
+        return RoutePlan((entry,), self._settings.strategy, reason)
 
     @staticmethod
     def _check_fits(entry: ModelEntry, request: GenerationRequest) -> None:
@@ -480,6 +523,38 @@ class Router:
             yield StreamDelta(model=answer.model, answer=answer)
 
         return self._attempts(plan, deadline, attempt)
+
+    async def embed(self, request: EmbeddingRequest, deadline: float) -> Embeddings:
+        """``request``'s vectors from its model, through the attempt loop: a failing
+        deployment's call moves to another deployment of the model, retryable failures are
+        retried, and the model's breakers and statistics see every attempt."""
+        plan = self.plan_embedding(request)
+
+        async def attempt(entry: ModelEntry, route: Route, metadata: CallMetadata, progress: AttemptProgress) -> AsyncGenerator[Embeddings, None]:
+            call = EmbeddingCall(entry.name, request.inputs, timeout_s=self._remaining(deadline))
+            with self._telemetry.attempt(
+                call,
+                route.deployment.kind,
+                deployment=route.deployment.name,
+                attempt=len(metadata.model_chain),
+                fallback=metadata.fallback_used,
+                streaming=False,
+                candidates=metadata.candidates,
+                strategy=plan.strategy.value,
+            ) as observed:
+                call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
+                embeddings = await embed_with(route.deployment.provider, call)
+                embeddings.cost_usd = entry.price.cost(embeddings.usage)
+                embeddings.metadata = metadata
+                self._telemetry.embedded(observed, embeddings)
+            progress.final = True
+            yield embeddings
+
+        result: Embeddings | None = None
+        async for result in self._attempts(plan, deadline, attempt):
+            pass  # one piece: the result (read to the end, see generate)
+        assert result is not None, "the attempt loop ends with a result or an error"
+        return result
 
     async def _attempts(self, plan: RoutePlan, deadline: float, attempt: AttemptRunner[Piece]) -> AsyncIterator[Piece]:
         """The one attempt loop, for unary calls, streams and embeddings alike: each candidate
