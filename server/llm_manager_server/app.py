@@ -41,7 +41,7 @@ from .logs import configure_logging
 from .routing.registry import ModelRegistry
 from .routing.router import Router
 from .servicers.conversations import ConversationServicer
-from .engine import Generator
+from .engine import Embedder, Generator
 from .servicers.llm_manager import LLMManagerServicer
 from .telemetry import PrometheusMetrics, Telemetry, build_meter_provider, build_tracer_provider
 
@@ -216,6 +216,8 @@ class Application:
         if self.response_cache is not None:
             telemetry.observe_cache(self.response_cache.stats.snapshot)
         generator = Generator(router, self.response_cache)
+        # Embeds texts for every transport (gRPC Embed, HTTP /v1/embeddings).
+        self.embedder = Embedder(router, self.response_cache)
         # Admits every API call, whatever transport carries it (and authenticates it, with keys on).
         self.gate = CallGate(settings.routing.timeout_ms / 1000, max_concurrent_calls=settings.max_concurrent_calls, keys=settings.api_keys)
         self.health = HealthServicer()
@@ -240,7 +242,7 @@ class Application:
             ],
         )
         llm_manager_service_pb2_grpc.add_LLMManagerServiceServicer_to_server(
-            LLMManagerServicer(generator, self.registry), server
+            LLMManagerServicer(generator, self.registry, self.embedder), server
         )
         conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
             ConversationServicer(conversation_store, generator), server
@@ -274,7 +276,7 @@ class Application:
             raise ConfigError("LLM_GRPC_PORT", f"cannot listen on {settings.host}:{settings.port} (in use, or not an address here)")
         if settings.http_port is not None:
             http = HttpApi(
-                generator, self.registry, self.gate,
+                generator, self.embedder, self.registry, self.gate,
                 tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, metrics=self.prometheus,
                 max_body_bytes=settings.http_max_body_bytes, max_json_depth=settings.http_max_json_depth, access_log=settings.access_log,
             )

@@ -204,6 +204,9 @@ class Settings:
     http_max_json_depth: int = 64
     # LLM_API_KEYS_FILE: the callers and the sha256 of their keys; None: authentication off.
     api_keys: KeyRing | None = None
+    # LLM_EMBEDDING_MODEL: the model of an Embed call that names none (unset: the local model,
+    # else OpenAI's text-embedding-3-small).
+    embedding_model: str | None = None
 
     @property
     def conversation_store_url(self) -> str:
@@ -641,4 +644,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         http_max_body_bytes=parsed("LLM_HTTP_MAX_BODY_BYTES", None, (), lambda n, r: _int(n, r, minimum=1024, maximum=1 << 30), defaults.http_max_body_bytes),
         http_max_json_depth=parsed("LLM_HTTP_MAX_JSON_DEPTH", None, (), lambda n, r: _int(n, r, minimum=8, maximum=512), defaults.http_max_json_depth),
         api_keys=_keys_file(env.get("LLM_API_KEYS_FILE", "").strip()),
+        embedding_model=parsed("LLM_EMBEDDING_MODEL", None, (), _model_name, None),
     )

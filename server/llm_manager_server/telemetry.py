@@ -29,6 +29,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import __version__, genai
+from .domain.embeddings import EmbeddingCall, Embeddings
 from .domain.errors import LLMError
 from .domain.types import Answer, ModelCall, ProviderKind, ResponseFormat
 
@@ -152,7 +153,7 @@ class Telemetry:
     @contextmanager
     def attempt(
         self,
-        call: ModelCall,
+        call: ModelCall | EmbeddingCall,
         provider: ProviderKind,
         *,
         deployment: str = "",
@@ -162,17 +163,22 @@ class Telemetry:
         candidates: list[str],
         strategy: str,
     ) -> Iterator[Attempt]:
-        """A CLIENT span ``chat <model>`` around one model call; on exit it records the
-        duration metric, and marks the span failed when an ``LLMError`` escapes."""
+        """A CLIENT span ``chat <model>`` (``embeddings <model>`` for an embedding call) around
+        one model call; on exit it records the duration metric, and marks the span failed when
+        an ``LLMError`` escapes."""
+        operation = genai.OPERATION_EMBEDDINGS if isinstance(call, EmbeddingCall) else genai.OPERATION_CHAT
         attributes = {
-            genai.OPERATION_NAME: genai.OPERATION_CHAT,
+            genai.OPERATION_NAME: operation,
             genai.PROVIDER_NAME: PROVIDER_NAMES[provider],
             genai.REQUEST_MODEL: call.model,
         }
-        span = self.tracer.start_span(f"{genai.OPERATION_CHAT} {call.model}", kind=SpanKind.CLIENT, attributes=attributes)
+        span = self.tracer.start_span(f"{operation} {call.model}", kind=SpanKind.CLIENT, attributes=attributes)
         if span.is_recording():  # a sampled-out span would drop them anyway
             span.set_attribute(genai.DEPLOYMENT, deployment)
-            self._describe(span, call, attempt=attempt, fallback=fallback, streaming=streaming, candidates=candidates, strategy=strategy)
+            if isinstance(call, EmbeddingCall):
+                span.set_attributes({genai.ATTEMPT: attempt, genai.FALLBACK: fallback, genai.EMBEDDING_INPUTS: len(call.inputs)})
+            else:
+                self._describe(span, call, attempt=attempt, fallback=fallback, streaming=streaming, candidates=candidates, strategy=strategy)
         observed = Attempt(span, dict(attributes))
         try:
             yield observed
@@ -240,6 +246,22 @@ class Telemetry:
             if answer.tool_calls:
                 output["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in answer.tool_calls]
             span.set_attribute(genai.OUTPUT_MESSAGES, json.dumps([output]))
+
+    def embedded(self, observed: Attempt, embeddings: Embeddings) -> None:
+        """An embedding call's outcome: the model, the vectors' size, input tokens and cost
+        (embeddings have no output tokens)."""
+        span = observed.span
+        observed.attributes[genai.RESPONSE_MODEL] = embeddings.model
+        span.set_attributes(
+            {
+                genai.RESPONSE_MODEL: embeddings.model,
+                genai.EMBEDDINGS_DIMENSION_COUNT: embeddings.dimensions,
+                genai.USAGE_INPUT_TOKENS: embeddings.usage.prompt_tokens,
+            }
+        )
+        self._tokens.record(embeddings.usage.prompt_tokens, {**observed.attributes, genai.TOKEN_TYPE: "input"})
+        if embeddings.cost_usd:
+            self._cost.add(embeddings.cost_usd, {genai.REQUEST_MODEL: observed.attributes[genai.REQUEST_MODEL]})
 
     def observe_cache(self, snapshot: Callable[[], Mapping[str, float]]) -> None:
         """Publishes the response cache's counters (``hits``, ``misses``, ``errors``, ...) as

@@ -1,5 +1,6 @@
 """The OpenAI-compatible HTTP API (``LLM_HTTP_PORT``), served by aiohttp in the gRPC server's
-process and event loop: ``POST /v1/chat/completions`` (plain and SSE), ``GET /v1/models``,
+process and event loop: ``POST /v1/chat/completions`` (plain and SSE), ``POST /v1/embeddings``,
+``GET /v1/models``,
 ``GET /v1/models/{model}``, and ``GET /metrics`` (Prometheus).
 
 It is a second transport over the same service, not a second service: a chat completion is
@@ -29,12 +30,12 @@ from .. import __version__
 from ..calls import CallGate
 from ..domain.call_context import request_id_var
 from ..domain.errors import ErrorKind, LLMError
-from ..engine import Generator
+from ..engine import Embedder, Generator
 from ..domain.caller import caller_var
 from ..interceptors import CALLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE
 from ..routing.registry import ModelRegistry
 from ..telemetry import PrometheusMetrics
-from . import chat
+from . import chat, embeddings
 from .errors import HttpError, http_error_body, internal_error_body, llm_error_body
 
 log = logging.getLogger("llm_manager_server.access")
@@ -96,6 +97,7 @@ class HttpApi:
     def __init__(
         self,
         generator: Generator,
+        embedder: Embedder,
         registry: ModelRegistry,
         gate: CallGate,
         *,
@@ -107,6 +109,7 @@ class HttpApi:
         access_log: bool = True,
     ) -> None:
         self._generator = generator
+        self._embedder = embedder
         self._registry = registry
         self._gate = gate
         self._metrics = metrics
@@ -121,6 +124,7 @@ class HttpApi:
         # One byte more than the limit, so aiohttp's own check leaves the answer to ``_body``.
         self.app = web.Application(middlewares=[self._middleware], client_max_size=max_body_bytes + 1)
         self.app.router.add_post("/v1/chat/completions", self._chat_completions)
+        self.app.router.add_post("/v1/embeddings", self._embeddings)
         self.app.router.add_get("/v1/models", self._models)
         self.app.router.add_get("/v1/models/{model:.+}", self._model)
         self.app.router.add_get("/metrics", self._scrape)
@@ -290,6 +294,13 @@ class HttpApi:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        embedding, encoding = embeddings.request_from_json(await self._body(request))
+        started = time.perf_counter()
+        result = await self._embedder.embed(embedding)
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        return _json_response(200, embeddings.embeddings_json(result, encoding, request_id=request_id_var.get(), latency_ms=latency_ms))
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         data = [{"id": chat.AUTO_MODEL, "object": "model", "created": 0, "owned_by": "llm-manager"}]

@@ -23,6 +23,7 @@ from typing import Any
 from ..domain.errors import FieldViolation, invalid_request
 from ..domain.types import (
     Answer,
+    CallMetadata,
     FinishReason,
     GenerationRequest,
     JsonObject,
@@ -389,11 +390,11 @@ def tool_call_json(call: ToolCall, index: int | None = None) -> dict[str, Any]:
     return item
 
 
-def extension_json(answer: Answer, *, request_id: str, latency_ms: int) -> dict[str, Any]:
-    """What an OpenAI reply has no field for: cost and how the answer was produced."""
-    metadata = answer.metadata
-    fields: dict[str, Any] = {
-        "cost_usd": answer.cost_usd,
+def metadata_json(metadata: CallMetadata, cost_usd: float, *, request_id: str, latency_ms: int) -> dict[str, Any]:
+    """What an OpenAI reply has no field for: cost and how the result was produced (the
+    ``llm_manager`` object of completions, chunks and embeddings)."""
+    return {
+        "cost_usd": cost_usd,
         "cached": metadata.cached,
         "model_chain": metadata.model_chain,
         "fallback_used": metadata.fallback_used,
@@ -403,8 +404,12 @@ def extension_json(answer: Answer, *, request_id: str, latency_ms: int) -> dict[
         "deployment": metadata.deployment,
         "latency_ms": latency_ms,
         "request_id": request_id,
-        "cache_creation_tokens": answer.usage.cache_creation_tokens,
     }
+
+
+def extension_json(answer: Answer, *, request_id: str, latency_ms: int) -> dict[str, Any]:
+    fields = metadata_json(answer.metadata, answer.cost_usd, request_id=request_id, latency_ms=latency_ms)
+    fields["cache_creation_tokens"] = answer.usage.cache_creation_tokens
     if answer.structured_output is not None:
         fields["structured_output"] = answer.structured_output
     return fields

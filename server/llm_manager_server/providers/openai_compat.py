@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..config import Secret
+from ..domain.embeddings import EmbeddingCall, Embeddings
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Answer, ModelCall, ProviderKind, SamplingOptions, StreamDelta
-from . import openai_wire
+from . import embeddings_wire, openai_wire
 from .base import HealthReport
 from .http import HttpJsonProvider
 from .sse import IncompleteStreamError, SSEDecoder, SSEEvent, iter_sse
@@ -133,6 +134,14 @@ class OpenAICompatibleProvider(HttpJsonProvider):
             raise self._upstream.transport_error(error, call.model) from None
         answer = reading.answer()
         yield StreamDelta(model=answer.model, answer=answer)
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        """``POST /embeddings``: one vector per input, in order. (A llama.cpp server started
+        without embeddings answers 501, which is MODEL_UNAVAILABLE with its own message.)"""
+        payload = await self._post_json(f"{self._base_url}/embeddings", embeddings_wire.embeddings_body(call), call)
+        if isinstance(payload.get("error"), Mapping):
+            raise openai_wire.stream_error(payload["error"], model=call.model, provider_label=self._label, secrets=self.secrets())
+        return embeddings_wire.parse_embeddings(payload, call, model=call.model if self._kind is ProviderKind.LOCAL else None)
 
     async def health(self) -> HealthReport:
         return await self._probe(f"{self._base_url}/models")

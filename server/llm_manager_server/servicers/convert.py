@@ -10,6 +10,8 @@ from google.protobuf import json_format, struct_pb2
 
 from llm_manager.v1 import common_pb2, llm_manager_service_pb2
 
+from ..domain import embeddings as embeddings_domain
+from ..domain.embeddings import EmbeddingRequest, Embeddings
 from ..domain.errors import FieldViolation, invalid_request
 from ..domain.types import (
     Answer,
@@ -89,6 +91,7 @@ CAPABILITY_TO_PROTO = {
     Capability.JSON_SCHEMA: common_pb2.CAPABILITY_JSON_SCHEMA,
     Capability.VISION: common_pb2.CAPABILITY_VISION,
     Capability.REASONING: common_pb2.CAPABILITY_REASONING,
+    Capability.EMBEDDINGS: common_pb2.CAPABILITY_EMBEDDINGS,
 }
 PROVIDER_TO_PROTO = {
     ProviderKind.LOCAL: common_pb2.PROVIDER_LOCAL,
@@ -327,6 +330,22 @@ def piece_fields(text: str, model: str | None, tool_calls: Sequence[ToolCall]) -
     if tool_calls:
         return {"text": text, "model": model or "", "tool_calls": [tool_call_to_proto(c) for c in tool_calls]}
     return {"text": text, "model": model or ""}
+
+
+def embedding_request(request: llm_manager_service_pb2.EmbedRequest) -> EmbeddingRequest:
+    """The validated domain request (the rules are the domain's: every transport shares them)."""
+    return embeddings_domain.embedding_request(
+        request.inputs, request.model, no_cache=request.cache_control.no_cache, no_store=request.cache_control.no_store
+    )
+
+
+def embed_response(embeddings: Embeddings, *, latency_ms: int, request_id: str) -> llm_manager_service_pb2.EmbedResponse:
+    return llm_manager_service_pb2.EmbedResponse(
+        embeddings=[llm_manager_service_pb2.Embedding(values=vector) for vector in embeddings.vectors],
+        model=embeddings.model,
+        usage=usage_to_proto(embeddings.usage, embeddings.cost_usd),
+        metadata=metadata_to_proto(embeddings.metadata, latency_ms=latency_ms, request_id=request_id),
+    )
 
 
 class Reply:
