@@ -70,7 +70,8 @@ def _sampling_field(name: str) -> str:
 
 
 class _Reader:
-    """Typed reads of a JSON object's fields, each bad one appended as a violation."""
+    """Typed reads of a JSON object's fields, each bad one appended as a violation. A field
+    that is absent (or null) reads as ``None`` (or empty), never as a violation."""
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         self.violations = violations
@@ -78,55 +79,40 @@ class _Reader:
     def bad(self, field: str, description: str) -> None:
         self.violations.append(FieldViolation(field, description))
 
-    def string(self, value: Any, field: str, *, required: bool = False) -> str | None:
+    def _typed(self, value: Any, field: str, types: type | tuple[type, ...], what: str) -> Any:
+        """``value`` if it is one of ``types`` (a JSON boolean is never a number), else None
+        with the violation "must be <what>"."""
         if value is None:
-            if required:
-                self.bad(field, "is required")
             return None
-        if not isinstance(value, str):
-            self.bad(field, f"must be a string, got {_json_type(value)}")
+        if (isinstance(value, bool) and types is not bool) or not isinstance(value, types):
+            self.bad(field, f"must be {what}, got {_json_type(value)}")
             return None
         return value
+
+    def string(self, value: Any, field: str, *, required: bool = False) -> str | None:
+        if value is None and required:
+            self.bad(field, "is required")
+        result: str | None = self._typed(value, field, str, "a string")
+        return result
 
     def number(self, value: Any, field: str) -> float | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.bad(field, f"must be a number, got {_json_type(value)}")
-            return None
-        return float(value)
+        result = self._typed(value, field, (int, float), "a number")
+        return None if result is None else float(result)
 
     def integer(self, value: Any, field: str) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.bad(field, f"must be an integer, got {_json_type(value)}")
-            return None
-        return value
+        result: int | None = self._typed(value, field, int, "an integer")
+        return result
 
     def boolean(self, value: Any, field: str) -> bool:
-        if value is None:
-            return False
-        if not isinstance(value, bool):
-            self.bad(field, f"must be true or false, got {_json_type(value)}")
-            return False
-        return value
+        return self._typed(value, field, bool, "true or false") is True
 
     def object(self, value: Any, field: str) -> Mapping[str, Any] | None:
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            self.bad(field, f"must be an object, got {_json_type(value)}")
-            return None
-        return value
+        result: Mapping[str, Any] | None = self._typed(value, field, dict, "an object")
+        return result
 
     def array(self, value: Any, field: str) -> Sequence[Any]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.bad(field, f"must be an array, got {_json_type(value)}")
-            return ()
-        return value
+        result: Sequence[Any] | None = self._typed(value, field, list, "an array")
+        return result or ()
 
 
 def _json_type(value: Any) -> str:
