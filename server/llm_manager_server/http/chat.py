@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..domain.errors import FieldViolation, invalid_request
@@ -114,6 +114,14 @@ class _Reader:
         result: Sequence[Any] | None = self._typed(value, field, list, "an array")
         return result or ()
 
+    def objects(self, value: Any, field: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """(``field[i]``, item) for each item of an array of objects (the others are violations)."""
+        for index, item in enumerate(self.array(value, field)):
+            where = f"{field}[{index}]"
+            found = self.object(item, where)
+            if found is not None:
+                yield where, found
+
 
 def _json_type(value: Any) -> str:
     if value is None:
@@ -134,11 +142,7 @@ def _content(reader: _Reader, value: Any, field: str) -> str:
     if value is None or isinstance(value, str):
         return value or ""
     texts: list[str] = []
-    for index, part in enumerate(reader.array(value, field)):
-        where = f"{field}[{index}]"
-        part_object = reader.object(part, where)
-        if part_object is None:
-            continue
+    for where, part_object in reader.objects(value, field):
         if part_object.get("type") != "text":
             reader.bad(f"{where}.type", f"only text parts are supported, got {str(part_object.get('type'))[:32]!r}")
             continue
@@ -149,11 +153,7 @@ def _content(reader: _Reader, value: Any, field: str) -> str:
 
 def _tool_calls(reader: _Reader, value: Any, field: str) -> list[ToolCall]:
     calls: list[ToolCall] = []
-    for index, raw in enumerate(reader.array(value, field)):
-        where = f"{field}[{index}]"
-        call = reader.object(raw, where)
-        if call is None:
-            continue
+    for where, call in reader.objects(value, field):
         if call.get("type", "function") != "function":
             reader.bad(f"{where}.type", "must be 'function'")
         function = reader.object(call.get("function"), f"{where}.function") or {}
@@ -176,14 +176,9 @@ def messages_from_json(reader: _Reader, value: Any) -> list[Message]:
     calls, and tool messages each answering an earlier call (``domain.validation``)."""
     result: list[Message] = []
     ledger = ToolCallLedger()
-    raw_messages = reader.array(value, "messages")
     if value is None or (isinstance(value, list) and not value):
         reader.bad("messages", "must hold at least one message")
-    for index, raw in enumerate(raw_messages):
-        where = f"messages[{index}]"
-        message = reader.object(raw, where)
-        if message is None:
-            continue
+    for where, message in reader.objects(value, "messages"):
         role_name = message.get("role")
         if role_name not in _ROLES:
             reader.bad(f"{where}.role", "must be system, developer, user, assistant or tool")
@@ -214,11 +209,7 @@ def messages_from_json(reader: _Reader, value: Any) -> list[Message]:
 
 def _tools(reader: _Reader, body: Mapping[str, Any]) -> tuple[tuple[Tool, ...], ToolChoice | None]:
     tools: list[Tool] = []
-    for index, raw in enumerate(reader.array(body.get("tools"), "tools")):
-        where = f"tools[{index}]"
-        tool = reader.object(raw, where)
-        if tool is None:
-            continue
+    for where, tool in reader.objects(body.get("tools"), "tools"):
         if tool.get("type", "function") != "function":
             reader.bad(f"{where}.type", "must be 'function'")
             continue
