@@ -12,7 +12,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from ..fakes import TokenCounts
+from ..fakes import RetryHint, TokenCounts
 from .conftest import OPENAI_MODEL, Served
 
 PARAMS = {
@@ -191,7 +191,7 @@ async def test_unknown_task_type_in_the_header_and_the_extension(client: openai.
 
 
 async def test_rate_limit_is_429_with_retry_after(client: openai.AsyncOpenAI, served: Served) -> None:
-    served.fake.rate_limit(retry_after_header="retry-after", retry_after_value="7")
+    served.fake.rate_limit(7, RetryHint.RETRY_AFTER)
     with pytest.raises(openai.RateLimitError) as raised:
         await client.chat.completions.create(model=OPENAI_MODEL, messages=[{"role": "user", "content": "x"}])
     assert raised.value.status_code == 429 and raised.value.code == "rate_limit_exceeded"
