@@ -164,3 +164,29 @@ async def test_stop_lets_a_stream_in_flight_finish(served: Served, data_dir: str
     with pytest.raises(aiohttp.ClientConnectionError):
         async with aiohttp.ClientSession() as session:
             await session.get(f"http://{app.settings.host}:{response.url.port}/v1/models")
+
+
+async def test_one_concurrency_cap_for_both_transports(served: Served, data_dir: str) -> None:
+    """A gRPC call in flight holds the only slot (LLM_MAX_CONCURRENT_CALLS=1): an HTTP call is
+    refused at once, 429 with retry-after, by the same gate."""
+    import grpc
+
+    from llm_manager.v1 import common_pb2, llm_manager_service_pb2 as api, llm_manager_service_pb2_grpc
+
+    app = await start_served(served.fake, data_dir, LLM_MAX_CONCURRENT_CALLS="1")
+    served.fake.stall_stream(["held"])
+    channel = grpc.aio.insecure_channel(app.address)
+    try:
+        stub = llm_manager_service_pb2_grpc.LLMManagerServiceStub(channel)
+        held = stub.StreamGenerate(api.StreamGenerateRequest(prompt="hold", preferences=common_pb2.GenerationPreferences(model=OPENAI_MODEL)), timeout=20)
+        first = await held.read()
+        assert first.text == "held"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://{app.http_address}/v1/chat/completions", json=CHAT) as response:
+                error = (await response.json())["error"]
+                assert response.status == 429 and response.headers["retry-after"] == "1"
+                assert error["code"] == "resource_exhausted" and "LLM_MAX_CONCURRENT_CALLS" in error["message"]
+        held.cancel()
+    finally:
+        await channel.close()
+        await app.stop(grace_s=0)
