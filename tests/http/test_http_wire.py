@@ -190,3 +190,22 @@ async def test_one_concurrency_cap_for_both_transports(served: Served, data_dir:
     finally:
         await channel.close()
         await app.stop(grace_s=0)
+
+
+async def test_a_caller_that_disconnects_cancels_its_call(served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="llm_manager_server.access")
+    served.fake.stall_stream(["never ", "ends"])
+    gate = served.app.gate
+    assert gate is not None
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(f"{served.base_url}/chat/completions", json={**CHAT, "stream": True})
+        assert (await response.content.readline()).startswith(b"data: ")
+        assert gate.in_flight == 1
+        response.close()  # drops the connection mid-stream
+    for _ in range(100):
+        if gate.in_flight == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert gate.in_flight == 0
+    await asyncio.sleep(0.1)  # the log line is written as the handler unwinds
+    assert any(r.getMessage().startswith("http POST /v1/chat/completions -> 499") for r in caplog.records), [r.getMessage() for r in caplog.records]

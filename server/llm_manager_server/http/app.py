@@ -178,6 +178,9 @@ class HttpApi:
                         self._gate.admit()
                         counted = True
                     response = await handler(request)
+                except asyncio.CancelledError:
+                    status = 499  # the caller went away (nginx's "client closed request"); its work is cancelled
+                    raise
                 except web.HTTPException as error:  # the router's 404 and 405
                     if error.status < 400:
                         raise
