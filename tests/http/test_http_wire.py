@@ -209,3 +209,12 @@ async def test_a_caller_that_disconnects_cancels_its_call(served: Served, caplog
     assert gate.in_flight == 0
     await asyncio.sleep(0.1)  # the log line is written as the handler unwinds
     assert any(r.getMessage().startswith("http POST /v1/chat/completions -> 499") for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+async def test_the_sdks_timeout_header_is_the_callers_deadline(served: Served) -> None:
+    served.fake.stall_stream(["slow"])
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{served.base_url}/chat/completions", json=CHAT, headers={"x-stainless-timeout": "0.4"}) as response:
+            error = (await response.json())["error"]
+    assert response.status == 504 and error["code"] == "timeout"
+    assert "caller's deadline" in error["message"] and error["metadata"]["limit"] == "client_deadline"
