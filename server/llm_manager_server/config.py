@@ -20,6 +20,7 @@ from .providers.registry import BY_DEPLOYMENT_TYPE, BY_KIND, BY_NAME, PROVIDERS
 from .providers.spec import CloudSettings, ProviderSpec
 from .redaction import register_secret
 from .secret import Secret
+from .tls import CERT_VARIABLE, CLIENT_CA_VARIABLE, KEY_VARIABLE, CertificateProblem, read_certificates
 from .domain.types import MODEL_NAME_RULE, ProviderKind, RoutingStrategy, TaskType, is_valid_model_name
 
 if TYPE_CHECKING:  # keys imports ConfigError from here
@@ -119,6 +120,21 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """TLS on the gRPC port (all unset: plaintext). Paths only: tls.py reads the files, and
+    re-reads them when they change."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    # Mutual TLS: only clients with a certificate this CA signed connect.
+    client_ca_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 50051
@@ -130,6 +146,7 @@ class Settings:
     deployments: tuple[DeploymentSettings, ...] = ()
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     conversation_store: str = ""
     log_level: str = "INFO"
     # One INFO line per API call (method, status, duration); LLM_ACCESS_LOG=false silences it.
@@ -438,6 +455,23 @@ def _keys_file(path: str) -> KeyRing | None:
     return load_keys_file(path)
 
 
+def _tls(env: Mapping[str, str]) -> TlsSettings:
+    """The TLS files, checked now so that a bad one stops start-up before the port opens."""
+    cert, key, client_ca = (env.get(v, "").strip() or None for v in (CERT_VARIABLE, KEY_VARIABLE, CLIENT_CA_VARIABLE))
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ConfigError(CLIENT_CA_VARIABLE, f"needs {CERT_VARIABLE} and {KEY_VARIABLE} (mutual TLS is TLS with client certificates)")
+        return TlsSettings()
+    if cert is None or key is None:
+        missing, given = (CERT_VARIABLE, KEY_VARIABLE) if cert is None else (KEY_VARIABLE, CERT_VARIABLE)
+        raise ConfigError(missing, f"must be set with {given} (the certificate and its private key)")
+    try:
+        read_certificates(cert, key, client_ca)
+    except CertificateProblem as problem:
+        raise ConfigError(problem.variable, problem.problem) from None
+    return TlsSettings(cert, key, client_ca)
+
+
 def _cloud_settings(spec: ProviderSpec, env: Mapping[str, str], file_data: Mapping[str, Any], parsed: Any) -> CloudSettings:
     """A cloud provider's default deployment from the variables its spec names (the first of
     several set wins) or its ``LLM_CONFIG_FILE`` ``models.<section>``."""
@@ -563,6 +597,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         deployments=_deployments(file_data.get("deployments"), env),
         routing=routing,
         cache=cache,
+        tls=_tls(env),
         conversation_store=parsed(
             "LLM_CONVERSATION_STORE", None, (), lambda n, r: _store(n, r, ("sqlite:", "postgres://", "postgresql://")), ""
         ),
