@@ -17,6 +17,8 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -249,7 +251,8 @@ async def test_the_caller_is_on_the_span_and_the_access_log_and_no_key_anywhere(
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     env = {**BASE_ENV, "LM_STUDIO_ENDPOINT": fake.url, "LLM_GENERAL_MODEL_1": "alpha", "LLM_API_KEYS_FILE": str(tmp_path / "keys.json"), "LLM_DATA_DIR": str(tmp_path)}
-    app = Application(load_settings(env), tracer_provider=tracer_provider)
+    metrics = InMemoryMetricReader()
+    app = Application(load_settings(env), tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[metrics]))
     caplog.set_level(logging.DEBUG)
     await app.start()
     try:
@@ -265,6 +268,9 @@ async def test_the_caller_is_on_the_span_and_the_access_log_and_no_key_anywhere(
             if len(access) >= 3:
                 break
             await asyncio.sleep(0.05)
+        exported = metrics.get_metrics_data()
+        assert exported is not None
+        metric_text = exported.to_json()
     finally:
         await app.stop(grace_s=0)
     assert any(line.endswith("-> OK in " + line.split(" in ", 1)[1].split(" ", 1)[0] + " ms caller=alice") for line in access), access
@@ -275,6 +281,8 @@ async def test_the_caller_is_on_the_span_and_the_access_log_and_no_key_anywhere(
     everything = "\n".join(caplog.text.splitlines()) + "\n".join(
         json.dumps({"attributes": dict(s.attributes or {}), "events": [dict(e.attributes or {}) for e in s.events], "status": s.status.description}) for s in spans.get_finished_spans()
     )
+    everything += metric_text
+    assert "gen_ai" in metric_text or "llm" in metric_text  # the metrics were exported
     assert keys["alice"] not in everything and keys["alice"][5:20] not in everything
     assert hashlib.sha256(keys["alice"].encode()).hexdigest() not in everything
 
@@ -285,3 +293,46 @@ def test_anything_shaped_like_one_of_our_keys_is_redacted() -> None:
 
     key = new_key()
     assert redact(f"upstream said: bad token {key}, retry") == "upstream said: bad token [redacted], retry"
+
+
+def test_sharing_the_cache_across_callers_is_an_explicit_boolean() -> None:
+    assert load_settings({}).cache.shared_across_callers is False
+    assert load_settings({"LLM_CACHE_SHARED_ACROSS_CALLERS": "true"}).cache.shared_across_callers is True
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"LLM_CACHE_SHARED_ACROSS_CALLERS": "maybe"})
+    assert raised.value.variable == "LLM_CACHE_SHARED_ACROSS_CALLERS"
+
+
+async def test_the_readme_api_key_commands_work_as_written(start_app: StartApp, fake: FaultServer, tmp_path: Path) -> None:
+    """The "API keys and authorization" section's commands, run as written (only the port and
+    the path of the venv's python differ): the CLI makes a keys file the server starts with, and
+    grpcurl, the Python example and the Go peer call it with the key."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### API keys and authorization") :]
+    section = section[: re.search(r"\n##+ ", section).start()]  # type: ignore[union-attr]
+    make_key, calls, go_run = re.findall(r"```sh\n(.*?)```", section, re.S)
+    (program,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert "LLM_API_KEYS_FILE=keys.yaml make run" in make_key
+    script = make_key.replace("LLM_API_KEYS_FILE=keys.yaml make run", 'printf "%s" "$KEY" > key.txt').replace(".venv/bin/python", sys.executable)
+    code, output = await run(tool("bash"), "-euo", "pipefail", "-c", script, cwd=tmp_path)
+    assert code == 0, output
+    key = (tmp_path / "key.txt").read_text()
+    assert key.startswith("llmm_") and not (tmp_path / "new-key.txt").exists()
+
+    app = await start_app(LM_STUDIO_ENDPOINT=fake.url, LLM_GENERAL_MODEL_1="smollm2-135m-instruct", LLM_API_KEYS_FILE=str(tmp_path / "keys.yaml"))
+    env = {**os.environ, "KEY": key, "LLM_API_KEY": key, "GOFLAGS": "-mod=readonly",
+           "PATH": f"{Path(tool('grpcurl')).parent}:{Path(tool('go')).parent}:{os.environ['PATH']}"}
+    outputs = []
+    for command in calls.strip().splitlines():
+        code, output = await run(tool("bash"), "-euo", "pipefail", "-c", command.replace("127.0.0.1:50051", app.address), env=env)
+        assert code == 0, (command, output)
+        outputs.append(output)
+    assert json.loads(outputs[0])["model"] == "smollm2-135m-instruct"
+    assert [m["name"] for m in json.loads(outputs[1])["models"]] == ["smollm2-135m-instruct"]
+    (tmp_path / "example.py").write_text(program.replace("127.0.0.1:50051", app.address))
+    code, output = await run(sys.executable, str(tmp_path / "example.py"), env=env)
+    assert code == 0 and output.strip() == fake.text, output
+    code, output = await run(tool("bash"), "-euo", "pipefail", "-c", go_run.strip().replace("127.0.0.1:50051", app.address), cwd=REPO, env=env, timeout_s=300)
+    assert code == 0 and "stream:" in output and "smollm2-135m-instruct" in output, output

@@ -21,7 +21,7 @@ from ..providers.conftest import OPENAI_KEY
 
 @pytest.fixture
 async def keyed(tmp_path: Path) -> AsyncIterator[tuple[Application, FakeOpenAI, dict[str, str]]]:
-    keys = write_keys_file(tmp_path / "keys.yaml", {"alice": {}})
+    keys = write_keys_file(tmp_path / "keys.yaml", {"alice": {}, "bob": {"models": ["gpt-4o"]}})
     fake = await FakeOpenAI(api_key=OPENAI_KEY).start()
     app = await start_served(fake, str(tmp_path), LLM_API_KEYS_FILE=str(tmp_path / "keys.yaml"))
     try:
@@ -54,3 +54,12 @@ async def test_bearer_key_is_the_callers_key(keyed: tuple[Application, FakeOpenA
             assert (await response.json())["error"]["code"] == "authentication_failed"
         async with session.get(f"http://{app.http_address}/metrics") as response:
             assert response.status == 200
+
+
+async def test_a_model_the_key_may_not_use_is_403(keyed: tuple[Application, FakeOpenAI, dict[str, str]]) -> None:
+    app, fake, keys = keyed
+    async with openai.AsyncOpenAI(api_key=keys["bob"], base_url=f"http://{app.http_address}/v1", max_retries=0) as bob:
+        with pytest.raises(openai.PermissionDeniedError) as raised:
+            await bob.chat.completions.create(model=OPENAI_MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.status_code == 403 and raised.value.code == "permission_denied" and raised.value.type == "permission_error"
+    assert fake.generation_requests == []

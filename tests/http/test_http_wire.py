@@ -101,7 +101,7 @@ async def test_unknown_routes_and_methods_answer_json_with_a_request_id(served: 
 def test_every_error_kind_has_a_status() -> None:
     assert set(STATUSES) == set(ErrorKind)
     expected = {
-        ErrorKind.INVALID_REQUEST: 400, ErrorKind.CONTEXT_TOO_LARGE: 400, ErrorKind.AUTHENTICATION_FAILED: 401,
+        ErrorKind.INVALID_REQUEST: 400, ErrorKind.CONTEXT_TOO_LARGE: 400, ErrorKind.AUTHENTICATION_FAILED: 401, ErrorKind.PERMISSION_DENIED: 403,
         ErrorKind.CONVERSATION_NOT_FOUND: 404, ErrorKind.RATE_LIMIT_EXCEEDED: 429, ErrorKind.TIMEOUT: 504,
         ErrorKind.ALL_MODELS_UNAVAILABLE: 503,
     }

@@ -37,6 +37,8 @@ STATUSES: dict[ErrorKind, HttpStatus] = {
     # lacks a capability the request needs.
     ErrorKind.CONFIGURATION_ERROR: HttpStatus(400, INVALID_REQUEST_ERROR),
     ErrorKind.AUTHENTICATION_FAILED: HttpStatus(401, "authentication_error"),
+    # The caller's key may not use the model (its ``models`` in LLM_API_KEYS_FILE).
+    ErrorKind.PERMISSION_DENIED: HttpStatus(403, "permission_error"),
     ErrorKind.CONVERSATION_NOT_FOUND: HttpStatus(404, "not_found_error"),
     ErrorKind.RATE_LIMIT_EXCEEDED: HttpStatus(429, "rate_limit_error"),
     ErrorKind.RESOURCE_EXHAUSTED: HttpStatus(429, "rate_limit_error"),
