@@ -17,7 +17,7 @@ def test_defaults_need_no_environment() -> None:
     settings = load_settings({})
     assert (settings.host, settings.port) == ("127.0.0.1", 50051)
     assert settings.llama.endpoint is None
-    assert settings.openai.api_key is None and settings.anthropic.api_key is None
+    assert settings.cloud(ProviderKind.OPENAI).api_key is None and settings.cloud(ProviderKind.ANTHROPIC).api_key is None
     assert settings.routing.strategy is RoutingStrategy.BALANCED
     assert settings.cache.enabled and settings.cache.store == "memory"
     assert settings.conversation_store_url == f"sqlite:{Path('data') / 'conversations.db'}"
@@ -58,12 +58,12 @@ def test_every_contract_variable_is_read() -> None:
     assert settings.llama.endpoint == "http://localhost:1234/v1"
     assert settings.llama.general_models == ("llama-3.1-8b", "gpt-4o")
     assert settings.llama.sql_models == ("sqlcoder", "claude-3-5-haiku-latest")
-    assert settings.openai.api_key == Secret("sk-test-openai")
-    assert (settings.openai.model, settings.openai.max_tokens, settings.openai.temperature) == ("gpt-4.1-mini", 512, 0.2)
-    assert settings.openai.base_url == "http://127.0.0.1:9/v1"
-    assert settings.anthropic.api_key == Secret("sk-ant-test")
-    assert settings.anthropic.model == "claude-3-5-haiku-latest"
-    assert settings.anthropic.base_url == "http://127.0.0.1:9"
+    assert settings.cloud(ProviderKind.OPENAI).api_key == Secret("sk-test-openai")
+    assert (settings.cloud(ProviderKind.OPENAI).model, settings.cloud(ProviderKind.OPENAI).max_tokens, settings.cloud(ProviderKind.OPENAI).temperature) == ("gpt-4.1-mini", 512, 0.2)
+    assert settings.cloud(ProviderKind.OPENAI).base_url == "http://127.0.0.1:9/v1"
+    assert settings.cloud(ProviderKind.ANTHROPIC).api_key == Secret("sk-ant-test")
+    assert settings.cloud(ProviderKind.ANTHROPIC).model == "claude-3-5-haiku-latest"
+    assert settings.cloud(ProviderKind.ANTHROPIC).base_url == "http://127.0.0.1:9"
     assert settings.routing.strategy is RoutingStrategy.COST
     assert (settings.routing.max_retries, settings.routing.timeout_ms) == (4, 1500)
     assert (settings.cache.enabled, settings.cache.ttl_seconds, settings.cache.max_size) == (False, 60, 10)
@@ -74,8 +74,8 @@ def test_every_contract_variable_is_read() -> None:
 
 def test_anthropic_aliases() -> None:
     settings = load_settings({"ANTHROPIC_API_KEY": "sk-ant-x", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"})
-    assert settings.anthropic.api_key == Secret("sk-ant-x")
-    assert settings.anthropic.base_url == "http://127.0.0.1:9"
+    assert settings.cloud(ProviderKind.ANTHROPIC).api_key == Secret("sk-ant-x")
+    assert settings.cloud(ProviderKind.ANTHROPIC).base_url == "http://127.0.0.1:9"
 
 
 @pytest.mark.parametrize(
@@ -127,10 +127,10 @@ cache: {enabled: true, ttlSeconds: 30, maxSize: 5}
     settings = load_settings({"LLM_CONFIG_FILE": str(config), "OPENAI_MODEL": "gpt-4o-mini"})
     assert settings.llama.endpoint == "http://127.0.0.1:1234"
     assert (settings.llama.context_length, settings.llama.threads) == (8192, 2)
-    assert settings.openai.api_key == Secret("sk-file-key")
-    assert settings.openai.model == "gpt-4o-mini"  # the environment wins over the file
-    assert settings.openai.max_tokens == 1000
-    assert settings.anthropic.model == "claude-3-opus-latest" and settings.anthropic.max_tokens == 2000
+    assert settings.cloud(ProviderKind.OPENAI).api_key == Secret("sk-file-key")
+    assert settings.cloud(ProviderKind.OPENAI).model == "gpt-4o-mini"  # the environment wins over the file
+    assert settings.cloud(ProviderKind.OPENAI).max_tokens == 1000
+    assert settings.cloud(ProviderKind.ANTHROPIC).model == "claude-3-opus-latest" and settings.cloud(ProviderKind.ANTHROPIC).max_tokens == 2000
     assert settings.routing.strategy is RoutingStrategy.PERFORMANCE
     assert settings.routing.chains[TaskType.GENERAL] == (ProviderKind.ANTHROPIC, ProviderKind.OPENAI, ProviderKind.LOCAL)
     assert settings.routing.chains[TaskType.ANALYSIS] == (ProviderKind.ANTHROPIC, ProviderKind.OPENAI, ProviderKind.LOCAL)

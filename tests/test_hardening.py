@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llm_manager.client import error_details
 from llm_manager.v1 import common_pb2, llm_manager_service_pb2 as api
 from llm_manager_server.config import ConfigError, load_settings
+from llm_manager_server.domain.types import ProviderKind
 
 from .conftest import BASE_ENV, StartApp, Stubs
 from .support.fault_server import FaultServer
@@ -350,7 +351,7 @@ def test_a_placeholder_api_key_is_a_configuration_error(key: str) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings({"OPENAI_API_KEY": key})
     assert raised.value.variable == "OPENAI_API_KEY" and "placeholder" in str(raised.value)
-    assert load_settings({"OPENAI_API_KEY": "sk-proj-real-looking-key-123"}).openai.api_key is not None
+    assert load_settings({"OPENAI_API_KEY": "sk-proj-real-looking-key-123"}).cloud(ProviderKind.OPENAI).api_key is not None
 
 
 async def test_health_list_answers_and_a_watch_ends_when_the_drain_begins(start_app: StartApp, connect: Callable[..., Stubs], fake: FaultServer) -> None:

@@ -43,6 +43,7 @@ from .servicers.conversations import ConversationServicer
 from .engine import Embedder, Generator
 from .servicers.llm_manager import LLMManagerServicer
 from .telemetry import Telemetry, build_meter_provider, build_tracer_provider
+from .tls import CertificateProblem, CertificateReloader
 
 log = logging.getLogger("llm_manager_server")
 
@@ -164,6 +165,8 @@ class Application:
     response_cache: ResponseCache | None = None
     conversation_store: ConversationStore | None = None
     gate: CallGate | None = None
+    # The TLS credentials when LLM_TLS_CERT_FILE is set (None: plaintext).
+    certificates: CertificateReloader | None = None
 
     @property
     def address(self) -> str:
@@ -245,18 +248,13 @@ class Application:
                 ),
             )
         )
-        try:
-            self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-        except RuntimeError:  # grpc raises when the address is taken or invalid
-            self.port = 0
-        if self.port == 0:
-            raise ConfigError("LLM_GRPC_PORT", f"cannot listen on {settings.host}:{settings.port} (in use, or not an address here)")
+        self.port = self._bind(server)
         # Models not yet probed or loaded are NOT_SERVING until the first probe says otherwise.
         await self.monitor.set_all([f"model/{name}" for name in self.registry.models], NOT_SERVING)
         await self.monitor.set_all(("", *API_SERVICES), SERVING)
         await server.start()
         self.server = server
-        log.info("listening on %s with models %s", self.address, ", ".join(self.registry.models) or "(none)")
+        log.info("listening on %s%s with models %s", self.address, self._transport, ", ".join(self.registry.models) or "(none)")
         # Load in-process models and open connection pools after the port is up, so health
         # probes see NOT_SERVING for a loading model rather than a refused connection.
         await asyncio.gather(*(d.provider.start() for d in self.registry.deployments.values()))
@@ -265,6 +263,34 @@ class Application:
             await self.monitor.set_all([f"model/{name}" for name in discovered], NOT_SERVING)
         await self.monitor.probe_once()
         self.monitor.start()
+
+    def _bind(self, server: aio.Server) -> int:
+        """Binds the one port every service shares (API, health, reflection): TLS when
+        configured, so the health endpoints are behind it too."""
+        settings = self.settings
+        address = f"{settings.host}:{settings.port}"
+        if settings.tls.enabled:
+            try:
+                # Re-read: the files may have changed since the settings were checked.
+                self.certificates = CertificateReloader(settings.tls)
+            except CertificateProblem as problem:
+                raise ConfigError(problem.variable, problem.problem) from None
+        try:
+            if self.certificates is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, self.certificates.credentials())
+        except RuntimeError:  # grpc raises when the address is taken or invalid
+            port = 0
+        if port == 0:
+            raise ConfigError("LLM_GRPC_PORT", f"cannot listen on {address} (in use, or not an address here)")
+        return port
+
+    @property
+    def _transport(self) -> str:
+        if self.certificates is None:
+            return " (plaintext)"
+        return " (mutual TLS: client certificates required)" if self.certificates.mutual else " (TLS)"
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: health NOT_SERVING at once, refuse new calls, let in-flight

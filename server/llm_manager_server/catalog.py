@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .domain.types import Capability, ProviderKind, Usage
+from .providers.registry import MODEL_PREFIXES
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,10 @@ _CLOUD_FACTS.update({
 _UNKNOWN_CLOUD = ModelFacts(128_000, Price(2.50, 10.00, 1.25))
 
 
-# Model-family prefixes, in one place: a name maps to the first provider whose prefix it has.
-MODEL_PREFIXES: tuple[tuple[tuple[str, ...], ProviderKind], ...] = (
-    (("claude-",), ProviderKind.ANTHROPIC),
-    (("gpt-", "o1", "o3", "o4", "text-embedding-"), ProviderKind.OPENAI),
-    (("gemini-",), ProviderKind.GEMINI),
-)
-
-
 def provider_for_model(name: str) -> ProviderKind:
-    """The contract's name rule: claude-* -> Anthropic, gpt-*/o1*/o3*/o4* -> OpenAI, gemini-* ->
-    Gemini, anything else -> local."""
+    """The contract's name rule: a name maps to the provider whose model-family prefix it has
+    (each provider's spec declares them: claude-* -> Anthropic, gpt-*/o1*/o3*/o4* -> OpenAI,
+    gemini-* -> Gemini), anything else -> local."""
     lowered = name.lower()
     for prefixes, kind in MODEL_PREFIXES:
         if lowered.startswith(prefixes):

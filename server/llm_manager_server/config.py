@@ -16,7 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .catalog import Price
+from .providers.registry import BY_DEPLOYMENT_TYPE, BY_KIND, BY_NAME, PROVIDERS
+from .providers.spec import CloudSettings, ProviderSpec
 from .redaction import register_secret
+from .secret import Secret
+from .tls import CERT_VARIABLE, CLIENT_CA_VARIABLE, KEY_VARIABLE, CertificateProblem, read_certificates
 from .domain.types import MODEL_NAME_RULE, ProviderKind, RoutingStrategy, TaskType, is_valid_model_name
 
 _LOCAL, _GPT, _CLAUDE = ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC
@@ -37,30 +41,6 @@ class ConfigError(Exception):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
-
-
-class Secret:
-    """An API key. ``repr``/``str`` never show it; only :meth:`reveal` does."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-        register_secret(value)  # redacted from every status, log line and span from now on
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -86,38 +66,6 @@ class LlamaSettings:
     max_tokens: int = 512
 
 
-@dataclass(frozen=True)
-class OpenAISettings:
-    api_key: Secret | None = None
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-4o-mini"
-    max_tokens: int = 4096
-    temperature: float = 0.7
-
-
-@dataclass(frozen=True)
-class AnthropicSettings:
-    api_key: Secret | None = None
-    base_url: str = "https://api.anthropic.com"
-    model: str = "claude-sonnet-4-6"
-    max_tokens: int = 4096
-
-
-@dataclass(frozen=True)
-class GeminiSettings:
-    api_key: Secret | None = None
-    base_url: str = "https://generativelanguage.googleapis.com"
-    model: str = "gemini-2.5-flash"
-    max_tokens: int | None = None
-
-
-# Deployment provider types and the kind of backend each is.
-DEPLOYMENT_TYPES = {
-    "openai": ProviderKind.OPENAI,
-    "anthropic": ProviderKind.ANTHROPIC,
-    "openai_compatible": ProviderKind.LOCAL,  # LM Studio, llama.cpp server, Ollama, vLLM, ...
-    "gemini": ProviderKind.GEMINI,
-}
 _DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -126,7 +74,7 @@ class DeploymentSettings:
     """One named endpoint from ``LLM_CONFIG_FILE`` ``deployments:``."""
 
     name: str
-    provider: str  # a key of DEPLOYMENT_TYPES
+    provider: str  # a provider's deployment_type (providers.registry.BY_DEPLOYMENT_TYPE)
     base_url: str
     models: tuple[str, ...]
     api_key: Secret | None = None
@@ -134,7 +82,7 @@ class DeploymentSettings:
 
     @property
     def kind(self) -> ProviderKind:
-        return DEPLOYMENT_TYPES[self.provider]
+        return BY_DEPLOYMENT_TYPE[self.provider].kind
 
 
 @dataclass(frozen=True)
@@ -166,18 +114,33 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """TLS on the gRPC port (all unset: plaintext). Paths only: tls.py reads the files, and
+    re-reads them when they change."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    # Mutual TLS: only clients with a certificate this CA signed connect.
+    client_ca_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 50051
     data_dir: str = "data"
     llama: LlamaSettings = field(default_factory=LlamaSettings)
-    openai: OpenAISettings = field(default_factory=OpenAISettings)
-    anthropic: AnthropicSettings = field(default_factory=AnthropicSettings)
-    gemini: GeminiSettings = field(default_factory=GeminiSettings)
+    # Each cloud provider's default deployment, from the variables its spec names.
+    clouds: Mapping[ProviderKind, CloudSettings] = field(default_factory=dict)
     # LLM_CONFIG_FILE deployments: named endpoints beside the default ones (local, openai, ...).
     deployments: tuple[DeploymentSettings, ...] = ()
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     conversation_store: str = ""
     log_level: str = "INFO"
     # One INFO line per API call (method, status, duration); LLM_ACCESS_LOG=false silences it.
@@ -194,6 +157,10 @@ class Settings:
     # LLM_EMBEDDING_MODEL: the model of an Embed call that names none (unset: the local model,
     # else OpenAI's text-embedding-3-small).
     embedding_model: str | None = None
+
+    def cloud(self, kind: ProviderKind) -> CloudSettings:
+        """A cloud provider's default-deployment settings (its defaults when unconfigured)."""
+        return self.clouds.get(kind) or BY_KIND[kind].defaults
 
     @property
     def conversation_store_url(self) -> str:
@@ -289,27 +256,15 @@ def _strategy(variable: str, raw: object) -> RoutingStrategy:
         raise ConfigError(variable, f"must be one of cost, performance, balanced, got {str(raw)!r}") from None
 
 
-_PROVIDER_ALIASES = {
-    "local": ProviderKind.LOCAL,
-    "llama": ProviderKind.LOCAL,
-    "openai": ProviderKind.OPENAI,
-    "gpt": ProviderKind.OPENAI,
-    "anthropic": ProviderKind.ANTHROPIC,
-    "claude": ProviderKind.ANTHROPIC,
-    "gemini": ProviderKind.GEMINI,
-    "google": ProviderKind.GEMINI,
-}
-
-
 def _provider_order(variable: str, raw: object) -> tuple[ProviderKind, ...]:
     items = raw if isinstance(raw, list) else str(raw).split(",")
     order: list[ProviderKind] = []
     for item in items:
         name = str(item).strip().lower()
-        if name not in _PROVIDER_ALIASES:
-            raise ConfigError(variable, f"unknown provider {name!r} (use llama, gpt, claude, gemini)")
-        if _PROVIDER_ALIASES[name] not in order:
-            order.append(_PROVIDER_ALIASES[name])
+        if name not in BY_NAME:
+            raise ConfigError(variable, f"unknown provider {name!r} (use {', '.join(BY_NAME)})")
+        if BY_NAME[name] not in order:
+            order.append(BY_NAME[name])
     if not order:
         raise ConfigError(variable, "must name at least one provider")
     return tuple(order)
@@ -356,7 +311,7 @@ _PRICE_FIELDS = {
 }
 
 
-DEFAULT_DEPLOYMENT_NAMES = frozenset({"local", "openai", "anthropic", "gemini"})
+DEFAULT_DEPLOYMENT_NAMES = frozenset(spec.name for spec in PROVIDERS)
 
 
 def _deployments(raw: object, env: Mapping[str, str]) -> tuple[DeploymentSettings, ...]:
@@ -379,11 +334,12 @@ def _deployments(raw: object, env: Mapping[str, str]) -> tuple[DeploymentSetting
         if not _DEPLOYMENT_NAME.fullmatch(name):
             raise ConfigError(f"{where}.name", "must be 1-64 of letters, digits, . _ -")
         if name in names or name in DEFAULT_DEPLOYMENT_NAMES:
-            raise ConfigError(f"{where}.name", f"{name!r} is taken (names are unique; local, openai, anthropic, gemini are the default deployments)")
+            defaults = ", ".join(sorted(DEFAULT_DEPLOYMENT_NAMES))
+            raise ConfigError(f"{where}.name", f"{name!r} is taken (names are unique; {defaults} are the default deployments)")
         names.add(name)
         provider = str(item.get("provider") or "")
-        if provider not in DEPLOYMENT_TYPES:
-            raise ConfigError(f"{where}.provider", f"must be one of {', '.join(DEPLOYMENT_TYPES)}, got {provider!r}")
+        if provider not in BY_DEPLOYMENT_TYPE:
+            raise ConfigError(f"{where}.provider", f"must be one of {', '.join(BY_DEPLOYMENT_TYPE)}, got {provider!r}")
         base_url = _url(f"{where}.base_url", item.get("base_url") or item.get("baseUrl") or "")
         models = item.get("models")
         if not isinstance(models, list) or not models:
@@ -396,7 +352,7 @@ def _deployments(raw: object, env: Mapping[str, str]) -> tuple[DeploymentSetting
             if not value:
                 raise ConfigError(f"{where}.api_key_env", f"names {key_env!r}, which is not set")
             api_key = Secret(value)
-        elif provider in ("openai", "anthropic", "gemini"):
+        elif BY_DEPLOYMENT_TYPE[provider].build is not None:  # a cloud API
             raise ConfigError(f"{where}.api_key_env", f"is required for a {provider} deployment (the variable holding its key)")
         weight = _float(f"{where}.weight", item.get("weight", 1), minimum=0.01, maximum=1000.0)
         found.append(DeploymentSettings(name, provider, base_url, model_names, api_key, weight))
@@ -478,6 +434,49 @@ def _chains(env: Mapping[str, str], routing_file: Mapping[str, Any]) -> dict[Tas
     return chains
 
 
+def _tls(env: Mapping[str, str]) -> TlsSettings:
+    """The TLS files, checked now so that a bad one stops start-up before the port opens."""
+    cert, key, client_ca = (env.get(v, "").strip() or None for v in (CERT_VARIABLE, KEY_VARIABLE, CLIENT_CA_VARIABLE))
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ConfigError(CLIENT_CA_VARIABLE, f"needs {CERT_VARIABLE} and {KEY_VARIABLE} (mutual TLS is TLS with client certificates)")
+        return TlsSettings()
+    if cert is None or key is None:
+        missing, given = (CERT_VARIABLE, KEY_VARIABLE) if cert is None else (KEY_VARIABLE, CERT_VARIABLE)
+        raise ConfigError(missing, f"must be set with {given} (the certificate and its private key)")
+    try:
+        read_certificates(cert, key, client_ca)
+    except CertificateProblem as problem:
+        raise ConfigError(problem.variable, problem.problem) from None
+    return TlsSettings(cert, key, client_ca)
+
+
+def _cloud_settings(spec: ProviderSpec, env: Mapping[str, str], file_data: Mapping[str, Any], parsed: Any) -> CloudSettings:
+    """A cloud provider's default deployment from the variables its spec names (the first of
+    several set wins) or its ``LLM_CONFIG_FILE`` ``models.<section>``."""
+    variables = spec.variables
+    assert variables is not None
+    defaults = spec.defaults
+    section = _section(file_data, "models", variables.file_section)
+
+    def first_set(names: tuple[str, ...]) -> str:
+        return next((name for name in names if env.get(name, "").strip()), names[0])
+
+    def max_tokens(name: str, raw: object) -> int:
+        return _int(name, raw, minimum=1, maximum=1_000_000)
+
+    temperature = None
+    if variables.temperature is not None:
+        temperature = parsed(variables.temperature, section, ("temperature",), lambda n, r: _float(n, r, minimum=0.0, maximum=2.0), defaults.temperature)
+    return CloudSettings(
+        api_key=parsed(first_set(variables.api_key), section, ("apiKey", "api_key"), _api_key, None),
+        base_url=parsed(first_set(variables.base_url), section, ("baseUrl", "base_url", "endpoint"), _url, defaults.base_url),
+        model=parsed(variables.model, section, ("model",), _model_name, defaults.model),
+        max_tokens=parsed(variables.max_tokens, section, ("maxTokens", "max_tokens"), max_tokens, defaults.max_tokens),
+        temperature=temperature,
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Builds validated settings; raises :class:`ConfigError` on the first bad value."""
     env = dict(os.environ if environ is None else environ)
@@ -495,8 +494,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     file_data = _read_file(env["LLM_CONFIG_FILE"]) if env.get("LLM_CONFIG_FILE") else {}
     llama_file = _section(file_data, "models", "llama")
-    gpt_file = _section(file_data, "models", "gpt")
-    claude_file = _section(file_data, "models", "claude")
     routing_file = _section(file_data, "routing")
     cache_file = _section(file_data, "cache")
 
@@ -537,35 +534,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_queue=parsed("LLM_LOCAL_MAX_QUEUE", llama_file, ("maxQueue", "max_queue"), lambda n, r: _int(n, r, minimum=0, maximum=100_000), ld.max_queue),
     )
 
-    od = OpenAISettings()
-    openai_key = parsed("OPENAI_API_KEY", gpt_file, ("apiKey", "api_key"), _api_key, None)
-    openai = OpenAISettings(
-        api_key=openai_key,
-        base_url=parsed("OPENAI_BASE_URL", gpt_file, ("baseUrl", "base_url", "endpoint"), _url, od.base_url),
-        model=parsed("OPENAI_MODEL", gpt_file, ("model",), _model_name, od.model),
-        max_tokens=parsed("OPENAI_MAX_TOKENS", gpt_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), od.max_tokens),
-        temperature=parsed("OPENAI_TEMPERATURE", gpt_file, ("temperature",), lambda n, r: _float(n, r, minimum=0.0, maximum=2.0), od.temperature),
-    )
-
-    ad = AnthropicSettings()
-    claude_key_var = "CLAUDE_API_KEY" if env.get("CLAUDE_API_KEY", "").strip() else "ANTHROPIC_API_KEY"
-    claude_url_var = "CLAUDE_BASE_URL" if env.get("CLAUDE_BASE_URL", "").strip() else "ANTHROPIC_BASE_URL"
-    anthropic = AnthropicSettings(
-        api_key=parsed(claude_key_var, claude_file, ("apiKey", "api_key"), _api_key, None),
-        base_url=parsed(claude_url_var, claude_file, ("baseUrl", "base_url", "endpoint"), _url, ad.base_url),
-        model=parsed("CLAUDE_MODEL", claude_file, ("model",), _model_name, ad.model),
-        max_tokens=parsed("CLAUDE_MAX_TOKENS", claude_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), ad.max_tokens),
-    )
-
-    gd = GeminiSettings()
-    gemini_key_var = "GEMINI_API_KEY" if env.get("GEMINI_API_KEY", "").strip() else "GOOGLE_API_KEY"
-    gemini_file = _section(file_data, "models", "gemini")
-    gemini = GeminiSettings(
-        api_key=parsed(gemini_key_var, gemini_file, ("apiKey", "api_key"), _api_key, None),
-        base_url=parsed("GEMINI_BASE_URL", gemini_file, ("baseUrl", "base_url", "endpoint"), _url, gd.base_url),
-        model=parsed("GEMINI_MODEL", gemini_file, ("model",), _model_name, gd.model),
-        max_tokens=parsed("GEMINI_MAX_TOKENS", gemini_file, ("maxTokens", "max_tokens"), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), gd.max_tokens),
-    )
+    clouds = {spec.kind: _cloud_settings(spec, env, file_data, parsed) for spec in PROVIDERS if spec.variables is not None}
 
     rd = RoutingSettings()
     routing = RoutingSettings(
@@ -602,12 +571,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         port=port,
         data_dir=env.get("LLM_DATA_DIR", "").strip() or defaults.data_dir,
         llama=llama,
-        openai=openai,
-        anthropic=anthropic,
-        gemini=gemini,
+        clouds=clouds,
         deployments=_deployments(file_data.get("deployments"), env),
         routing=routing,
         cache=cache,
+        tls=_tls(env),
         conversation_store=parsed(
             "LLM_CONVERSATION_STORE", None, (), lambda n, r: _store(n, r, ("sqlite:", "postgres://", "postgresql://")), ""
         ),

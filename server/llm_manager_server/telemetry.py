@@ -31,11 +31,12 @@ from . import __version__, genai
 from .domain.embeddings import EmbeddingCall, Embeddings
 from .domain.errors import LLMError
 from .domain.types import Answer, ModelCall, ProviderKind, ResponseFormat
+from .providers.registry import PROVIDERS
 
 log = logging.getLogger(__name__)
 
-# gen_ai.provider.name values (the conventions' well-known ones where there is one).
-PROVIDER_NAMES = {ProviderKind.LOCAL: "local", ProviderKind.OPENAI: "openai", ProviderKind.ANTHROPIC: "anthropic", ProviderKind.GEMINI: "gcp.gemini"}
+# gen_ai.provider.name values, from each provider's spec.
+PROVIDER_NAMES = {spec.kind: spec.telemetry_name for spec in PROVIDERS}
 
 
 def _exporting(env: Mapping[str, str], signal: str) -> bool:

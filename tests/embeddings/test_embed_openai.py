@@ -16,7 +16,7 @@ from grpc_status import rpc_status
 from llm_manager.v1 import common_pb2, llm_manager_service_pb2 as api
 
 from ..conftest import StartApp, Stubs
-from ..fakes import FakeOpenAI
+from ..fakes import FakeOpenAI, RetryHint
 from ..fakes.openai_fake import embedding_tokens, fake_vector
 from ..providers.conftest import OPENAI_KEY, unused_loopback_url  # noqa: F401  (a fixture)
 
@@ -164,7 +164,7 @@ async def test_upstream_failures_are_retried_then_reported_without_the_key(
     assert len(openai_fake.embedding_requests) == 2
 
     # A rate limit with a long retry-after: RESOURCE_EXHAUSTED carrying it, at once.
-    openai_fake.rate_limit(retry_after_header="retry-after", retry_after_value="20")
+    openai_fake.rate_limit(20, RetryHint.RETRY_AFTER)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stubs.llm.Embed(api.EmbedRequest(inputs=["slow down"], model=MODEL), timeout=TIMEOUT_S)
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -2,7 +2,7 @@
 
 from .anthropic_fake import FakeAnthropic, ToolUseSpec
 from .gemini_fake import FakeGemini, FunctionCallSpec, GeminiRequest
-from .http_fake import CapturedRequest, Ending, TokenCounts
+from .http_fake import CapturedRequest, Ending, RetryHint, TokenCounts
 from .openai_fake import FakeOpenAI, ToolCallSpec
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "FakeOpenAI",
     "FunctionCallSpec",
     "GeminiRequest",
+    "RetryHint",
     "TokenCounts",
     "ToolCallSpec",
     "ToolUseSpec",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -18,6 +18,7 @@ from .http_fake import (
     Ending,
     FakeHTTPServer,
     PlannedReply,
+    RetryHint,
     TokenCounts,
     event_stream_reply,
     fixture_json,
@@ -27,6 +28,7 @@ from .http_fake import (
     raw_json_reply,
     recorded_events,
     resolve_shaped,
+    retry_after_header,
     split_evenly,
     split_inside_multibyte_characters,
 )
@@ -239,6 +241,10 @@ def tool_block_problem(body: dict[str, Any]) -> str | None:
 
 
 class FakeAnthropic(FakeHTTPServer):
+    # Anthropic documents retry-after (seconds); retry-after-ms is offered too because its
+    # SDK (generated like OpenAI's) reads it first, and so does the service for every provider.
+    RETRY_HINTS: ClassVar[tuple[RetryHint, ...]] = (RetryHint.RETRY_AFTER_MS, RetryHint.RETRY_AFTER)
+
     def __init__(self, *, api_key: str, echo_key_in_errors: bool = False) -> None:
         super().__init__()
         self.api_key = api_key
@@ -326,24 +332,38 @@ class FakeAnthropic(FakeHTTPServer):
     def fail_auth(self) -> None:
         self.plan(json_reply(401, error_body("error_authentication.json"), self._headers()))
 
-    def rate_limit(self, *, retry_after_header: str, retry_after_value: str) -> None:
-        headers = {**self._headers(), retry_after_header: retry_after_value, "anthropic-ratelimit-requests-remaining": "0"}
+    def rate_limit(self, retry_after_s: float, how: RetryHint = RetryHint.RETRY_AFTER) -> None:
+        """429 ``rate_limit_error`` with the wait in a header (``how``) and the
+        ``anthropic-ratelimit-*`` headers."""
+        if how not in self.RETRY_HINTS:
+            raise ValueError(f"the Anthropic API sends no {how.value}")
+        headers = {**self._headers(), **retry_after_header(how, retry_after_s), "anthropic-ratelimit-requests-remaining": "0"}
         self.plan(json_reply(429, error_body("error_rate_limit.json"), headers))
 
-    def server_error(self, status: int = 500) -> None:
+    def server_error(self, status: int = 500, *, message: str | None = None) -> None:
+        """``status`` with the recorded ``overloaded_error`` (529) or ``api_error`` body
+        (``message`` replacing its text)."""
         name = "error_overloaded.json" if status == 529 else "error_api_error.json"
-        self.plan(json_reply(status, error_body(name), self._headers()))
+        self.plan(json_reply(status, error_body(name, message=message), self._headers()))
 
-    def context_too_large(self) -> None:
-        self.plan(json_reply(400, error_body("error_prompt_too_long.json"), self._headers()))
+    def context_too_large(self, input_tokens: int = 208_310, limit: int = 200_000) -> None:
+        """400 ``invalid_request_error`` "prompt is too long: N tokens > M maximum" (the
+        defaults are the recorded counts)."""
+        message = f"prompt is too long: {input_tokens} tokens > {limit} maximum"
+        self.plan(json_reply(400, error_body("error_prompt_too_long.json", message=message), self._headers()))
 
     def cut_stream(self, pieces: list[str]) -> None:
         """Some events, then the connection drops (no ``message_delta``/``message_stop``)."""
         self.plan(event_stream_reply(tuple(stream_events(pieces, None)), ending=Ending.CUT, headers=self._headers()))
 
-    def error_mid_stream(self, pieces: list[str]) -> None:
-        """Some events, then an ``error`` event as the documentation shows it."""
+    def error_mid_stream(self, pieces: list[str], *, message: str | None = None) -> None:
+        """Some events, then an ``error`` event as the documentation shows it (``message``
+        replacing its text)."""
         error_event = fixture_text(PROVIDER, "stream_error_overloaded.sse").encode()
+        if message is not None:
+            payload = json.loads(error_event.decode().split("data: ", 1)[1])
+            payload["error"]["message"] = message
+            error_event = _event("error", payload)
         self.plan(event_stream_reply((*stream_events(pieces, None), error_event), headers=self._headers()))
 
     def stall_stream(self, pieces: list[str]) -> None:

@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -42,6 +42,7 @@ from .http_fake import (
     Ending,
     FakeHTTPServer,
     PlannedReply,
+    RetryHint,
     TokenCounts,
     split_evenly,
     split_inside_multibyte_characters,
@@ -445,6 +446,8 @@ class _Shaped:
 class FakeGemini(FakeHTTPServer):
     """Checks ``x-goog-api-key`` (or ``?key=``) against ``api_key``."""
 
+    RETRY_HINTS: ClassVar[tuple[RetryHint, ...]] = (RetryHint.RETRY_INFO,)
+
     def __init__(self, *, api_key: str, echo_key_in_errors: bool = False) -> None:
         super().__init__()
         self.api_key = api_key
@@ -608,24 +611,27 @@ class FakeGemini(FakeHTTPServer):
         name = {400: "error_api_key_invalid.json", 401: "error_unauthenticated.json", 403: "error_unregistered_caller.json"}[status]
         self.plan(body_reply(status, error_body(name)))
 
-    def rate_limit(self, retry_delay_s: float = 7) -> None:
+    def rate_limit(self, retry_after_s: float, how: RetryHint = RetryHint.RETRY_INFO) -> None:
         """429 ``RESOURCE_EXHAUSTED`` with ``QuotaFailure``, ``Help`` and ``RetryInfo`` details;
         the delay is only in ``RetryInfo.retryDelay`` (Google sends no ``Retry-After`` header)."""
+        if how not in self.RETRY_HINTS:
+            raise ValueError(f"the Gemini API sends no {how.value}")
         body = error_body("error_rate_limit.json")
         for detail in body["error"]["details"]:
             if detail["@type"].endswith("RetryInfo"):
-                detail["retryDelay"] = duration_text(retry_delay_s)
+                detail["retryDelay"] = duration_text(retry_after_s)
         self.plan(body_reply(429, body))
 
-    def server_error(self, status: int = 500) -> None:
-        """500 ``INTERNAL`` or 503 ``UNAVAILABLE`` ("The model is overloaded"); others by code."""
+    def server_error(self, status: int = 500, *, message: str | None = None) -> None:
+        """500 ``INTERNAL`` or 503 ``UNAVAILABLE`` ("The model is overloaded"); others by code
+        (``message`` replacing the text)."""
         if status == 500:
-            body = error_body("error_internal.json")
+            body = error_body("error_internal.json", message=message)
         elif status == 503:
-            body = error_body("error_unavailable.json")
+            body = error_body("error_unavailable.json", message=message)
         else:
             names = {502: "UNKNOWN", 504: "DEADLINE_EXCEEDED"}
-            body = _status_error(status, names.get(status, "UNKNOWN"), "The service encountered an error.")
+            body = _status_error(status, names.get(status, "UNKNOWN"), message or "The service encountered an error.")
         self.plan(body_reply(status, body))
 
     def context_too_large(self, input_tokens: int = 1200293, limit: int = 1048576) -> None:
@@ -658,11 +664,16 @@ class FakeGemini(FakeHTTPServer):
         """Some chunks (no ``finishReason``), then nothing until the fake stops."""
         self.plan(self._partial_stream(pieces, Ending.STALL))
 
-    def error_mid_stream(self, pieces: list[str]) -> None:
+    def error_mid_stream(self, pieces: list[str], *, message: str | None = None) -> None:
         """Some chunks, then ``data: {"error": {"code": 500, ..., "status": "INTERNAL"}}`` inside the
-        200 stream, and the stream ends."""
+        200 stream (``message`` replacing its text), and the stream ends."""
         partial = self._partial_stream(pieces, Ending.COMPLETE)
-        self.plan(sse_reply([*partial.chunks, fixture_bytes("stream_error_internal.sse")]))
+        error_event = fixture_bytes("stream_error_internal.sse")
+        if message is not None:
+            payload = event_payloads(error_event)[0]
+            payload["error"]["message"] = message
+            error_event = event(payload)
+        self.plan(sse_reply([*partial.chunks, error_event]))
 
     # --- function calling and structured output ------------------------------------------
 

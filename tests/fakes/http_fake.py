@@ -40,6 +40,29 @@ class Ending(enum.Enum):
     STALL = "stall"  # nothing more is sent until the fake stops
 
 
+class RetryHint(enum.Enum):
+    """Where a rate-limited reply says how long to wait (each fake supports the ones its API
+    uses: ``RETRY_HINTS``); the contract suite asks each fake for each of its own."""
+
+    RETRY_AFTER_MS = "retry-after-ms"  # a header, milliseconds (OpenAI, read by the official SDKs)
+    RETRY_AFTER = "retry-after"  # a header, seconds (RFC 9110)
+    RETRY_INFO = "RetryInfo"  # in the body: google.rpc.RetryInfo.retryDelay (Google, no header)
+
+    @property
+    def fractional(self) -> bool:
+        """Whether the form can say 1.5 s (``Retry-After`` delay-seconds are whole)."""
+        return self is not RetryHint.RETRY_AFTER
+
+
+def retry_after_header(hint: RetryHint, seconds: float) -> dict[str, str]:
+    """The header an HTTP API sends for ``hint``: ``retry-after-ms: 1500``, ``retry-after: 7``."""
+    if hint is RetryHint.RETRY_AFTER_MS:
+        return {hint.value: str(round(seconds * 1000))}
+    if hint is RetryHint.RETRY_AFTER and float(seconds).is_integer():
+        return {hint.value: str(int(seconds))}
+    raise ValueError(f"no {hint.value} header says {seconds} s")
+
+
 @dataclass(frozen=True)
 class PlannedReply:
     status: int = 200

@@ -19,7 +19,7 @@ import random
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -27,6 +27,7 @@ from .http_fake import (
     Ending,
     FakeHTTPServer,
     PlannedReply,
+    RetryHint,
     TokenCounts,
     event_stream_reply,
     fixture_json,
@@ -36,6 +37,7 @@ from .http_fake import (
     raw_json_reply,
     recorded_events,
     resolve_shaped,
+    retry_after_header,
     split_evenly,
     split_inside_multibyte_characters,
 )
@@ -264,6 +266,9 @@ def _counts_of(usage: dict[str, Any]) -> TokenCounts:
 class FakeOpenAI(FakeHTTPServer):
     """Checks ``Authorization: Bearer <api_key>`` when built with a key (a local server has none)."""
 
+    # OpenAI's 429s carry both; its SDKs prefer the milliseconds.
+    RETRY_HINTS: ClassVar[tuple[RetryHint, ...]] = (RetryHint.RETRY_AFTER_MS, RetryHint.RETRY_AFTER)
+
     def __init__(self, *, api_key: str | None = None, echo_key_in_errors: bool = False) -> None:
         super().__init__()
         self.api_key = api_key
@@ -360,31 +365,46 @@ class FakeOpenAI(FakeHTTPServer):
     def fail_auth(self) -> None:
         self.plan(json_reply(401, error_body("error_invalid_api_key.json"), self._headers()))
 
-    def rate_limit(self, *, retry_after_header: str, retry_after_value: str) -> None:
+    def rate_limit(self, retry_after_s: float, how: RetryHint = RetryHint.RETRY_AFTER_MS) -> None:
+        """429 ``rate_limit_exceeded`` with the wait in a header (``how``: ``retry-after-ms``
+        or ``retry-after``) beside the ``x-ratelimit-*`` headers."""
+        if how not in self.RETRY_HINTS:
+            raise ValueError(f"the OpenAI API sends no {how.value}")
         headers = {
             **self._headers(),
-            retry_after_header: retry_after_value,
+            **retry_after_header(how, retry_after_s),
             "x-ratelimit-limit-requests": "500",
             "x-ratelimit-remaining-requests": "0",
             "x-ratelimit-reset-requests": "120ms",
         }
         self.plan(json_reply(429, error_body("error_rate_limit.json"), headers))
 
-    def server_error(self, status: int = 500) -> None:
-        self.plan(json_reply(status, error_body("error_server_error.json"), self._headers()))
+    def server_error(self, status: int = 500, *, message: str | None = None) -> None:
+        """``status`` with the recorded ``server_error`` body (``message`` replacing its text)."""
+        self.plan(json_reply(status, error_body("error_server_error.json", message=message), self._headers()))
 
-    def context_too_large(self) -> None:
-        self.plan(json_reply(400, error_body("error_context_length_exceeded.json"), self._headers()))
+    def context_too_large(self, input_tokens: int = 130_532, limit: int = 128_000) -> None:
+        """400 ``context_length_exceeded``, worded as recorded (the defaults are its counts)."""
+        message = (
+            f"This model's maximum context length is {limit} tokens. However, your messages resulted in {input_tokens} tokens. "
+            "Please reduce the length of the messages."
+        )
+        self.plan(json_reply(400, error_body("error_context_length_exceeded.json", message=message), self._headers()))
 
     def cut_stream(self, pieces: list[str]) -> None:
         """Some chunks, then the connection drops (no finish, no usage, no ``[DONE]``)."""
         events = chunk_events(pieces, None)[:-1]  # without the finish chunk
         self.plan(event_stream_reply(tuple(events), ending=Ending.CUT, headers=self._headers()))
 
-    def error_mid_stream(self, pieces: list[str]) -> None:
-        """Some chunks, then an ``error`` object as OpenAI sends it inside a stream."""
+    def error_mid_stream(self, pieces: list[str], *, message: str | None = None) -> None:
+        """Some chunks, then an ``error`` object as OpenAI sends it inside a stream (recorded;
+        ``message`` replacing its text)."""
         events = chunk_events(pieces, None)[:-1]
         error_event = fixture_text(PROVIDER, "stream_error_event.sse").encode()
+        if message is not None:
+            payload = json.loads(error_event.decode().removeprefix("data: "))
+            payload["error"]["message"] = message
+            error_event = _data_line(payload)
         self.plan(event_stream_reply((*events, error_event), headers=self._headers()))
 
     def stall_stream(self, pieces: list[str]) -> None:

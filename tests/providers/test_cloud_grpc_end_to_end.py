@@ -16,7 +16,7 @@ from grpc_status import rpc_status
 from llm_manager.v1 import common_pb2, llm_manager_service_pb2 as api
 
 from ..conftest import StartApp, Stubs
-from ..fakes import FakeAnthropic, FakeOpenAI, TokenCounts
+from ..fakes import FakeAnthropic, FakeOpenAI, RetryHint, TokenCounts
 from .conftest import ANTHROPIC_KEY, OPENAI_KEY
 
 CALL_TIMEOUT_S = 10
@@ -147,7 +147,7 @@ async def test_stream_generate_through_the_cloud(
 async def test_upstream_429_is_resource_exhausted_with_retry_info(
     cloud: Cloud, start_app: StartApp, connect: Callable[..., Stubs], model: str
 ) -> None:
-    cloud.fake_for(model).rate_limit(retry_after_header="retry-after", retry_after_value="2.5")
+    cloud.fake_for(model).rate_limit(2.5, RetryHint.RETRY_AFTER_MS)
     stubs = connect(await start_app(**cloud.env))
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:

@@ -15,7 +15,7 @@ import openai
 import pydantic
 import pytest
 
-from ..fakes import Ending, FakeAnthropic, FakeOpenAI, TokenCounts
+from ..fakes import Ending, FakeAnthropic, FakeOpenAI, RetryHint, TokenCounts
 from ..fakes.http_fake import fixture_json
 from .conftest import ANTHROPIC_KEY, OPENAI_KEY
 
@@ -106,7 +106,7 @@ async def test_openai_sync_sdk_gets_the_embeddings_errors(openai_fake: FakeOpenA
 
     assert await raised_by(OPENAI_KEY, model="text-embedding-3-small", input=["fine", ""]) is openai.BadRequestError
     assert await raised_by(OPENAI_KEY, model="text-embedding-9-huge", input="x") is openai.NotFoundError
-    openai_fake.rate_limit(retry_after_header="retry-after", retry_after_value="1")
+    openai_fake.rate_limit(1, RetryHint.RETRY_AFTER)
     assert await raised_by(OPENAI_KEY, model="text-embedding-3-small", input="x") is openai.RateLimitError
     assert await raised_by("sk-wrong", model="text-embedding-3-small", input="x") is openai.AuthenticationError
     assert await raised_by(OPENAI_KEY, model="text-embedding-3-small", input="x") is None
@@ -149,7 +149,7 @@ async def test_openai_sdk_parses_streams(openai_client: openai.AsyncOpenAI, open
     ("plan", "exception", "status"),
     [
         (lambda fake: fake.fail_auth(), openai.AuthenticationError, 401),
-        (lambda fake: fake.rate_limit(retry_after_header="retry-after-ms", retry_after_value="1500"), openai.RateLimitError, 429),
+        (lambda fake: fake.rate_limit(1.5, RetryHint.RETRY_AFTER_MS), openai.RateLimitError, 429),
         (lambda fake: fake.server_error(500), openai.InternalServerError, 500),
         (lambda fake: fake.server_error(503), openai.InternalServerError, 503),
         (lambda fake: fake.context_too_large(), openai.BadRequestError, 400),
@@ -260,7 +260,7 @@ async def test_anthropic_sdk_parses_streams(
     ("plan", "exception", "status"),
     [
         (lambda fake: fake.fail_auth(), anthropic.AuthenticationError, 401),
-        (lambda fake: fake.rate_limit(retry_after_header="retry-after", retry_after_value="7"), anthropic.RateLimitError, 429),
+        (lambda fake: fake.rate_limit(7, RetryHint.RETRY_AFTER), anthropic.RateLimitError, 429),
         (lambda fake: fake.server_error(500), anthropic.InternalServerError, 500),
         (lambda fake: fake.server_error(529), anthropic.OverloadedError, 529),
         (lambda fake: fake.context_too_large(), anthropic.BadRequestError, 400),

@@ -87,7 +87,7 @@ async def test_tool_calls_and_structured_output(stubs: Stubs, gemini: FakeGemini
 
 
 async def test_a_rate_limit_is_resource_exhausted_with_the_providers_delay(stubs: Stubs, gemini: FakeGemini) -> None:
-    gemini.rate_limit(retry_delay_s=7)
+    gemini.rate_limit(retry_after_s=7)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stubs.llm.Generate(pinned(), timeout=10)
     details = error_details(raised.value)

@@ -1,5 +1,6 @@
-"""One contract, every provider: OpenAI, Anthropic and a local OpenAI-compatible server,
-each against its wire-faithful fake on loopback (see ``conftest.py``)."""
+"""One contract, every provider: OpenAI, Anthropic, Gemini and a local OpenAI-compatible
+server, each against its wire-faithful fake on loopback (see ``conftest.py``). No test names
+a provider: where the APIs differ, the :class:`ProviderUnderTest` carries what to expect."""
 
 from __future__ import annotations
 
@@ -9,14 +10,10 @@ from dataclasses import replace
 import pytest
 
 from llm_manager_server.domain.errors import ErrorKind, LLMError
-from llm_manager_server.domain.types import Answer, FinishReason, ModelCall, ProviderKind, StreamDelta
-from llm_manager_server.providers.anthropic import AnthropicProvider
-from llm_manager_server.providers.openai_compat import OpenAICompatibleProvider
-
-from llm_manager_server.config import Secret
+from llm_manager_server.domain.types import Answer, FinishReason, ModelCall, StreamDelta
 
 from ..fakes import TokenCounts
-from .conftest import ANTHROPIC_KEY, ProviderUnderTest
+from .conftest import Asked, ProviderUnderTest
 
 # A stream that fails must fail quickly: never a hang.
 NO_HANG_S = 5.0
@@ -122,14 +119,8 @@ async def test_cost_from_reported_usage(under_test: ProviderUnderTest) -> None:
     completion = await under_test.provider.generate(under_test.call())
     cost = under_test.price.cost(completion.usage)
 
-    expected = {
-        # gpt-4o-mini: $0.15 input, $0.075 cached input, $0.60 output per million.
-        "openai": 0.6 * 0.15 + 0.4 * 0.075 + 0.1 * 0.60,
-        # claude-sonnet-4-5: $3 input, $0.30 cache read, $15 output per million.
-        "anthropic": 0.6 * 3.00 + 0.4 * 0.30 + 0.1 * 15.00,
-        "local": 0.0,
-    }[under_test.name]
-    assert cost == pytest.approx(expected)
+    input_rate, cached_rate, output_rate = under_test.list_price
+    assert cost == pytest.approx(0.6 * input_rate + 0.4 * cached_rate + 0.1 * output_rate)
 
 
 # --- the request on the wire --------------------------------------------------------------
@@ -145,30 +136,11 @@ async def test_one_pooled_connection_serves_consecutive_calls(under_test: Provid
 
 
 async def test_request_carries_model_messages_and_sampling(under_test: ProviderUnderTest) -> None:
-    await under_test.provider.generate(
-        under_test.call("Name a colour.", system="Answer in one word.", max_tokens=16, temperature=0.2, stop=("\n",))
-    )
+    asked = Asked(prompt="Name a colour.", system="Answer in one word.", max_tokens=16, temperature=0.2, stop=("\n",))
 
-    sent = under_test.fake.generation_requests[-1]
-    body = sent.body
-    assert body["model"] == under_test.model
-    assert body["max_tokens"] == 16
-    assert body["temperature"] == 0.2
-    if isinstance(under_test.provider, AnthropicProvider):
-        assert body["system"] == "Answer in one word."
-        assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}]
-        assert body["stop_sequences"] == ["\n"]
-        assert sent.headers["x-api-key"] == under_test.api_key
-        assert sent.headers["anthropic-version"] == "2023-06-01"
-        assert "authorization" not in sent.headers
-    else:
-        assert body["messages"] == [
-            {"role": "system", "content": "Answer in one word."},
-            {"role": "user", "content": "Name a colour."},
-        ]
-        assert body["stop"] == ["\n"]
-        expected_auth = f"Bearer {under_test.api_key}" if under_test.api_key else None
-        assert sent.headers.get("authorization") == expected_auth
+    await under_test.provider.generate(under_test.call_for(asked))
+
+    assert under_test.expected_request(asked).mismatches(under_test.fake.generation_requests[-1]) == {}
 
 
 async def test_trace_context_travels_with_the_request(under_test: ProviderUnderTest) -> None:
@@ -184,10 +156,7 @@ async def test_trace_context_travels_with_the_request(under_test: ProviderUnderT
 async def test_stream_request_asks_for_streaming_and_usage(under_test: ProviderUnderTest) -> None:
     await collect(under_test, under_test.call())
 
-    body = under_test.fake.generation_requests[-1].body
-    assert body["stream"] is True
-    if isinstance(under_test.provider, OpenAICompatibleProvider):
-        assert body["stream_options"] == {"include_usage": True}
+    assert under_test.stream_request.mismatches(under_test.fake.generation_requests[-1]) == {}
 
 
 # --- failures -----------------------------------------------------------------------------
@@ -210,19 +179,20 @@ async def test_rejected_key_is_authentication_failed_upstream(under_test: Provid
     assert not error.retryable
 
 
-@pytest.mark.parametrize(
-    ("header", "value", "seconds"),
-    [("retry-after-ms", "1500", 1.5), ("retry-after", "7", 7.0)],
-)
-async def test_rate_limit_carries_retry_after(under_test: ProviderUnderTest, header: str, value: str, seconds: float) -> None:
-    under_test.fake.rate_limit(retry_after_header=header, retry_after_value=value)
+async def test_rate_limit_carries_retry_after(under_test: ProviderUnderTest) -> None:
+    # Every way this API says how long to wait (a header, or Google's RetryInfo in the body),
+    # each with a whole and, where the form allows one, a fractional delay.
+    waits = [(hint, seconds) for hint in under_test.retry_hints for seconds in ((1.5, 7.0) if hint.fractional else (7.0,))]
+    assert waits, "every API says how long to wait"
 
-    with pytest.raises(LLMError) as raised:
-        await under_test.provider.generate(under_test.call())
+    for hint, seconds in waits:
+        under_test.fake.rate_limit(seconds, hint)
+        with pytest.raises(LLMError) as raised:
+            await under_test.provider.generate(under_test.call())
 
-    assert raised.value.kind is ErrorKind.RATE_LIMIT_EXCEEDED
-    assert raised.value.retry_after_s == pytest.approx(seconds)
-    assert raised.value.retryable
+        assert raised.value.kind is ErrorKind.RATE_LIMIT_EXCEEDED, hint
+        assert raised.value.retry_after_s == pytest.approx(seconds), hint
+        assert raised.value.retryable, hint
 
 
 @pytest.mark.parametrize("status", [500, 503, 529])
@@ -242,18 +212,15 @@ async def test_server_errors_are_model_unavailable(under_test: ProviderUnderTest
 
 
 async def test_context_too_large_reports_token_counts(under_test: ProviderUnderTest) -> None:
-    under_test.fake.context_too_large()
+    window = under_test.context_window
+    under_test.fake.context_too_large(input_tokens=window + 8_310, limit=window)
 
     with pytest.raises(LLMError) as raised:
         await under_test.provider.generate(under_test.call("x " * 10))
 
     error = raised.value
     assert error.kind is ErrorKind.CONTEXT_TOO_LARGE
-    expected = {"prompt_tokens": "208310", "context_window": "200000"} if under_test.kind is ProviderKind.ANTHROPIC else {
-        "prompt_tokens": "130532",
-        "context_window": "128000",
-    }
-    assert expected.items() <= error.metadata.items()
+    assert {"prompt_tokens": str(window + 8_310), "context_window": str(window)}.items() <= error.metadata.items()
     assert not error.retryable
 
 
@@ -289,15 +256,8 @@ async def test_stalled_stream_times_out_within_the_call_timeout(under_test: Prov
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["generate", "stream"])
 async def test_unreachable_server(under_test: ProviderUnderTest, unused_loopback_url: str, streamed: bool) -> None:
-    unreachable: OpenAICompatibleProvider | AnthropicProvider
-    if isinstance(under_test.provider, AnthropicProvider):
-        unreachable = AnthropicProvider(api_key=Secret(ANTHROPIC_KEY), base_url=unused_loopback_url)
-    else:
-        unreachable = OpenAICompatibleProvider(
-            kind=under_test.kind,
-            base_url=unused_loopback_url,
-            connect_error_kind=under_test.transport_error_kind,
-        )
+    unreachable = under_test.build(unused_loopback_url)
+    assert unreachable.kind is under_test.kind
     await unreachable.start()
     try:
         with pytest.raises(LLMError) as raised:
@@ -307,7 +267,10 @@ async def test_unreachable_server(under_test: ProviderUnderTest, unused_loopback
             else:
                 await unreachable.generate(under_test.call())
         assert raised.value.kind is under_test.transport_error_kind
-        assert (await unreachable.health()).healthy is False
+        assert raised.value.retryable, "another deployment or provider may answer"
+        health = await unreachable.health()
+        assert health.healthy is False
+        assert unused_loopback_url in health.detail, "the report names what it could not reach"
     finally:
         await unreachable.close()
 
@@ -316,5 +279,6 @@ async def test_health_probe(under_test: ProviderUnderTest) -> None:
     report = await under_test.provider.health()
 
     assert report.healthy, report.detail
-    assert any(request.path == "/v1/models" for request in under_test.fake.requests)
+    assert [request.path for request in under_test.fake.requests] == [under_test.health_path]
+    assert under_test.fake.generation_requests == [], "the probe spends no tokens"
 

@@ -254,11 +254,13 @@ async def test_a_cancelled_leader_hands_over_to_a_follower(response_cache: Respo
     router.release.clear()
     gen = generator(router, response_cache)
     leader = asyncio.create_task(gen.generate(request()))
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):  # the leader is asking the router (a store lookup first)
+        while router.calls == 0:
+            await asyncio.sleep(0.005)
     follower = asyncio.create_task(gen.generate(request()))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the follower waits for the leader
     leader.cancel()
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
     router.release.set()
     answer = await follower
     assert answer.text == router.text

@@ -5,6 +5,11 @@
         async for text in client.stream_text("Write a haiku"):
             print(text, end="", flush=True)
 
+Over TLS (mutual TLS: with the client's certificate and key), all PEM bytes:
+
+    LLMManagerClient("llm-manager.internal:50051", root_certificates=Path("ca.pem").read_bytes(),
+                     certificate_chain=Path("client.pem").read_bytes(), private_key=Path("client.key").read_bytes())
+
 Tools and structured output (JSON Schemas are plain dicts):
 
         metrics = tool("query_metrics", "Query a metric over the last N minutes.", {
@@ -321,6 +326,17 @@ def _turn_request(
     return request
 
 
+def _open_channel(
+    target: str, tls: bool, root_certificates: bytes | None, certificate_chain: bytes | None, private_key: bytes | None
+) -> grpc.aio.Channel:
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("a client certificate needs both certificate_chain and private_key")
+    if not (tls or root_certificates or certificate_chain):
+        return grpc.aio.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+    return grpc.aio.secure_channel(target, credentials)
+
+
 class LLMManagerClient:
     """Wraps one channel; every call takes an optional per-call ``timeout`` (seconds)."""
 
@@ -331,11 +347,22 @@ class LLMManagerClient:
         channel: grpc.aio.Channel | None = None,
         timeout: float | None = 60.0,
         metadata: Sequence[tuple[str, str]] = (),
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
     ) -> None:
         """``metadata`` goes with every call (e.g. ``(("authorization", "Bearer ..."),)``);
-        each call may add an ``x-request-id`` with its ``request_id`` argument."""
+        each call may add an ``x-request-id`` with its ``request_id`` argument.
+
+        TLS (a server with ``LLM_TLS_CERT_FILE``): ``tls=True`` trusts the system's CAs;
+        ``root_certificates`` (PEM bytes) trusts that CA instead. For mutual TLS give the client
+        certificate too, ``certificate_chain`` and ``private_key`` (PEM bytes). Any of them turns
+        TLS on; none: a plaintext channel, as before."""
+        if channel is not None and (tls or root_certificates or certificate_chain or private_key):
+            raise ValueError("a given channel has its own credentials: pass channel or the TLS options, not both")
         self._owns_channel = channel is None
-        self._channel = channel or grpc.aio.insecure_channel(target)
+        self._channel = channel or _open_channel(target, tls, root_certificates, certificate_chain, private_key)
         self._timeout = timeout
         self._metadata = tuple(metadata)
         self.llm = llm_manager_service_pb2_grpc.LLMManagerServiceStub(self._channel)

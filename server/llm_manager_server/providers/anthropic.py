@@ -15,12 +15,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..config import Secret
+from ..secret import Secret
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Answer, ModelCall, ProviderKind, StreamDelta
 from . import anthropic_wire
 from .base import HealthReport
 from .http import HttpJsonProvider
+from .spec import CloudSettings, CloudVariables, ProviderSpec, require_key
 from .sse import IncompleteStreamError, iter_sse
 
 log = logging.getLogger(__name__)
@@ -91,3 +92,27 @@ class AnthropicProvider(HttpJsonProvider):
     async def health(self) -> HealthReport:
         """``GET /v1/models``: checks reachability and the key without spending tokens."""
         return await self._probe(f"{self._base_url}/v1/models", {"limit": "1"})
+
+
+def _deployment(settings: CloudSettings, name: str) -> AnthropicProvider:
+    # Anthropic requires max_tokens on every request: its own default where none is set.
+    max_tokens = {} if settings.max_tokens is None else {"default_max_tokens": settings.max_tokens}
+    return AnthropicProvider(api_key=require_key(settings, "anthropic"), base_url=settings.base_url, **max_tokens)
+
+
+SPEC = ProviderSpec(
+    kind=ProviderKind.ANTHROPIC,
+    names=("anthropic", "claude"),
+    deployment_type="anthropic",
+    telemetry_name="anthropic",
+    model_prefixes=("claude-",),
+    variables=CloudVariables(
+        api_key=("CLAUDE_API_KEY", "ANTHROPIC_API_KEY"),
+        base_url=("CLAUDE_BASE_URL", "ANTHROPIC_BASE_URL"),
+        model="CLAUDE_MODEL",
+        max_tokens="CLAUDE_MAX_TOKENS",
+        file_section="claude",
+    ),
+    defaults=CloudSettings(base_url="https://api.anthropic.com", model="claude-sonnet-4-6", max_tokens=4096),
+    build=_deployment,
+)

@@ -17,7 +17,7 @@ from typing import Any
 from ..domain.errors import ErrorKind, FieldViolation, LLMError
 from ..domain.types import Answer, FinishReason, Message, ModelCall, ResponseFormat, Role, StreamDelta, TextPart, ToolCall, ToolChoiceMode, ToolResult, Usage
 from ..redaction import redact_and_cut
-from .upstream_errors import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status
+from .upstream_errors import MAX_UPSTREAM_FIELD, described, error_for_status, error_object, mid_stream, token_count
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -147,11 +147,6 @@ def messages_body(call: ModelCall, *, default_max_tokens: int, stream: bool) -> 
     return body
 
 
-def _count(raw: Mapping[str, Any], key: str) -> int:
-    value = raw.get(key)
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
 def parse_usage(raw: object) -> Usage | None:
     """Anthropic ``usage`` in the domain's terms.
 
@@ -161,10 +156,10 @@ def parse_usage(raw: object) -> Usage | None:
     """
     if not isinstance(raw, Mapping):
         return None
-    cache_read = _count(raw, "cache_read_input_tokens")
-    cache_write = _count(raw, "cache_creation_input_tokens")
-    prompt = _count(raw, "input_tokens") + cache_read + cache_write
-    completion = _count(raw, "output_tokens")
+    cache_read = token_count(raw, "cache_read_input_tokens")
+    cache_write = token_count(raw, "cache_creation_input_tokens")
+    prompt = token_count(raw, "input_tokens") + cache_read + cache_write
+    completion = token_count(raw, "output_tokens")
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -336,31 +331,19 @@ def context_overflow_metadata(message: str) -> dict[str, str] | None:
     return None
 
 
-def _error_object(body_text: str) -> tuple[Mapping[str, Any], str | None]:
-    """The ``error`` object and ``request_id`` of an error body (tolerating non-JSON)."""
-    try:
-        parsed = json.loads(body_text)
-    except ValueError:
-        return {"message": body_text}, None  # uncut: what is shown of it is redacted, then cut
-    if not isinstance(parsed, Mapping):
-        return {"message": str(parsed)}, None
-    request_id = parsed.get("request_id")
-    error = parsed.get("error")
-    return (error if isinstance(error, Mapping) else parsed), (request_id if isinstance(request_id, str) else None)
-
-
 def http_error(
     status: int, body_text: str, headers: Mapping[str, str], *, model: str, secrets: tuple[str, ...] = ()
 ) -> LLMError:
     """Maps an HTTP error reply of the Messages API to an :class:`LLMError`."""
-    error, request_id = _error_object(body_text)
+    error, body = error_object(body_text)
+    request_id = body.get("request_id")
     return _map_error(
         status,
         error,
         headers,
         model=model,
         summary=f"anthropic model {model!r} returned HTTP {status}",
-        request_id=request_id or headers.get("request-id"),
+        request_id=request_id if isinstance(request_id, str) and request_id else headers.get("request-id"),
         secrets=secrets,
     )
 
@@ -368,9 +351,9 @@ def http_error(
 def stream_error(error: Mapping[str, Any], *, model: str, secrets: tuple[str, ...] = ()) -> LLMError:
     """An ``error`` event inside a stream (after HTTP 200): never a silent end."""
     status = STATUS_BY_ERROR_TYPE.get(str(error.get("type")), 500)
-    mapped = _map_error(status, error, {}, model=model, summary=f"anthropic model {model!r} sent an error mid-stream", request_id=None, secrets=secrets)
-    mapped.metadata.pop("upstream_status", None)
-    return mapped
+    return mid_stream(
+        _map_error(status, error, {}, model=model, summary=f"anthropic model {model!r} sent an error mid-stream", request_id=None, secrets=secrets)
+    )
 
 
 def _map_error(
@@ -384,10 +367,8 @@ def _map_error(
     secrets: tuple[str, ...],
 ) -> LLMError:
     # Every string below comes from the upstream: redacted, then cut.
-    upstream_message = redact_and_cut(error.get("message") or "", MAX_UPSTREAM_MESSAGE, *secrets)
-    message = summary + (f": {upstream_message}" if upstream_message else "")
+    upstream_message, message, metadata = described(status, error, summary, secrets)
     error_type = redact_and_cut(error.get("type") or "", MAX_UPSTREAM_FIELD, *secrets)
-    metadata = {"upstream_status": str(status)}
     if error_type:
         metadata["upstream_error_type"] = error_type
     if request_id:

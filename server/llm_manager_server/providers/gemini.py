@@ -15,14 +15,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..config import Secret
+from ..secret import Secret
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Answer, ModelCall, ProviderKind, StreamDelta
 from ..redaction import redact, redact_and_cut
 from . import gemini_wire
 from .base import HealthReport
 from .http import HttpJsonProvider
-from .upstream_errors import MAX_UPSTREAM_FIELD
+from .spec import CloudSettings, CloudVariables, ProviderSpec, require_key
+from .upstream_errors import MAX_UPSTREAM_FIELD, error_object
 from .sse import IncompleteStreamError, iter_sse
 
 LABEL = gemini_wire.LABEL
@@ -104,7 +105,29 @@ class GeminiProvider(HttpJsonProvider):
 
     async def _probe_failure(self, url: str, response: aiohttp.ClientResponse) -> str:
         """The status and Google's reason (``API_KEY_INVALID``, ...), which says what to fix."""
-        error = gemini_wire.error_object(await self._upstream.error_body(response))
+        error, _ = error_object(await self._upstream.error_body(response))
         reason = gemini_wire.error_reason(error) or error.get("status")
         why = f" ({redact_and_cut(reason, MAX_UPSTREAM_FIELD, *self.secrets())})" if isinstance(reason, str) and reason else ""
         return redact(f"GET {url} returned HTTP {response.status}{why}", *self.secrets())
+
+
+def _deployment(settings: CloudSettings, name: str) -> GeminiProvider:
+    return GeminiProvider(api_key=require_key(settings, "gemini"), base_url=settings.base_url, default_max_tokens=settings.max_tokens)
+
+
+SPEC = ProviderSpec(
+    kind=ProviderKind.GEMINI,
+    names=("gemini", "google"),
+    deployment_type="gemini",
+    telemetry_name="gcp.gemini",
+    model_prefixes=("gemini-",),
+    variables=CloudVariables(
+        api_key=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        base_url=("GEMINI_BASE_URL",),
+        model="GEMINI_MODEL",
+        max_tokens="GEMINI_MAX_TOKENS",
+        file_section="gemini",
+    ),
+    defaults=CloudSettings(base_url=DEFAULT_BASE_URL, model="gemini-2.5-flash"),
+    build=_deployment,
+)

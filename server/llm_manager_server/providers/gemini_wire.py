@@ -56,7 +56,7 @@ from ..domain.types import (
 )
 from ..redaction import redact_and_cut
 from .openai_wire import tool_arguments
-from .upstream_errors import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status
+from .upstream_errors import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, described, error_for_status, error_object, mid_stream, token_count
 
 API_VERSION = "v1beta"
 LABEL = "gemini"
@@ -295,24 +295,19 @@ def generate_url(base_url: str, model: str, *, stream: bool) -> str:
 # --- the reply ------------------------------------------------------------------------------
 
 
-def _count(raw: Mapping[str, Any], key: str) -> int:
-    value = raw.get(key)
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
 def parse_usage(raw: object) -> Usage | None:
     """``usageMetadata`` in the domain's terms: ``promptTokenCount`` already includes
     ``cachedContentTokenCount``; the completion is the visible output plus the thoughts
     (billed as output)."""
     if not isinstance(raw, Mapping):
         return None
-    prompt = _count(raw, "promptTokenCount")
-    completion = _count(raw, "candidatesTokenCount") + _count(raw, "thoughtsTokenCount")
+    prompt = token_count(raw, "promptTokenCount")
+    completion = token_count(raw, "candidatesTokenCount") + token_count(raw, "thoughtsTokenCount")
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=_count(raw, "totalTokenCount") or prompt + completion,
-        cached_prompt_tokens=_count(raw, "cachedContentTokenCount"),
+        total_tokens=token_count(raw, "totalTokenCount") or prompt + completion,
+        cached_prompt_tokens=token_count(raw, "cachedContentTokenCount"),
     )
 
 
@@ -486,45 +481,21 @@ def error_reason(error: Mapping[str, Any]) -> str | None:
     return None
 
 
-def error_object(body_text: str) -> Mapping[str, Any]:
-    """The ``error`` object of a reply body, uncut: what is shown of it is redacted, then cut."""
-    try:
-        parsed = json.loads(body_text)
-    except ValueError:
-        return {"message": body_text}
-    if isinstance(parsed, list) and parsed and isinstance(parsed[0], Mapping):
-        parsed = parsed[0]  # an error in the JSON-array form of streamGenerateContent
-    if not isinstance(parsed, Mapping):
-        return {"message": str(parsed)}
-    error = parsed.get("error")
-    if isinstance(error, Mapping):
-        return error
-    if isinstance(error, str):
-        return {"message": error}
-    return parsed
-
-
 def http_error(status: int, body_text: str, headers: Mapping[str, str], *, model: str, secrets: tuple[str, ...] = ()) -> LLMError:
     """Maps an HTTP error reply of the Gemini API to an :class:`LLMError`."""
-    return _map_error(status, error_object(body_text), headers, model=model, summary=f"{LABEL} model {model!r} returned HTTP {status}", secrets=secrets)
+    return _map_error(status, error_object(body_text)[0], headers, model=model, summary=f"{LABEL} model {model!r} returned HTTP {status}", secrets=secrets)
 
 
 def stream_error(error: Mapping[str, Any], *, model: str, secrets: tuple[str, ...] = ()) -> LLMError:
     """An ``{"error": {...}}`` chunk inside a stream (after HTTP 200): never a silent end."""
     code = error.get("code")
     status = code if isinstance(code, int) and 400 <= code <= 599 else STATUS_BY_CODE_NAME.get(str(error.get("status")), 500)
-    mapped = _map_error(status, error, {}, model=model, summary=f"{LABEL} model {model!r} sent an error mid-stream", secrets=secrets)
-    # The HTTP status was 200; the one above is the error's own code.
-    mapped.metadata.pop("upstream_status", None)
-    return mapped
+    return mid_stream(_map_error(status, error, {}, model=model, summary=f"{LABEL} model {model!r} sent an error mid-stream", secrets=secrets))
 
 
 def _map_error(status: int, error: Mapping[str, Any], headers: Mapping[str, str], *, model: str, summary: str, secrets: tuple[str, ...]) -> LLMError:
     # Every string below comes from the upstream: redacted, then cut.
-    raw_message = error.get("message")
-    upstream_message = redact_and_cut(raw_message if isinstance(raw_message, str) else (raw_message or ""), MAX_UPSTREAM_MESSAGE, *secrets)
-    message = summary + (f": {upstream_message}" if upstream_message else "")
-    metadata = {"upstream_status": str(status)}
+    upstream_message, message, metadata = described(status, error, summary, secrets)
     code_name = error.get("status")
     if isinstance(code_name, str) and code_name:
         metadata["upstream_error_type"] = redact_and_cut(code_name, MAX_UPSTREAM_FIELD, *secrets)

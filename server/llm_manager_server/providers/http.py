@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from ..config import Secret
+from ..secret import Secret
 from ..domain.embeddings import EmbeddingCall
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import ModelCall, ProviderKind

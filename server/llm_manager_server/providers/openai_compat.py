@@ -17,13 +17,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..config import Secret
+from ..secret import Secret
 from ..domain.embeddings import EmbeddingCall, Embeddings
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Answer, ModelCall, ProviderKind, SamplingOptions, StreamDelta
 from . import embeddings_wire, openai_wire
 from .base import HealthReport
 from .http import HttpJsonProvider
+from .spec import CloudSettings, CloudVariables, ProviderSpec, require_key
 from .sse import IncompleteStreamError, SSEDecoder, SSEEvent, iter_sse
 
 log = logging.getLogger(__name__)
@@ -202,3 +203,36 @@ class _ChunkStream:
         if not self.done and self._fold.finish is None:
             raise self._provider._cut_stream_error(self._call.model, "before the model finished")
         return self._fold.answer()
+
+
+def _openai_deployment(settings: CloudSettings, name: str) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider(
+        kind=ProviderKind.OPENAI,
+        base_url=settings.base_url,
+        api_key=require_key(settings, "openai"),
+        label=name,
+        connect_error_kind=ErrorKind.NETWORK_ERROR,
+        # OPENAI_MAX_TOKENS / OPENAI_TEMPERATURE apply where the caller gives none.
+        default_max_tokens=settings.max_tokens,
+        default_temperature=settings.temperature,
+    )
+
+
+# OpenAI's API (and Azure OpenAI's v1 API through OPENAI_BASE_URL).
+OPENAI = ProviderSpec(
+    kind=ProviderKind.OPENAI,
+    names=("openai", "gpt"),
+    deployment_type="openai",
+    telemetry_name="openai",
+    model_prefixes=("gpt-", "o1", "o3", "o4", "text-embedding-"),
+    variables=CloudVariables(
+        api_key=("OPENAI_API_KEY",),
+        base_url=("OPENAI_BASE_URL",),
+        model="OPENAI_MODEL",
+        max_tokens="OPENAI_MAX_TOKENS",
+        temperature="OPENAI_TEMPERATURE",
+        file_section="gpt",
+    ),
+    defaults=CloudSettings(base_url="https://api.openai.com/v1", model="gpt-4o-mini", max_tokens=4096, temperature=0.7),
+    build=_openai_deployment,
+)

@@ -29,7 +29,7 @@ from ..domain.types import (
     Usage,
 )
 from ..redaction import redact_and_cut
-from .upstream_errors import MAX_UPSTREAM_FIELD, MAX_UPSTREAM_MESSAGE, error_for_status
+from .upstream_errors import MAX_UPSTREAM_FIELD, described, error_for_status, error_object, mid_stream, token_count
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
@@ -147,24 +147,19 @@ def chat_body(call: ModelCall, *, stream: bool, include_stream_usage: bool = Tru
     return body
 
 
-def _count(raw: Mapping[str, Any], key: str) -> int:
-    value = raw.get(key)
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
 def parse_usage(raw: object) -> Usage | None:
     """``usage`` as reported; ``prompt_tokens`` already includes the cached ones.
     (Decoded JSON: objects are dicts, checked as such, which is cheaper than ``Mapping``.)"""
     if not isinstance(raw, dict):
         return None
-    prompt = _count(raw, "prompt_tokens")
-    completion = _count(raw, "completion_tokens")
+    prompt = token_count(raw, "prompt_tokens")
+    completion = token_count(raw, "completion_tokens")
     details = raw.get("prompt_tokens_details")
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=_count(raw, "total_tokens") or prompt + completion,
-        cached_prompt_tokens=_count(details, "cached_tokens") if isinstance(details, dict) else 0,
+        total_tokens=token_count(raw, "total_tokens") or prompt + completion,
+        cached_prompt_tokens=token_count(details, "cached_tokens") if isinstance(details, dict) else 0,
     )
 
 
@@ -323,20 +318,6 @@ class ChunkFold:
         )
 
 
-def _error_object(body_text: str) -> Mapping[str, Any]:
-    """The error object of a reply body, uncut: what is shown of it is redacted, then cut."""
-    try:
-        parsed = json.loads(body_text)
-    except ValueError:
-        return {"message": body_text}
-    error = parsed.get("error") if isinstance(parsed, Mapping) else None
-    if isinstance(error, Mapping):
-        return error
-    if isinstance(error, str):
-        return {"message": error}
-    return parsed if isinstance(parsed, Mapping) else {"message": str(parsed)}
-
-
 # "This model's maximum context length is 8192 tokens. However, your messages resulted in
 # 8227 tokens." / "... However, you requested 4972 tokens (3222 in the messages, 1750 in the
 # completion)." Newer wordings without numbers simply yield no counts.
@@ -381,7 +362,7 @@ def http_error(
     """Maps an HTTP error reply of an OpenAI-compatible API to an :class:`LLMError`."""
     return _map_error(
         status,
-        _error_object(body_text),
+        error_object(body_text)[0],
         headers,
         model=model,
         summary=f"{provider_label} model {model!r} returned HTTP {status}",
@@ -393,9 +374,7 @@ def _map_error(
     status: int, error: Mapping[str, Any], headers: Mapping[str, str], *, model: str, summary: str, secrets: tuple[str, ...]
 ) -> LLMError:
     # Every string below comes from the upstream: redacted, then cut.
-    upstream_message = redact_and_cut(error.get("message") or "", MAX_UPSTREAM_MESSAGE, *secrets)
-    message = summary + (f": {upstream_message}" if upstream_message else "")
-    metadata: dict[str, str] = {"upstream_status": str(status)}
+    upstream_message, message, metadata = described(status, error, summary, secrets)
     if error.get("code"):
         metadata["upstream_code"] = redact_and_cut(error["code"], MAX_UPSTREAM_FIELD, *secrets)
     request_id = headers.get("x-request-id")
@@ -435,10 +414,8 @@ def stream_error(
     """An ``error`` object received inside a stream (after HTTP 200): never a silent end."""
     code = error.get("code")
     status = code if isinstance(code, int) and 400 <= code <= 599 else _STATUS_BY_ERROR_TYPE.get(str(error.get("type")), 500)
-    mapped = _map_error(
-        status, error, {}, model=model, summary=f"{provider_label} model {model!r} sent an error mid-stream", secrets=secrets
+    mapped = mid_stream(
+        _map_error(status, error, {}, model=model, summary=f"{provider_label} model {model!r} sent an error mid-stream", secrets=secrets)
     )
-    # The HTTP status was 200; the one above is only inferred from the error's type.
-    mapped.metadata.pop("upstream_status", None)
     mapped.metadata["upstream_error_type"] = redact_and_cut(error.get("type") or "unknown", MAX_UPSTREAM_FIELD, *secrets)
     return mapped

@@ -11,11 +11,11 @@ from ..catalog import Price, capabilities_for, facts_for, provider_for_model
 from ..config import ConfigError, DeploymentSettings, Settings
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import MODEL_NAME_RULE, Capability, ProviderKind, is_valid_model_name
-from ..providers.anthropic import AnthropicProvider
 from ..providers.base import Provider
-from ..providers.gemini import GeminiProvider
 from ..providers.llama_inprocess import BUNDLED_MODEL_NAME, LlamaInProcessProvider, bundled_model_path
 from ..providers.openai_compat import OpenAICompatibleProvider
+from ..providers.registry import BY_DEPLOYMENT_TYPE, BY_KIND, PROVIDERS
+from ..providers.spec import CloudSettings
 from ..providers.tool_emulation import EmulatedToolsProvider
 from .breaker import CircuitBreaker
 from .stats import ModelStats
@@ -161,34 +161,12 @@ class ModelRegistry:
                 registry.local_is_inprocess = True
                 registry.default_models[ProviderKind.LOCAL] = name
                 registry.add(name)
-        if settings.openai.api_key is not None:
-            registry._default_deployment("openai", ProviderKind.OPENAI, OpenAICompatibleProvider(
-                kind=ProviderKind.OPENAI,
-                base_url=settings.openai.base_url,
-                api_key=settings.openai.api_key,
-                label="openai",
-                connect_error_kind=ErrorKind.NETWORK_ERROR,
-                # OPENAI_MAX_TOKENS / OPENAI_TEMPERATURE apply where the caller gives none.
-                default_max_tokens=settings.openai.max_tokens,
-                default_temperature=settings.openai.temperature,
-            ))
-            registry.default_models[ProviderKind.OPENAI] = settings.openai.model
-            registry.add(settings.openai.model)
-        if settings.anthropic.api_key is not None:
-            # Connect errors are NETWORK_ERROR inside the provider (a cloud API, not a local server).
-            registry._default_deployment("anthropic", ProviderKind.ANTHROPIC, AnthropicProvider(
-                api_key=settings.anthropic.api_key,
-                base_url=settings.anthropic.base_url,
-                default_max_tokens=settings.anthropic.max_tokens,
-            ))
-            registry.default_models[ProviderKind.ANTHROPIC] = settings.anthropic.model
-            registry.add(settings.anthropic.model)
-        if settings.gemini.api_key is not None:
-            registry._default_deployment("gemini", ProviderKind.GEMINI, GeminiProvider(
-                api_key=settings.gemini.api_key, base_url=settings.gemini.base_url, default_max_tokens=settings.gemini.max_tokens
-            ))
-            registry.default_models[ProviderKind.GEMINI] = settings.gemini.model
-            registry.add(settings.gemini.model)
+        for spec in PROVIDERS:
+            cloud = settings.cloud(spec.kind)
+            if spec.build is not None and cloud.api_key is not None:
+                registry._default_deployment(spec.name, spec.kind, spec.build(cloud, spec.name))
+                registry.default_models[spec.kind] = cloud.model
+                registry.add(cloud.model)
         for deployment in settings.deployments:
             registry._configured_deployment(deployment)
         for name in (*llama.general_models, *llama.sql_models):
@@ -231,25 +209,21 @@ class ModelRegistry:
     def _configured_deployment(self, configured: DeploymentSettings) -> None:
         """A ``deployments:`` entry: its provider, and a route to it for each model it serves."""
         kind = configured.kind
+        spec = BY_DEPLOYMENT_TYPE[configured.provider]
         provider: Provider
-        if configured.provider == "anthropic":
-            assert configured.api_key is not None  # required by the config loader
-            provider = AnthropicProvider(api_key=configured.api_key, base_url=configured.base_url)
-        elif configured.provider == "gemini":
-            assert configured.api_key is not None  # required by the config loader
-            provider = GeminiProvider(api_key=configured.api_key, base_url=configured.base_url)
-        else:
-            local = kind is ProviderKind.LOCAL
-            provider = OpenAICompatibleProvider(
-                kind=kind,
-                base_url=configured.base_url,
-                api_key=configured.api_key,
-                label=configured.name,
-                connect_error_kind=ErrorKind.MODEL_UNAVAILABLE if local else ErrorKind.NETWORK_ERROR,
-                default_max_tokens=self.settings.llama.max_tokens if local else None,
+        if spec.build is not None:  # a cloud API: its key and URL, the provider's own defaults
+            provider = spec.build(CloudSettings(api_key=configured.api_key, base_url=configured.base_url), configured.name)
+        else:  # an OpenAI-compatible local server
+            provider = self._local(
+                OpenAICompatibleProvider(
+                    kind=kind,
+                    base_url=configured.base_url,
+                    api_key=configured.api_key,
+                    label=configured.name,
+                    connect_error_kind=ErrorKind.MODEL_UNAVAILABLE,
+                    default_max_tokens=self.settings.llama.max_tokens,
+                )
             )
-            if local:
-                provider = self._local(provider)
         deployment = Deployment(configured.name, kind, provider, configured.weight)
         self.deployments[configured.name] = deployment
         self.defaults.setdefault(kind, deployment)
@@ -301,15 +275,9 @@ class ModelRegistry:
             raise LLMError(ErrorKind.INVALID_REQUEST, f"invalid model name: {MODEL_NAME_RULE}")
         kind = provider_for_model(name)
         if kind not in self.defaults:
-            hint = {
-                ProviderKind.OPENAI: "set OPENAI_API_KEY",
-                ProviderKind.ANTHROPIC: "set CLAUDE_API_KEY",
-                ProviderKind.GEMINI: "set GEMINI_API_KEY",
-                ProviderKind.LOCAL: "set LM_STUDIO_ENDPOINT or LLM_LOCAL_MODEL_PATH",
-            }[kind]
             raise LLMError(
                 ErrorKind.CONFIGURATION_ERROR,
-                f"model {name!r} needs the {kind.value} provider, which is not configured ({hint})",
+                f"model {name!r} needs the {kind.value} provider, which is not configured ({BY_KIND[kind].setup_hint})",
                 model=name,
             )
         in_process = self.deployments.get("local")

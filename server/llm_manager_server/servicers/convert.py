@@ -101,12 +101,8 @@ CAPABILITY_TO_PROTO = {
     Capability.REASONING: common_pb2.CAPABILITY_REASONING,
     Capability.EMBEDDINGS: common_pb2.CAPABILITY_EMBEDDINGS,
 }
-PROVIDER_TO_PROTO = {
-    ProviderKind.LOCAL: common_pb2.PROVIDER_LOCAL,
-    ProviderKind.OPENAI: common_pb2.PROVIDER_OPENAI,
-    ProviderKind.ANTHROPIC: common_pb2.PROVIDER_ANTHROPIC,
-    ProviderKind.GEMINI: common_pb2.PROVIDER_GEMINI,
-}
+# Each provider kind is the API's PROVIDER_<KIND> (a KeyError here at import: the proto lacks it).
+PROVIDER_TO_PROTO = {kind: common_pb2.Provider.Value(f"PROVIDER_{kind.name}") for kind in ProviderKind}
 
 
 GenerateLike = llm_manager_service_pb2.GenerateRequest | llm_manager_service_pb2.StreamGenerateRequest

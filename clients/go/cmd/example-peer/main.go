@@ -7,6 +7,11 @@
 //	go run ./cmd/example-peer -addr 127.0.0.1:50051 -prompt "Say hello."
 //	go run ./cmd/example-peer -tools
 //	go run ./cmd/example-peer -structured
+//	go run ./cmd/example-peer -addr localhost:50051 -cacert ca.pem -cert client.pem -key client.key
+//
+// With -tls or -cacert it connects over TLS (-cacert: the CA that signed the
+// server's certificate; without it, the system's CAs), and with -cert and -key
+// it presents a client certificate, for a server that requires mutual TLS.
 //
 // With -tools it does a tool round trip instead: it offers the model a
 // query_metrics tool (its JSON Schema built with structpb), prints the call the
@@ -58,7 +63,17 @@ func main() {
 	tools := flag.Bool("tools", false, "do a tool round trip (query_metrics) instead: print the model's call, send the tool's result back, print the final answer")
 	structured := flag.Bool("structured", false, "ask for structured output (JSON conforming to -schema) instead, and print it")
 	schema := flag.String("schema", "", "with -structured: the JSON Schema (an object schema) of the answer; default: a service description")
+	useTLS := flag.Bool("tls", false, "connect over TLS, trusting the system's CAs (implied by -cacert, -cert, -key)")
+	caFile := flag.String("cacert", "", "connect over TLS, trusting the CA certificate in this PEM file")
+	certFile := flag.String("cert", "", "mutual TLS: the client certificate (PEM) to present, with -key")
+	keyFile := flag.String("key", "", "mutual TLS: the client certificate's private key (PEM), with -cert")
 	flag.Parse()
+
+	transport, err := transportOption(*useTLS, *caFile, *certFile, *keyFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(2)
+	}
 
 	promptSet := false
 	flag.Visit(func(f *flag.Flag) { promptSet = promptSet || f.Name == "prompt" })
@@ -88,7 +103,7 @@ func main() {
 	default:
 		chosen = listGenerateStream
 	}
-	os.Exit(peer(*addr, *prompt, *timeout, *traced, chosen))
+	os.Exit(peer(*addr, *prompt, *timeout, *traced, chosen, transport))
 }
 
 // demo is one of the peer's walkthroughs: the calls it makes on client, with
@@ -98,7 +113,7 @@ type demo func(ctx context.Context, client llmv1.LLMManagerServiceClient, prompt
 // peer runs the example and returns the process exit code. It returns rather
 // than exits so that the tracer provider is shut down, flushing any spans
 // still to be exported, on every path.
-func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo) int {
+func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo, transport grpc.DialOption) int {
 	// The deadline travels with every call: the server stops its work for
 	// the call (including the upstream model request) once it passes.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -115,9 +130,9 @@ func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo) 
 			return 1
 		}
 		defer shutdownTracerProvider(provider)
-		err = runTracedDemo(ctx, provider, addr, prompt, out, chosen)
+		err = runTracedDemo(ctx, provider, addr, prompt, out, chosen, transport)
 	} else {
-		err = callServer(ctx, addr, prompt, out, chosen)
+		err = callServer(ctx, addr, prompt, out, chosen, transport)
 	}
 	if err != nil {
 		out.Flush()
@@ -136,7 +151,8 @@ func run(ctx context.Context, addr, prompt string, out io.Writer) error {
 }
 
 // callServer dials addr with the extra options given (runTraced adds its
-// stats handler) and runs the demo on the connection.
+// stats handler; a transportOption given replaces the plaintext default, as
+// the last WithTransportCredentials wins) and runs the demo on the connection.
 func callServer(ctx context.Context, addr, prompt string, out io.Writer, chosen demo, options ...grpc.DialOption) error {
 	options = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, options...)
 	conn, err := grpc.NewClient(addr, options...)

@@ -84,7 +84,7 @@ func runTraced(ctx context.Context, provider trace.TracerProvider, addr, prompt 
 }
 
 // runTracedDemo runs the chosen demo the way runTraced runs the default one.
-func runTracedDemo(ctx context.Context, provider trace.TracerProvider, addr, prompt string, out io.Writer, chosen demo) (err error) {
+func runTracedDemo(ctx context.Context, provider trace.TracerProvider, addr, prompt string, out io.Writer, chosen demo, options ...grpc.DialOption) (err error) {
 	ctx, span := provider.Tracer(tracerName).Start(ctx, spanName)
 	defer func() {
 		if err != nil {
@@ -104,5 +104,5 @@ func runTracedDemo(ctx context.Context, provider trace.TracerProvider, addr, pro
 		otelgrpc.WithTracerProvider(provider),
 		otelgrpc.WithPropagators(propagation.TraceContext{}),
 	)
-	return callServer(ctx, addr, prompt, out, chosen, grpc.WithStatsHandler(handler))
+	return callServer(ctx, addr, prompt, out, chosen, append(options, grpc.WithStatsHandler(handler))...)
 }

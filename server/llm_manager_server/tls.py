@@ -1,0 +1,166 @@
+"""TLS and mutual TLS on the gRPC port, with certificates that rotate without a restart.
+
+``LLM_TLS_CERT_FILE`` / ``LLM_TLS_KEY_FILE`` (PEM) turn TLS on; with ``LLM_TLS_CLIENT_CA_FILE``
+only clients presenting a certificate that CA signed get through the handshake (mutual TLS).
+
+Rotation is by file change, not by signal: grpc asks :meth:`CertificateReloader.fetch` for the
+certificates before each new connection's handshake, and the files are re-read only when their
+inode, size or modification time changed (three ``stat`` calls per connection, not per call).
+That follows cert-manager and Kubernetes secret mounts (an atomic symlink swap changes the
+inode) with nothing to signal. Connections already open keep the certificate they were made
+with, so their streams run on. A new set that does not load (half written, key not matching)
+is not served: the current one stays and one line is logged, once per change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import grpc
+
+if TYPE_CHECKING:
+    from .config import TlsSettings
+
+log = logging.getLogger("llm_manager_server.tls")
+
+CERT_VARIABLE = "LLM_TLS_CERT_FILE"
+KEY_VARIABLE = "LLM_TLS_KEY_FILE"
+CLIENT_CA_VARIABLE = "LLM_TLS_CLIENT_CA_FILE"
+
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+_PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+
+
+class CertificateProblem(Exception):
+    """A certificate, key or CA file that cannot be served; ``variable`` names its setting.
+    (config.py turns it into its ``ConfigError``; this module cannot import config.py, which
+    imports it.)"""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """One loaded set: the server's chain and key, and the CA its clients' certificates need."""
+
+    chain: bytes
+    key: bytes = field(repr=False)  # a private key never reaches a log line or a repr
+    client_ca: bytes | None = None
+
+    def configuration(self) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration([(self.key, self.chain)], self.client_ca)
+
+
+def _read(variable: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise CertificateProblem(variable, f"cannot read {path!r}: {error.strerror}") from None
+
+
+def _check_certificates(variable: str, path: str, data: bytes) -> None:
+    if _PEM_CERTIFICATE not in data:
+        raise CertificateProblem(variable, f"{path!r} is not a PEM certificate (no '-----BEGIN CERTIFICATE-----')")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=data.decode("latin-1"))
+    except ssl.SSLError:
+        raise CertificateProblem(variable, f"{path!r} holds a PEM block that is not a valid certificate") from None
+
+
+def _refuse_passphrase() -> bytes:
+    # Without this callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise CertificateProblem(KEY_VARIABLE, "the private key is encrypted: give it unencrypted (grpc takes no passphrase)")
+
+
+def read_certificates(cert_file: str, key_file: str, client_ca_file: str | None) -> Certificates:
+    """Reads and checks one set: PEM, a key that belongs to the certificate, a parseable CA.
+    Raises :class:`CertificateProblem` naming the variable at fault."""
+    chain = _read(CERT_VARIABLE, cert_file)
+    key = _read(KEY_VARIABLE, key_file)
+    client_ca = _read(CLIENT_CA_VARIABLE, client_ca_file) if client_ca_file else None
+    _check_certificates(CERT_VARIABLE, cert_file, chain)
+    if not _PEM_PRIVATE_KEY.search(key):
+        raise CertificateProblem(KEY_VARIABLE, f"{key_file!r} is not a PEM private key (no '-----BEGIN ... PRIVATE KEY-----')")
+    if b"ENCRYPTED" in key:
+        _refuse_passphrase()
+    if client_ca is not None and client_ca_file is not None:
+        _check_certificates(CLIENT_CA_VARIABLE, client_ca_file, client_ca)
+    # The standard library checks that the key is the certificate's; it reads the files by
+    # path, which the reloader's before/after stat comparison keeps consistent with `chain`.
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file, password=_refuse_passphrase)
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            raise CertificateProblem(KEY_VARIABLE, f"{key_file!r} is not the private key of the certificate in {CERT_VARIABLE}") from None
+        raise CertificateProblem(KEY_VARIABLE, f"{key_file!r} is not a valid PEM private key") from None
+    except OSError as error:  # deleted between the read and the check
+        raise CertificateProblem(KEY_VARIABLE, f"cannot read {key_file!r}: {error.strerror}") from None
+    return Certificates(chain, key, client_ca)
+
+
+_Stamp = tuple[tuple[int, int, int] | None, ...]
+
+
+class CertificateReloader:
+    """The server's TLS credentials; serves a rotated certificate from the next handshake on."""
+
+    def __init__(self, settings: TlsSettings) -> None:
+        assert settings.cert_file is not None and settings.key_file is not None, "TLS is on"
+        self._paths = (settings.cert_file, settings.key_file, settings.client_ca_file)
+        self._lock = threading.Lock()  # grpc calls fetch on its own threads, concurrently
+        self._stamp = self._stamp_now()  # taken before the read: a change during it is seen next time
+        self.current = read_certificates(*self._paths)
+        self._rejected: _Stamp | None = None
+        self.mutual = settings.client_ca_file is not None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        # types-grpcio's fetcher type leaves out the None (no change) that grpc documents.
+        return grpc.dynamic_ssl_server_credentials(
+            self.current.configuration(), self.fetch, require_client_authentication=self.mutual  # type: ignore[arg-type]
+        )
+
+    def _stamp_now(self) -> _Stamp:
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in self._paths:
+            if path is None:
+                continue
+            try:
+                status = os.stat(path)  # follows symlinks: a swapped Kubernetes secret shows
+            except OSError:
+                stamps.append(None)  # missing for a moment mid-rotation: read_certificates says so
+            else:
+                stamps.append((status.st_ino, status.st_size, status.st_mtime_ns))
+        return tuple(stamps)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """grpc's fetcher: a new configuration when the files changed and load, else ``None``
+        (keep serving the current one)."""
+        with self._lock:
+            stamp = self._stamp_now()
+            if stamp in (self._stamp, self._rejected):
+                return None
+            try:
+                loaded = read_certificates(*self._paths)
+            except CertificateProblem as problem:
+                if self._stamp_now() == stamp:  # settled, not still being written: say so once
+                    self._rejected = stamp
+                    log.warning("TLS: keeping the current certificate; the changed files do not load: %s", problem)
+                return None
+            if self._stamp_now() != stamp:
+                return None  # written to while read: the next handshake reads the settled files
+            self._stamp, self._rejected, self.current = stamp, None, loaded
+            log.info("TLS: serving the certificate now in %s to new connections", self._paths[0])
+            return loaded.configuration()
+
+
+__all__ = ["CertificateProblem", "CertificateReloader", "Certificates", "read_certificates"]
