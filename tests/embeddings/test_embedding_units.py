@@ -7,6 +7,7 @@ import pytest
 
 from llm_manager_server.cache import embedding_cache_key, embeddings_from_bytes, embeddings_to_bytes
 from llm_manager_server.catalog import capabilities_for, facts_for
+from llm_manager_server.config import ConfigError, load_settings
 from llm_manager_server.domain.embeddings import MAX_EMBEDDING_INPUTS, EmbeddingCall, EmbeddingRequest, Embeddings, embedding_request
 from llm_manager_server.domain.errors import ErrorKind, LLMError
 from llm_manager_server.domain.types import CallMetadata, Capability, ProviderKind, RoutingStrategy, Usage
@@ -130,3 +131,11 @@ def test_embedding_is_a_model_capability(model: str, embeds: bool, chats: bool) 
 def test_embedding_prices(model: str, per_million: float) -> None:
     price = facts_for(model, local_context_window=2048).price
     assert price.cost(Usage(prompt_tokens=1_000_000, total_tokens=1_000_000)) == pytest.approx(per_million)
+
+
+def test_llm_embedding_model_is_checked_at_start() -> None:
+    assert load_settings({"LLM_EMBEDDING_MODEL": "text-embedding-3-large"}).embedding_model == "text-embedding-3-large"
+    assert load_settings({}).embedding_model is None
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"LLM_EMBEDDING_MODEL": "no spaces please"})
+    assert "LLM_EMBEDDING_MODEL" in str(raised.value)
