@@ -121,3 +121,16 @@ async def test_an_unloaded_local_model_is_model_unavailable(start_app: StartApp,
         await stubs.llm.Embed(api.EmbedRequest(inputs=["x"], model="nomic-embed-text"), timeout=TIMEOUT_S)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "not loaded" in (raised.value.details() or "")
+
+
+async def test_an_input_beyond_the_context_is_the_callers_and_leaves_the_model_healthy(start_app: StartApp, connect: Connect) -> None:
+    stubs = connect(await start_app(LLM_LOCAL_CONTEXT_LENGTH="256", LLM_BREAKER_FAILURES="1", LLM_CACHE_ENABLED="false"))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stubs.llm.Embed(api.EmbedRequest(inputs=["word " * 400]), timeout=TIMEOUT_S)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 256 tokens per input (LLM_LOCAL_CONTEXT_LENGTH)" in (raised.value.details() or "")
+    # Not the model's fault: its circuit stays closed (one failure would open it here).
+    [model] = (await stubs.llm.ListModels(api.ListModelsRequest(), timeout=TIMEOUT_S)).models
+    assert model.health_state != api.HEALTH_STATE_UNHEALTHY, model.health_detail
+    reply = await stubs.llm.Embed(api.EmbedRequest(inputs=["short"]), timeout=TIMEOUT_S)
+    assert len(reply.embeddings[0].values) == DIMENSIONS

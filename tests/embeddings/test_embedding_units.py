@@ -12,6 +12,7 @@ from llm_manager_server.domain.embeddings import MAX_EMBEDDING_INPUTS, Embedding
 from llm_manager_server.domain.errors import ErrorKind, LLMError
 from llm_manager_server.domain.types import CallMetadata, Capability, ProviderKind, RoutingStrategy, Usage
 from llm_manager_server.providers.embeddings_wire import embeddings_body, parse_embeddings
+from llm_manager_server.providers.openai_wire import http_error
 
 from ..fakes.http_fake import fixture_json
 
@@ -139,3 +140,11 @@ def test_llm_embedding_model_is_checked_at_start() -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings({"LLM_EMBEDDING_MODEL": "no spaces please"})
     assert "LLM_EMBEDDING_MODEL" in str(raised.value)
+
+
+def test_llama_cpps_too_large_input_is_context_too_large() -> None:
+    """llama.cpp server's 500 for an embedding input beyond its batch is the caller's input,
+    never the model's health (it trips no breaker)."""
+    body = '{"error":{"code":500,"message":"input (2301 tokens) is too large to process. increase the physical batch size (current batch size: 2048)","type":"server_error"}}'
+    error = http_error(500, body, {}, model="smollm2", provider_label="local")
+    assert error.kind is ErrorKind.CONTEXT_TOO_LARGE and "2301 tokens" in error.message

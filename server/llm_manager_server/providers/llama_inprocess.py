@@ -182,6 +182,16 @@ class LlamaInProcessProvider:
             raise LLMError(ErrorKind.TIMEOUT, f"local model {call.model!r} did not embed in time", model=call.model) from None
         if not isinstance(reply, dict):
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} sent an unexpected embeddings reply", model=call.model)
+        error = reply.get("error")
+        if isinstance(error, Mapping) and "too large to process" in str(error.get("message")):
+            # The caller's input, not the model's health (llama.cpp's own advice, a bigger
+            # batch, is ours to follow: the batch is the context length).
+            raise LLMError(
+                ErrorKind.CONTEXT_TOO_LARGE,
+                f"local model {call.model!r} embeds at most {self._context_length} tokens per input (LLM_LOCAL_CONTEXT_LENGTH): {error.get('message')}",
+                model=call.model,
+                metadata={"context_window": str(self._context_length)},
+            )
         self._raise_engine_error(reply, call.model)
         return embeddings_wire.parse_embeddings(reply, call, model=self._model_name)
 
