@@ -3,6 +3,9 @@ the request rules and the model capabilities."""
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import pytest
 
 from llm_manager_server.cache import embedding_cache_key, embeddings_from_bytes, embeddings_to_bytes
@@ -11,7 +14,7 @@ from llm_manager_server.config import ConfigError, load_settings
 from llm_manager_server.domain.embeddings import MAX_EMBEDDING_INPUTS, EmbeddingCall, EmbeddingRequest, Embeddings, embedding_request
 from llm_manager_server.domain.errors import ErrorKind, LLMError
 from llm_manager_server.domain.types import CallMetadata, Capability, ProviderKind, RoutingStrategy, Usage
-from llm_manager_server.providers.embeddings_wire import embeddings_body, parse_embeddings
+from llm_manager_server.providers.embeddings_wire import decode_reply, embeddings_body, parse_embeddings
 from llm_manager_server.providers.openai_wire import http_error
 
 from ..fakes.http_fake import fixture_json
@@ -19,12 +22,29 @@ from ..fakes.http_fake import fixture_json
 CALL = EmbeddingCall("text-embedding-3-small", ("a", "b", "c"))
 
 
-def item(index: int, vector: list[float]) -> dict[str, object]:
+def item(index: int, vector: object) -> dict[str, object]:
     return {"object": "embedding", "index": index, "embedding": vector}
 
 
-def test_the_body_asks_for_floats_of_every_input() -> None:
+def test_the_body_asks_for_floats_or_base64_of_every_input() -> None:
     assert embeddings_body(CALL) == {"model": "text-embedding-3-small", "input": ["a", "b", "c"], "encoding_format": "float"}
+    assert embeddings_body(CALL, base64_vectors=True)["encoding_format"] == "base64"
+
+
+def test_base64_vectors_are_little_endian_float32s() -> None:
+    packed = [base64.b64encode(struct.pack("<3f", *v)).decode() for v in ([0.5, -1.0, 2.0], [0.25, 0.0, -0.125], [1.0, 1.0, 1.0])]
+    parsed = parse_embeddings({"data": [item(i, p) for i, p in enumerate(packed)]}, CALL)
+    assert parsed.vectors == [[0.5, -1.0, 2.0], [0.25, 0.0, -0.125], [1.0, 1.0, 1.0]]
+    with pytest.raises(LLMError):
+        parse_embeddings({"data": [item(0, "not base64!"), item(1, packed[1]), item(2, packed[2])]}, CALL)
+
+
+def test_a_reply_is_decoded_from_its_bytes_with_its_errors() -> None:
+    ok = b'{"data": [{"index": 0, "embedding": [1, 2.5]}], "usage": {"prompt_tokens": 2, "total_tokens": 2}}'
+    assert decode_reply(ok, EmbeddingCall("m", ("a",)), model=None, provider_label="openai", secrets=()).vectors == [[1.0, 2.5]]
+    for raw in (b"<html>", b"[1]", b'{"error": {"message": "overloaded", "type": "server_error"}}'):
+        with pytest.raises(LLMError):
+            decode_reply(raw, EmbeddingCall("m", ("a",)), model=None, provider_label="openai", secrets=())
 
 
 def test_the_recorded_reply_parses() -> None:
@@ -49,7 +69,8 @@ def test_vectors_are_put_back_in_the_inputs_order_by_index() -> None:
         [item(0, [1.0]), item(1, [2.0]), item(3, [3.0])],  # out of range
         [item(0, [1.0]), item(1, []), item(2, [3.0])],  # empty vector
         [item(0, [1.0]), item(1, ["x"]), item(2, [3.0])],  # not numbers
-        [item(0, [1.0]), item(1, [True]), item(2, [3.0])],  # a bool is no number here
+        [item(0, [1.0]), item(1, [None]), item(2, [3.0])],  # null
+        [item(0, [1.0]), item(1, {"x": 1}), item(2, [3.0])],  # an object
         "nope",
     ],
 )

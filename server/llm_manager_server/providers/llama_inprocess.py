@@ -169,17 +169,24 @@ class LlamaInProcessProvider:
         return HealthReport(healthy=False, ready=False, detail="model is loading")
 
     async def embed(self, call: EmbeddingCall) -> Embeddings:
-        """The loaded model's mean-pooled, unit-length hidden states, one vector per input."""
+        """The loaded model's mean-pooled, unit-length hidden states, one vector per input
+        (computed and decoded on the embedding thread)."""
         engine = await self._embedding_context(call.model)
         assert self._embedding_executor is not None
         body = {"input": list(call.inputs), "encoding_format": "float"}
+
+        def run() -> Embeddings:
+            return self._embeddings_of(engine.handle_embeddings(body), call)
+
         try:
             async with asyncio.timeout(call.timeout_s):
                 # Shielded: the engine call cannot be interrupted; a caller that gives up
                 # leaves it to finish on its own thread.
-                reply = await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._embedding_executor, engine.handle_embeddings, body))
+                return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._embedding_executor, run))
         except TimeoutError:
             raise LLMError(ErrorKind.TIMEOUT, f"local model {call.model!r} did not embed in time", model=call.model) from None
+
+    def _embeddings_of(self, reply: object, call: EmbeddingCall) -> Embeddings:
         if not isinstance(reply, dict):
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} sent an unexpected embeddings reply", model=call.model)
         error = reply.get("error")
