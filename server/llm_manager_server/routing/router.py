@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager, aclosing
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
-from ..catalog import provider_for_model
+from ..catalog import EMBEDDING_ONLY, provider_for_model
 from ..config import RoutingSettings
 from ..domain.call_context import deadline_exceeded
 from ..domain.embeddings import EmbeddingCall, EmbeddingRequest, Embeddings
@@ -206,6 +206,8 @@ class Router:
             # it, and its own error says more than "no model available". An open circuit
             # still fails fast.
             entry = self._registry.resolve(request.model)
+            if entry.capabilities == EMBEDDING_ONLY:
+                raise invalid_request(FieldViolation("preferences.model", f"model {entry.name!r} only makes embeddings (use Embed)"))
             self._check_not_failing(entry)
             missing = needed_capabilities(request) - entry.capabilities
             if missing:
