@@ -25,11 +25,12 @@ LOCKS := requirements.lock requirements-dev.lock requirements-nodeps.lock
 UV_COMPILE = $(UV) pip compile --quiet --no-config --generate-hashes --no-strip-markers \
   --python-version 3.11 --python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock"
 
-.PHONY: help setup lock tools system-deps run test test-python test-go proto proto-check lint typecheck services-up services-down bench clean
+.PHONY: help setup lock tools system-deps run test test-python test-go proto proto-check lint typecheck services-up services-down bench clean image
 
 help:
 	@echo "make run      - set up and serve on \$$LLM_GRPC_HOST:\$$LLM_GRPC_PORT (default 127.0.0.1:50051)"
 	@echo "make test     - set up and run every test (Python, Go, grpcurl, proto drift, lint, types)"
+	@echo "make image    - build the container image llm-manager:latest (Docker, Podman or buildah; IMAGE=tag)"
 	@echo "make proto    - regenerate the Python and Go stubs from protos/"
 	@echo "make lint     - buf lint on the protos;  make typecheck - mypy --strict"
 	@echo "make lock     - re-resolve requirements*.lock (hashed) from requirements*.txt; LOCK_ARGS=--upgrade moves every transitive pin"
@@ -80,6 +81,11 @@ run: setup
 
 test: setup tools system-deps
 	$(PY) -m pytest
+
+# The container image: Docker where its daemon answers, else Podman, else buildah (chroot
+# isolation); IMAGE_BUILDER picks one, IMAGE names the tag. `make test` builds it too.
+image:
+	scripts/build_image.sh $(IMAGE_ARGS)
 
 proto: setup tools
 	scripts/gen_proto.sh

@@ -5,6 +5,8 @@
 #   bench/instructions.sh llm-manager [ENV=value ...]   # the server, with extra settings
 #   bench/instructions.sh bare                          # bench/bare_server.py (uvloop)
 #   CALL=stream bench/instructions.sh llm-manager       # StreamGenerate: 10 chunks, no pauses
+#   KEYS=1 bench/instructions.sh llm-manager            # with API keys on (LLM_API_KEYS_FILE), every
+#                                                       # call carrying "authorization: Bearer <key>"
 #
 # Starts the benchmark's mock upstream (0 ms mode) and the server under callgrind, warms up
 # with 100 calls, zeroes the counters, sends N calls (default 400, 8 concurrent) with ghz,
@@ -37,6 +39,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+AUTH=()
+if [ -n "${KEYS:-}" ]; then  # a keys file of 100 callers; the calls use one of their keys
+  KEY=$("$PY" - "$WORK/keys.json" <<'PYTHON'
+import json, sys
+from llm_manager_server.keys import key_digest, new_key
+keys = [new_key() for _ in range(100)]
+entries = [{"caller": f"caller-{i}", "key_sha256": key_digest(k).hex()} for i, k in enumerate(keys)]
+open(sys.argv[1], "w").write(json.dumps({"keys": entries}))
+print(keys[42])
+PYTHON
+)
+  export LLM_API_KEYS_FILE="$WORK/keys.json"
+  AUTH=(-m "{\"authorization\": \"Bearer $KEY\"}")
+fi
 if [ "${CALL:-unary}" = stream ]; then
   UPSTREAM="http://127.0.0.1:$MOCK_PORT/cad0/v1" METHOD=StreamGenerate
 else
@@ -52,7 +68,7 @@ esac
 valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$WORK/cg.out" "${CMD[@]}" > "$WORK/server.log" 2>&1 &
 SERVER=$!
 
-GHZ=(.tools/bin/ghz --insecure --protoset bench/.build/llm_manager.protoset --call "llm_manager.v1.LLMManagerService.$METHOD"
+GHZ=(.tools/bin/ghz --insecure "${AUTH[@]}" --protoset bench/.build/llm_manager.protoset --call "llm_manager.v1.LLMManagerService.$METHOD"
      -d '{"prompt":"Say hello to the benchmark.","preferences":{"max_tokens":64}}' -c 8 --connections 2 --timeout 60s "127.0.0.1:$PORT")
 [ -f bench/.build/llm_manager.protoset ] || { echo "bench/.build/llm_manager.protoset is missing: run make bench once" >&2; exit 1; }
 for _ in $(seq 180); do

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when they are missing: redis-server and
-# postgresql (server binaries only; the tests start private instances on loopback).
+# postgresql (server binaries only; the tests start private instances on loopback), and
+# buildah and debootstrap for the container image test (tests/test_image.py builds the
+# Dockerfile on a debootstrapped stand-in base and runs the image with chroot isolation).
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+[ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing ${missing[*]} from Debian" >&2
 sudo_cmd=()

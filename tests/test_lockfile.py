@@ -164,7 +164,6 @@ def _pip_installs(path: str) -> list[str]:
     [
         ("Makefile", {"requirements-nodeps.lock", "requirements-dev.lock"}),
         ("Dockerfile", {"requirements-nodeps.lock", "requirements.lock"}),
-        ("scripts/check_dockerfile.sh", {"requirements-nodeps.lock", "requirements.lock"}),
     ],
 )
 def test_installs_come_from_the_locks_with_require_hashes(path: str, needed: set[str]) -> None:

@@ -416,7 +416,7 @@ async def test_the_readme_tls_commands_work_as_written(start_app: StartApp, tmp_
     mutual-TLS server (only the port differs)."""
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("### TLS and mutual TLS") :]
-    section = section[: section.index("\n## ")]
+    section = section[: re.search(r"\n##+ ", section).start()]  # type: ignore[union-attr]  # to the next section or subsection
     make_certificates, calls, go_run = re.findall(r"```sh\n(.*?)```", section, re.S)
     program = re.findall(r"```python\n(.*?)```", section, re.S)[0]
     assert "make run" in make_certificates

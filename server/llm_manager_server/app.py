@@ -48,6 +48,7 @@ from .tls import CertificateProblem, CertificateReloader
 log = logging.getLogger("llm_manager_server")
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+MAX_METADATA_BYTES = 128 * 1024
 API_SERVICES = (
     llm_manager_service_pb2.DESCRIPTOR.services_by_name["LLMManagerService"].full_name,
     conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
@@ -205,8 +206,8 @@ class Application:
         generator = Generator(router, self.response_cache)
         # Embeds texts for every transport (gRPC Embed, HTTP /v1/embeddings).
         self.embedder = Embedder(router, self.response_cache)
-        # Admits every API call, whatever transport carries it.
-        self.gate = CallGate(settings.routing.timeout_ms / 1000, max_concurrent_calls=settings.max_concurrent_calls)
+        # Admits every API call, whatever transport carries it (and authenticates it, with keys on).
+        self.gate = CallGate(settings.routing.timeout_ms / 1000, max_concurrent_calls=settings.max_concurrent_calls, keys=settings.api_keys)
         self.health = HealthServicer()
         self.monitor = HealthMonitor(self.registry, self.health, settings.routing.health_interval_s, readiness=(API_SERVICES[0],))
         server = aio.server(
@@ -219,7 +220,14 @@ class Application:
                 aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=is_api_method),  # type: ignore[no-untyped-call]
                 ApiInterceptor(self.gate, access_log=settings.access_log),
             ],
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                # Request headers up to 128 KiB reach the call gate (grpc's own hard limit is
+                # 16 KiB), so an oversized authorization header is UNAUTHENTICATED like any
+                # other bad key, not a transport RESOURCE_EXHAUSTED; beyond it grpc refuses.
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+            ],
         )
         llm_manager_service_pb2_grpc.add_LLMManagerServiceServicer_to_server(
             LLMManagerServicer(generator, self.registry, self.embedder), server
@@ -255,6 +263,8 @@ class Application:
         await server.start()
         self.server = server
         log.info("listening on %s%s with models %s", self.address, self._transport, ", ".join(self.registry.models) or "(none)")
+        if settings.api_keys is not None:
+            log.info("API keys on (LLM_API_KEYS_FILE): %d keys of callers %s", len(settings.api_keys), ", ".join(sorted(settings.api_keys.callers)))
         # Load in-process models and open connection pools after the port is up, so health
         # probes see NOT_SERVING for a loading model rather than a refused connection.
         await asyncio.gather(*(d.provider.start() for d in self.registry.deployments.values()))

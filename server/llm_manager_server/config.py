@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .catalog import Price
@@ -22,6 +22,9 @@ from .redaction import register_secret
 from .secret import Secret
 from .tls import CERT_VARIABLE, CLIENT_CA_VARIABLE, KEY_VARIABLE, CertificateProblem, read_certificates
 from .domain.types import MODEL_NAME_RULE, ProviderKind, RoutingStrategy, TaskType, is_valid_model_name
+
+if TYPE_CHECKING:  # keys imports ConfigError from here
+    from .keys import KeyRing
 
 _LOCAL, _GPT, _CLAUDE = ProviderKind.LOCAL, ProviderKind.OPENAI, ProviderKind.ANTHROPIC
 # The contract's default routing table. SQL generation tries LLM_SQL_MODEL_1/2 first, then
@@ -111,6 +114,9 @@ class CacheSettings:
     # memory; also the largest single reply stored in Redis.
     max_bytes: int = 64 * 1024 * 1024
     store: str = "memory"
+    # LLM_CACHE_SHARED_ACROSS_CALLERS: with API keys on, a cached answer is served only to the
+    # caller it was made for unless the operator opts into one scope for every caller.
+    shared_across_callers: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,8 @@ class Settings:
     # LLM_EMBEDDING_MODEL: the model of an Embed call that names none (unset: the local model,
     # else OpenAI's text-embedding-3-small).
     embedding_model: str | None = None
+    # LLM_API_KEYS_FILE: the callers and the sha256 of their keys; None: authentication off.
+    api_keys: KeyRing | None = None
 
     def cloud(self, kind: ProviderKind) -> CloudSettings:
         """A cloud provider's default-deployment settings (its defaults when unconfigured)."""
@@ -434,6 +442,14 @@ def _chains(env: Mapping[str, str], routing_file: Mapping[str, Any]) -> dict[Tas
     return chains
 
 
+def _keys_file(path: str) -> KeyRing | None:
+    if not path:
+        return None
+    from .keys import load_keys_file
+
+    return load_keys_file(path)
+
+
 def _tls(env: Mapping[str, str]) -> TlsSettings:
     """The TLS files, checked now so that a bad one stops start-up before the port opens."""
     cert, key, client_ca = (env.get(v, "").strip() or None for v in (CERT_VARIABLE, KEY_VARIABLE, CLIENT_CA_VARIABLE))
@@ -556,6 +572,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_size=parsed("LLM_CACHE_MAX_SIZE", cache_file, ("maxSize", "max_size"), lambda n, r: _int(n, r, minimum=1), cd.max_size),
         max_bytes=parsed("LLM_CACHE_MAX_BYTES", cache_file, ("maxBytes", "max_bytes"), lambda n, r: _int(n, r, minimum=1024), cd.max_bytes),
         store=parsed("LLM_CACHE_STORE", cache_file, ("store",), lambda n, r: _store(n, r, ("redis://", "rediss://")), cd.store),
+        shared_across_callers=parsed("LLM_CACHE_SHARED_ACROSS_CALLERS", cache_file, ("sharedAcrossCallers", "shared_across_callers"), _bool, cd.shared_across_callers),
     )
 
     log_level = env.get("LLM_LOG_LEVEL", "").strip().upper() or defaults.log_level
@@ -587,4 +604,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
         price_overrides=_read_prices_file(env["LLM_PRICES_FILE"].strip()) if env.get("LLM_PRICES_FILE", "").strip() else (),
         embedding_model=parsed("LLM_EMBEDDING_MODEL", None, (), _model_name, None),
+        api_keys=_keys_file(env.get("LLM_API_KEYS_FILE", "").strip()),
     )

@@ -15,6 +15,8 @@ import re
 # OpenAI (sk-..., sk-proj-...) and Anthropic (sk-ant-...) keys, also partly masked ones
 # such as "sk-abc***xyz" that OpenAI echoes in its 401 message.
 _KEY_PATTERN = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{3,}")
+# This service's own API keys (``keys.KEY_PREFIX``), should one ever reach a message.
+_OWN_KEY_PATTERN = re.compile(r"llmm_[A-Za-z0-9_\-]{8,}")
 _BEARER_PATTERN = re.compile(r"(?i)(bearer\s+|x-api-key[\"':=\s]+)[^\s\"',;]+")
 
 # A cheap first look for the bearer pattern (a plain scan, no backtracking groups).
@@ -47,6 +49,8 @@ def redact(text: str, *secrets: str) -> str:
             text = text.replace(secret, REDACTED)
     if "k-" in text:  # the key patterns below all contain it: most text skips the regex
         text = _KEY_PATTERN.sub(REDACTED, text)
+    if "llmm_" in text:
+        text = _OWN_KEY_PATTERN.sub(REDACTED, text)
     if _MAYBE_BEARER.search(text) is not None:
         text = _BEARER_PATTERN.sub(lambda match: match.group(1) + REDACTED, text)
     return text

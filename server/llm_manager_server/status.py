@@ -33,6 +33,7 @@ _CODES: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.CONVERSATION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorKind.INVALID_MODEL_OUTPUT: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

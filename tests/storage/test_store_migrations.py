@@ -147,7 +147,7 @@ async def test_sqlite_upgrades_a_version_1_database(tmp_path: Path, clock: StepC
     await new.open()
     try:
         assert sqlite_schema(path) == (
-            [1, 2], ["conversation_id", "seq", "role", "content", "create_time_us", "tool_calls", "tool_call_id"],
+            [1, 2, 3], ["conversation_id", "seq", "role", "content", "create_time_us", "tool_calls", "tool_call_id"],
         )
         await check_upgraded(new, before, cut_off_id)
         # SQLite's store owns its file: the cut-off turn's lease was cleared on open.
@@ -203,7 +203,7 @@ async def test_sqlite_two_stores_opening_a_version_1_database_at_once_migrate_it
     stores = [SqliteConversationStore(str(path), clock=clock) for _ in range(2)]
     try:
         await asyncio.gather(*(s.open() for s in stores))
-        assert sqlite_schema(path)[0] == [1, 2]
+        assert sqlite_schema(path)[0] == [1, 2, 3]
         for store in stores:
             assert await store.list_page(limit=10, after=None, with_messages=True) == before
     finally:
@@ -262,7 +262,7 @@ async def test_postgres_upgrades_a_version_1_database(postgres_dsn: str, clock: 
     await new.open()
     try:
         versions, columns, checks = await postgres_schema(postgres_dsn)
-        assert (versions, columns) == ([1, 2], V2_COLUMNS)
+        assert (versions, columns) == ([1, 2, 3], V2_COLUMNS)
         assert len(checks) == 2 and "'tool'::text" in checks[0] and "tool_call_id IS NOT NULL" in checks[1]
         await check_upgraded(new, before, cut_off_id)
         # Replicas share PostgreSQL: a lease is never cleared on open, it expires.
@@ -307,7 +307,7 @@ async def test_postgres_replicas_opening_a_version_1_database_at_once_migrate_it
     try:
         await asyncio.gather(*(r.open() for r in replicas))
         versions, columns, checks = await postgres_schema(postgres_dsn)
-        assert (versions, columns, len(checks)) == ([1, 2], V2_COLUMNS, 2)
+        assert (versions, columns, len(checks)) == ([1, 2, 3], V2_COLUMNS, 2)
         for replica in replicas:
             assert await replica.list_page(limit=10, after=None, with_messages=True) == before
     finally:

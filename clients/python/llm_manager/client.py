@@ -1,6 +1,6 @@
 """A small async client for llm-manager.
 
-    async with LLMManagerClient("127.0.0.1:50051") as client:
+    async with LLMManagerClient("127.0.0.1:50051") as client:   # api_key="llmm_..." with keys on
         reply = await client.generate("Summarise this trace", task_type=TaskType.TASK_TYPE_ANALYSIS)
         async for text in client.stream_text("Write a haiku"):
             print(text, end="", flush=True)
@@ -347,13 +347,15 @@ class LLMManagerClient:
         channel: grpc.aio.Channel | None = None,
         timeout: float | None = 60.0,
         metadata: Sequence[tuple[str, str]] = (),
+        api_key: str | None = None,
         tls: bool = False,
         root_certificates: bytes | None = None,
         certificate_chain: bytes | None = None,
         private_key: bytes | None = None,
     ) -> None:
-        """``metadata`` goes with every call (e.g. ``(("authorization", "Bearer ..."),)``);
-        each call may add an ``x-request-id`` with its ``request_id`` argument.
+        """``api_key`` (a server with ``LLM_API_KEYS_FILE`` requires one) goes with every call
+        as ``authorization: Bearer <key>``, and so does ``metadata``; each call may add an
+        ``x-request-id`` with its ``request_id`` argument.
 
         TLS (a server with ``LLM_TLS_CERT_FILE``): ``tls=True`` trusts the system's CAs;
         ``root_certificates`` (PEM bytes) trusts that CA instead. For mutual TLS give the client
@@ -365,6 +367,10 @@ class LLMManagerClient:
         self._channel = channel or _open_channel(target, tls, root_certificates, certificate_chain, private_key)
         self._timeout = timeout
         self._metadata = tuple(metadata)
+        if api_key is not None:
+            if not api_key or any(c.isspace() for c in api_key):
+                raise ValueError("api_key must be a key without spaces (as the keys CLI printed it)")
+            self._metadata += (("authorization", f"Bearer {api_key}"),)
         self.llm = llm_manager_service_pb2_grpc.LLMManagerServiceStub(self._channel)
         self.conversations = conversation_service_pb2_grpc.ConversationServiceStub(self._channel)
 

@@ -3,7 +3,8 @@
 ``LLM_CACHE_ENABLED`` turns it on, ``LLM_CACHE_TTL_SECONDS`` bounds an entry's life,
 ``LLM_CACHE_MAX_SIZE`` and ``LLM_CACHE_MAX_BYTES`` bound the memory store (entries and
 bytes; the byte bound also caps one reply stored in Redis), ``LLM_CACHE_STORE`` picks
-``memory`` or a ``redis://`` URL.
+``memory`` or a ``redis://`` URL. With API keys on, each caller has its own scope unless
+``LLM_CACHE_SHARED_ACROSS_CALLERS`` is true (see ``response_cache``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def build_response_cache(settings: CacheSettings, *, default_strategy: RoutingSt
         store = MemoryCacheStore(max_entries=settings.max_size, max_bytes=settings.max_bytes, ttl_s=settings.ttl_seconds)
     else:
         store = RedisCacheStore(settings.store, ttl_s=settings.ttl_seconds, max_entry_bytes=settings.max_bytes)
-    return ResponseCache(store, default_strategy=default_strategy)
+    return ResponseCache(store, default_strategy=default_strategy, shared_across_callers=settings.shared_across_callers)
 
 
 __all__ = [

@@ -6,6 +6,10 @@ options), so a field added later anywhere is part of the key by default (a new f
 cause misses, never a wrong hit); there is no hand-kept list of fields. JSON values (schemas,
 tool arguments) are keyed in canonical form (sorted keys). Only fields that cannot change the
 answer are left out: the per-request cache controls themselves.
+
+The key also holds the request's *scope* (``ResponseCache.scope``): with API keys on, the
+caller's name by default, so one caller is never served another's answer; nothing with
+authentication off, so those keys are what they always were.
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ def _sampling_document(sampling: SamplingOptions) -> dict[str, Any]:
     return document
 
 
-def key_document(request: GenerationRequest, default_strategy: RoutingStrategy) -> dict[str, Any]:
+def key_document(request: GenerationRequest, default_strategy: RoutingStrategy, scope: str = "") -> dict[str, Any]:
     """The normalized request the key hashes (exposed for tests and debugging)."""
     document: dict[str, Any] = {"version": KEY_VERSION}
+    if scope:
+        document["@scope"] = scope  # "@": no request field can share the name
     for f in dataclasses.fields(request):
         if f.name in EXCLUDED_REQUEST_FIELDS:
             continue
@@ -67,20 +73,22 @@ def key_document(request: GenerationRequest, default_strategy: RoutingStrategy) 
     return document
 
 
-def cache_key(request: GenerationRequest, default_strategy: RoutingStrategy) -> str:
-    """A SHA-256 hex digest of the normalized request."""
+def cache_key(request: GenerationRequest, default_strategy: RoutingStrategy, scope: str = "") -> str:
+    """A SHA-256 hex digest of the normalized request in its scope."""
     encoded = json.dumps(
-        key_document(request, default_strategy), ensure_ascii=False, sort_keys=True, separators=(",", ":")
+        key_document(request, default_strategy, scope), ensure_ascii=False, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
-def embedding_cache_key(request: EmbeddingRequest) -> str:
-    """A SHA-256 hex digest of an embedding request: its model and inputs in order (every
-    field but the cache controls, walked as for answers; the document names its type, so it
-    never equals a generation request's)."""
+def embedding_cache_key(request: EmbeddingRequest, scope: str = "") -> str:
+    """A SHA-256 hex digest of an embedding request in its scope (see :func:`key_document`):
+    its model and inputs in order (every field but the cache controls, walked as for answers;
+    the document names its type, so it never equals a generation request's)."""
     document = {"version": KEY_VERSION, **_normalized(request)}
     for name in EXCLUDED_REQUEST_FIELDS:
         document.pop(name, None)
+    if scope:
+        document["@scope"] = scope
     encoded = json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()

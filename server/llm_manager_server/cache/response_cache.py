@@ -3,6 +3,11 @@
 Lookups and stores never fail a call: a store error is logged by the store, counted here and
 treated as a miss (or a skipped store). Only complete successful answers are stored (finish
 reason STOP or LENGTH); errors, cut or cancelled streams and filtered answers never are.
+
+Scope: with API keys on, an answer is stored and found under its caller's name (and
+single-flight joins only the same caller's calls), so no caller is served another's answer.
+``LLM_CACHE_SHARED_ACROSS_CALLERS=true`` shares answers between callers whose keys allow the
+same models (a caller limited to some models is never handed an answer of another model).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from ..domain.call_context import deadline_exceeded
+from ..domain.caller import caller_var
 from ..domain.embeddings import EmbeddingRequest, Embeddings
 from ..domain.types import Answer, CallMetadata, FinishReason, GenerationRequest, ProviderKind, RoutingStrategy, StreamDelta, ToolCall, Usage
 from .keys import KEY_VERSION, cache_key, embedding_cache_key
@@ -211,20 +217,31 @@ EMBEDDINGS: Codec[Embeddings] = Codec(embeddings_to_bytes, embeddings_from_bytes
 class ResponseCache:
     """A :class:`CacheStore` plus keys, counters and single-flight."""
 
-    def __init__(self, store: CacheStore, *, default_strategy: RoutingStrategy) -> None:
+    def __init__(self, store: CacheStore, *, default_strategy: RoutingStrategy, shared_across_callers: bool = False) -> None:
         self.store = store
         self.stats = CacheStats(store=store)
         self._default_strategy = default_strategy
+        self._shared_across_callers = shared_across_callers
         self._flights: dict[str, Flight[Any]] = {}
 
+    def scope(self) -> str:
+        """The calling caller's share of the cache: ``""`` with authentication off (one
+        scope); the caller's name; or, shared across callers, the models its key allows."""
+        caller = caller_var.get()
+        if caller is None:
+            return ""
+        if not self._shared_across_callers:
+            return "caller:" + caller.name
+        return "" if caller.models is None else "models:" + ",".join(sorted(caller.models))
+
     def key_for(self, request: GenerationRequest) -> str:
-        return cache_key(request, self._default_strategy)
+        return cache_key(request, self._default_strategy, self.scope())
 
     async def embeddings(self, request: EmbeddingRequest, compute: Callable[[], Awaitable[Embeddings]], deadline: float) -> Embeddings:
         """``request``'s vectors with the policy of :meth:`answer`: keyed by the model and the
-        inputs in order (``request.model`` already resolved); a hit costs nothing upstream and
+        inputs in order (``request.model`` already resolved), in the caller's scope; a hit costs nothing upstream and
         reports the original model and usage with ``cost_usd`` 0 and ``metadata.cached``."""
-        return await self._through(embedding_cache_key(request), request.no_cache, request.no_store, compute, EMBEDDINGS, deadline)
+        return await self._through(embedding_cache_key(request, self.scope()), request.no_cache, request.no_store, compute, EMBEDDINGS, deadline)
 
     def join(self, key: str) -> tuple[Flight[Any], bool]:
         """The flight for ``key`` and whether the caller leads it (is the first). (Keys of

@@ -12,6 +12,12 @@ Durability rules every store keeps:
 - While one turn holds the lease, no other turn can begin on that conversation (in any
   process sharing the store), so concurrent turns are ordered and none is lost. The lease
   expires on its own (after the turn's deadline) in case its holder died.
+
+Ownership: a conversation belongs to the caller that created it (``owner``, the caller's
+name; ``""`` with authentication off). Every read and every turn names the owner and finds
+only that owner's conversations: another caller's id is CONVERSATION_NOT_FOUND, exactly like
+an id that never existed, so ids cannot be probed. (``end_turn`` needs no owner: only the
+holder of the turn's lease, which ``begin_turn`` gave out after checking it, can end it.)
 """
 
 from __future__ import annotations
@@ -29,21 +35,23 @@ class ConversationStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def create(self, *, system: str, metadata: Mapping[str, str]) -> Conversation: ...
+    async def create(self, *, system: str, metadata: Mapping[str, str], owner: str = "") -> Conversation: ...
 
-    async def get(self, conversation_id: str, *, with_messages: bool = True) -> Conversation:
-        """Raises ``LLMError(CONVERSATION_NOT_FOUND)`` for an unknown id."""
+    async def get(self, conversation_id: str, *, with_messages: bool = True, owner: str = "") -> Conversation:
+        """Raises ``LLMError(CONVERSATION_NOT_FOUND)`` for an unknown id (or another owner's)."""
         ...
 
-    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool) -> list[Conversation]:
-        """Up to ``limit`` conversations after the cursor, most recently updated first."""
+    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool, owner: str = "") -> list[Conversation]:
+        """Up to ``limit`` of the owner's conversations after the cursor, most recently updated first."""
         ...
 
-    async def delete(self, conversation_id: str) -> None:
+    async def delete(self, conversation_id: str, *, owner: str = "") -> None:
         """Deletes a conversation and its messages; raises CONVERSATION_NOT_FOUND."""
         ...
 
-    async def begin_turn(self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float) -> Conversation | None:
+    async def begin_turn(
+        self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float, owner: str = ""
+    ) -> Conversation | None:
         """Takes the turn lease and stores ``new_messages`` in order; returns the conversation
         with every message (the new ones last), or ``None`` while another turn holds the
         lease. Raises CONVERSATION_NOT_FOUND; ``ValueError`` for messages no turn may add

@@ -26,6 +26,7 @@ from .model import (
 @dataclass
 class _Record:
     conversation: Conversation
+    owner: str
     messages: list[StoredMessage] = field(default_factory=list)
     turn_id: str | None = None
     turn_expires_us: int = 0
@@ -44,9 +45,9 @@ class MemoryConversationStore:
     async def close(self) -> None:
         pass
 
-    def _record(self, conversation_id: str) -> _Record:
+    def _record(self, conversation_id: str, owner: str) -> _Record:
         record = self._records.get(conversation_id)
-        if record is None:
+        if record is None or record.owner != owner:
             raise not_found(conversation_id)
         return record
 
@@ -54,31 +55,34 @@ class MemoryConversationStore:
     def _view(record: _Record, with_messages: bool) -> Conversation:
         return replace(record.conversation, messages=tuple(record.messages) if with_messages else ())
 
-    async def create(self, *, system: str, metadata: Mapping[str, str]) -> Conversation:
+    async def create(self, *, system: str, metadata: Mapping[str, str], owner: str = "") -> Conversation:
         now = self._clock()
         conversation = Conversation(new_conversation_id(), system, dict(metadata), now, now)
-        self._records[conversation.id] = _Record(conversation)
+        self._records[conversation.id] = _Record(conversation, owner)
         return conversation
 
-    async def get(self, conversation_id: str, *, with_messages: bool = True) -> Conversation:
-        return self._view(self._record(conversation_id), with_messages)
+    async def get(self, conversation_id: str, *, with_messages: bool = True, owner: str = "") -> Conversation:
+        return self._view(self._record(conversation_id, owner), with_messages)
 
-    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool) -> list[Conversation]:
-        ordered = sorted(self._records.values(), key=lambda r: sort_key(r.conversation), reverse=True)
+    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool, owner: str = "") -> list[Conversation]:
+        owned = (r for r in self._records.values() if r.owner == owner)
+        ordered = sorted(owned, key=lambda r: sort_key(r.conversation), reverse=True)
         if after is not None:
             ordered = [r for r in ordered if sort_key(r.conversation) < (after.update_time_us, after.id)]
         return [self._view(r, with_messages) for r in ordered[:limit]]
 
-    async def delete(self, conversation_id: str) -> None:
-        self._record(conversation_id)
+    async def delete(self, conversation_id: str, *, owner: str = "") -> None:
+        self._record(conversation_id, owner)
         del self._records[conversation_id]
 
     def _touch(self, record: _Record, now: int) -> None:
         record.conversation = replace(record.conversation, update_time_us=now)
 
-    async def begin_turn(self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float) -> Conversation | None:
+    async def begin_turn(
+        self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float, owner: str = ""
+    ) -> Conversation | None:
         check_new_messages(new_messages)
-        record = self._record(conversation_id)
+        record = self._record(conversation_id, owner)
         now = self._clock()
         if record.turn_id is not None and record.turn_expires_us > now:
             return None

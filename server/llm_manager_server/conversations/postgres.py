@@ -12,7 +12,9 @@ while another migrates waits, then finds nothing left to do. The statements are
 idempotent as well (``IF NOT EXISTS`` / ``IF EXISTS``). Version 2 (tool calling) only adds
 nullable columns and swaps ``CHECK`` constraints, so replicas still running version 1 can
 go on writing text turns while the rest are upgraded (they cannot read tool turns, and
-refuse to start on a version-2 database).
+refuse to start on a version-2 database). Version 3 (callers) adds each conversation's
+owner with a default (``''``: conversations made before it belong to no caller once API keys
+are on) and lists by owner.
 """
 
 from __future__ import annotations
@@ -83,6 +85,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "(tool_calls IS NULL OR role = 'assistant') AND ((tool_call_id IS NOT NULL) = (role = 'tool')))",
         ),
     ),
+    (
+        3,
+        (
+            # Callers: the caller that created the conversation (its API key's caller name;
+            # '' with authentication off). Every read filters on it.
+            "ALTER TABLE conversations ADD COLUMN IF NOT EXISTS owner TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX IF NOT EXISTS conversations_owner_recent ON conversations (owner, update_time_us DESC, id DESC)",
+            "DROP INDEX IF EXISTS conversations_recent",
+        ),
+    ),
 )
 
 # Any constant shared by all replicas; names the advisory lock that serializes migrations.
@@ -151,8 +163,13 @@ class PostgresConversationStore:
                 found[row[0]].append(StoredMessage(Role(row[1]), row[2], row[3], tool_calls_from_json(row[4]), row[5]))
         return found
 
-    async def _read(self, connection: asyncpg.pool.PoolConnectionProxy, conversation_id: str, with_messages: bool) -> Conversation:
-        row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM conversations WHERE id = $1", conversation_id)
+    async def _read(self, connection: asyncpg.pool.PoolConnectionProxy, conversation_id: str, with_messages: bool, owner: str | None) -> Conversation:
+        """The conversation, if it exists and is ``owner``'s (``None``: whoever's, for a turn
+        that already holds the lease)."""
+        if owner is None:
+            row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM conversations WHERE id = $1", conversation_id)
+        else:
+            row = await connection.fetchrow(f"SELECT {_COLUMNS} FROM conversations WHERE id = $1 AND owner = $2", conversation_id, owner)
         if row is None:
             raise not_found(conversation_id)
         conversation = _conversation(row)
@@ -160,40 +177,40 @@ class PostgresConversationStore:
             return conversation
         return attach_messages([conversation], await self._messages(connection, [conversation.id]))[0]
 
-    async def create(self, *, system: str, metadata: Mapping[str, str]) -> Conversation:
+    async def create(self, *, system: str, metadata: Mapping[str, str], owner: str = "") -> Conversation:
         now = self._clock()
         conversation = Conversation(new_conversation_id(), system, dict(metadata), now, now)
         async with self._transaction() as connection:
             await connection.execute(
-                "INSERT INTO conversations (id, system, metadata, create_time_us, update_time_us) VALUES ($1, $2, $3::jsonb, $4, $5)",
-                conversation.id, system, json.dumps(conversation.metadata), now, now,
+                "INSERT INTO conversations (id, system, metadata, create_time_us, update_time_us, owner) VALUES ($1, $2, $3::jsonb, $4, $5, $6)",
+                conversation.id, system, json.dumps(conversation.metadata), now, now, owner,
             )
         return conversation
 
-    async def get(self, conversation_id: str, *, with_messages: bool = True) -> Conversation:
+    async def get(self, conversation_id: str, *, with_messages: bool = True, owner: str = "") -> Conversation:
         async with self._transaction() as connection:
-            return await self._read(connection, conversation_id, with_messages)
+            return await self._read(connection, conversation_id, with_messages, owner)
 
-    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool) -> list[Conversation]:
+    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool, owner: str = "") -> list[Conversation]:
         async with self._transaction() as connection:
             if after is None:
                 rows = await connection.fetch(
-                    f"SELECT {_COLUMNS} FROM conversations ORDER BY update_time_us DESC, id DESC LIMIT $1", limit
+                    f"SELECT {_COLUMNS} FROM conversations WHERE owner = $1 ORDER BY update_time_us DESC, id DESC LIMIT $2", owner, limit
                 )
             else:
                 rows = await connection.fetch(
-                    f"SELECT {_COLUMNS} FROM conversations WHERE (update_time_us, id) < ($1, $2) "
-                    "ORDER BY update_time_us DESC, id DESC LIMIT $3",
-                    after.update_time_us, after.id, limit,
+                    f"SELECT {_COLUMNS} FROM conversations WHERE owner = $1 AND (update_time_us, id) < ($2, $3) "
+                    "ORDER BY update_time_us DESC, id DESC LIMIT $4",
+                    owner, after.update_time_us, after.id, limit,
                 )
             page = [_conversation(row) for row in rows]
             if not with_messages:
                 return page
             return attach_messages(page, await self._messages(connection, [c.id for c in page]))
 
-    async def delete(self, conversation_id: str) -> None:
+    async def delete(self, conversation_id: str, *, owner: str = "") -> None:
         async with self._transaction() as connection:
-            deleted = await connection.fetchval("DELETE FROM conversations WHERE id = $1 RETURNING id", conversation_id)
+            deleted = await connection.fetchval("DELETE FROM conversations WHERE id = $1 AND owner = $2 RETURNING id", conversation_id, owner)
             if deleted is None:
                 raise not_found(conversation_id)
 
@@ -210,19 +227,21 @@ class PostgresConversationStore:
             message.tool_call_id,
         )
 
-    async def begin_turn(self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float) -> Conversation | None:
+    async def begin_turn(
+        self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float, owner: str = ""
+    ) -> Conversation | None:
         check_new_messages(new_messages)
         now = self._clock()
         async with self._transaction() as connection:
             taken = await connection.fetchval(
                 "UPDATE conversations SET turn_id = $1, turn_expires_us = $2, update_time_us = $3 "
-                "WHERE id = $4 AND (turn_id IS NULL OR turn_expires_us <= $3) RETURNING id",
-                turn_id, now + int(lease_s * 1_000_000), now, conversation_id,
+                "WHERE id = $4 AND owner = $5 AND (turn_id IS NULL OR turn_expires_us <= $3) RETURNING id",
+                turn_id, now + int(lease_s * 1_000_000), now, conversation_id, owner,
             )
             if taken is None:
-                await self._read(connection, conversation_id, False)  # raises NOT_FOUND if it is gone
+                await self._read(connection, conversation_id, False, owner)  # raises NOT_FOUND if it is gone (or not the owner's)
                 return None
-            conversation = await self._read(connection, conversation_id, True)
+            conversation = await self._read(connection, conversation_id, True, owner)
             check_turn(conversation.messages, new_messages)  # raising rolls the lease back too
             added = tuple(StoredMessage.from_message(m, now) for m in new_messages)
             for message in added:
@@ -249,6 +268,6 @@ class PostgresConversationStore:
                 now, conversation_id, turn_id,
             )
             if released is None:
-                await self._read(connection, conversation_id, False)
+                await self._read(connection, conversation_id, False, None)
                 raise LLMError(ErrorKind.TIMEOUT, "the reply took longer than the turn's lease; it was not stored")
             await self._append(connection, conversation_id, stored)

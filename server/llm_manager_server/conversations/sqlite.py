@@ -12,6 +12,8 @@ Migrations run on open, each in the one ``BEGIN IMMEDIATE`` transaction that rec
 version, so a database is at one version or the next, never in between, and a second
 opener waits for the first and then finds nothing left to do. Version 2 (tool calling)
 rebuilds the messages table, since SQLite cannot change a ``CHECK`` constraint in place.
+Version 3 (callers) adds each conversation's owner, ``''`` for conversations made before it
+(they belong to no caller once API keys are on), and lists by owner.
 """
 
 from __future__ import annotations
@@ -90,6 +92,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "SELECT conversation_id, seq, role, content, create_time_us FROM conversation_messages",
             "DROP TABLE conversation_messages",
             "ALTER TABLE conversation_messages_v2 RENAME TO conversation_messages",
+        ),
+    ),
+    (
+        3,
+        (
+            # Callers: the caller that created the conversation (its API key's caller name;
+            # '' with authentication off). Every read filters on it.
+            "ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX conversations_owner_recent ON conversations (owner, update_time_us DESC, id DESC)",
+            "DROP INDEX conversations_recent",
         ),
     ),
 )
@@ -175,8 +187,13 @@ class SqliteConversationStore:
                 )
         return found
 
-    async def _read(self, db: aiosqlite.Connection, conversation_id: str, with_messages: bool) -> Conversation:
-        row = await self._one(db, f"SELECT {_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,))
+    async def _read(self, db: aiosqlite.Connection, conversation_id: str, with_messages: bool, owner: str | None) -> Conversation:
+        """The conversation, if it exists and is ``owner``'s (``None``: whoever's, for a turn
+        that already holds the lease)."""
+        if owner is None:
+            row = await self._one(db, f"SELECT {_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,))
+        else:
+            row = await self._one(db, f"SELECT {_COLUMNS} FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner))
         if row is None:
             raise not_found(conversation_id)
         conversation = _conversation(row)
@@ -184,26 +201,26 @@ class SqliteConversationStore:
             return conversation
         return attach_messages([conversation], await self._messages(db, [conversation.id]))[0]
 
-    async def create(self, *, system: str, metadata: Mapping[str, str]) -> Conversation:
+    async def create(self, *, system: str, metadata: Mapping[str, str], owner: str = "") -> Conversation:
         now = self._clock()
         conversation = Conversation(new_conversation_id(), system, dict(metadata), now, now)
         async with self._transaction() as db:
             await db.execute(
-                f"INSERT INTO conversations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                (conversation.id, system, json.dumps(conversation.metadata), now, now),
+                f"INSERT INTO conversations ({_COLUMNS}, owner) VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation.id, system, json.dumps(conversation.metadata), now, now, owner),
             )
         return conversation
 
-    async def get(self, conversation_id: str, *, with_messages: bool = True) -> Conversation:
+    async def get(self, conversation_id: str, *, with_messages: bool = True, owner: str = "") -> Conversation:
         async with self._transaction(write=False) as db:
-            return await self._read(db, conversation_id, with_messages)
+            return await self._read(db, conversation_id, with_messages, owner)
 
-    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool) -> list[Conversation]:
-        where = ""
-        parameters: list[int | str] = [limit]
+    async def list_page(self, *, limit: int, after: PageCursor | None, with_messages: bool, owner: str = "") -> list[Conversation]:
+        where = "WHERE owner = ?"
+        parameters: list[int | str] = [owner, limit]
         if after is not None:
-            where = "WHERE update_time_us < ? OR (update_time_us = ? AND id < ?)"
-            parameters = [after.update_time_us, after.update_time_us, after.id, limit]
+            where += " AND (update_time_us < ? OR (update_time_us = ? AND id < ?))"
+            parameters = [owner, after.update_time_us, after.update_time_us, after.id, limit]
         sql = f"SELECT {_COLUMNS} FROM conversations {where} ORDER BY update_time_us DESC, id DESC LIMIT ?"
         async with self._transaction(write=False) as db:
             async with db.execute(sql, parameters) as cursor:
@@ -212,12 +229,13 @@ class SqliteConversationStore:
                 return page
             return attach_messages(page, await self._messages(db, [c.id for c in page]))
 
-    async def delete(self, conversation_id: str) -> None:
+    async def delete(self, conversation_id: str, *, owner: str = "") -> None:
         async with self._transaction() as db:
-            await db.execute("DELETE FROM conversation_messages WHERE conversation_id = ?", (conversation_id,))
-            cursor = await db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            # The owner's row first: another caller's id deletes nothing (and rolls back).
+            cursor = await db.execute("DELETE FROM conversations WHERE id = ? AND owner = ?", (conversation_id, owner))
             if cursor.rowcount == 0:
                 raise not_found(conversation_id)
+            await db.execute("DELETE FROM conversation_messages WHERE conversation_id = ?", (conversation_id,))
 
     @staticmethod
     async def _append(db: aiosqlite.Connection, conversation_id: str, message: StoredMessage) -> None:
@@ -235,19 +253,21 @@ class SqliteConversationStore:
             ),
         )
 
-    async def begin_turn(self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float) -> Conversation | None:
+    async def begin_turn(
+        self, conversation_id: str, new_messages: Sequence[Message], *, turn_id: str, lease_s: float, owner: str = ""
+    ) -> Conversation | None:
         check_new_messages(new_messages)
         now = self._clock()
         async with self._transaction() as db:
             cursor = await db.execute(
                 "UPDATE conversations SET turn_id = ?, turn_expires_us = ?, update_time_us = ? "
-                "WHERE id = ? AND (turn_id IS NULL OR turn_expires_us <= ?)",
-                (turn_id, now + int(lease_s * 1_000_000), now, conversation_id, now),
+                "WHERE id = ? AND owner = ? AND (turn_id IS NULL OR turn_expires_us <= ?)",
+                (turn_id, now + int(lease_s * 1_000_000), now, conversation_id, owner, now),
             )
             if cursor.rowcount == 0:
-                await self._read(db, conversation_id, False)  # raises NOT_FOUND if it is gone
+                await self._read(db, conversation_id, False, owner)  # raises NOT_FOUND if it is gone (or not the owner's)
                 return None
-            conversation = await self._read(db, conversation_id, True)
+            conversation = await self._read(db, conversation_id, True, owner)
             check_turn(conversation.messages, new_messages)  # raising rolls the lease back too
             added = tuple(StoredMessage.from_message(m, now) for m in new_messages)
             for message in added:
@@ -270,6 +290,6 @@ class SqliteConversationStore:
                 (now, conversation_id, turn_id),
             )
             if cursor.rowcount == 0:
-                await self._read(db, conversation_id, False)
+                await self._read(db, conversation_id, False, None)
                 raise LLMError(ErrorKind.TIMEOUT, "the reply took longer than the turn's lease; it was not stored")
             await self._append(db, conversation_id, stored)

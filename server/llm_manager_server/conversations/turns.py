@@ -81,13 +81,13 @@ class TurnCoordinator:
         except Exception:  # noqa: BLE001 - the turn's own outcome is what the caller must see
             log.warning("could not release the turn lease of conversation %s", conversation_id, exc_info=True)
 
-    async def _begin(self, conversation_id: str, new_messages: Sequence[Message], deadline: float) -> Turn:
+    async def _begin(self, conversation_id: str, new_messages: Sequence[Message], deadline: float, owner: str) -> Turn:
         loop = asyncio.get_running_loop()
         lease_s = min(max(deadline - loop.time(), 0.0), MAX_LEASE_S) + LEASE_MARGIN_S
         while True:
             turn_id = uuid.uuid4().hex
             try:
-                conversation = await self._store.begin_turn(conversation_id, new_messages, turn_id=turn_id, lease_s=lease_s)
+                conversation = await self._store.begin_turn(conversation_id, new_messages, turn_id=turn_id, lease_s=lease_s, owner=owner)
             except asyncio.CancelledError:
                 # Cancelled after the store committed? Then the lease is ours: give it back.
                 await self._release(conversation_id, turn_id)
@@ -99,12 +99,13 @@ class TurnCoordinator:
             await asyncio.sleep(self._poll_interval_s)
 
     @asynccontextmanager
-    async def turn(self, conversation_id: str, new_messages: Sequence[Message], deadline: float) -> AsyncIterator[Turn]:
+    async def turn(self, conversation_id: str, new_messages: Sequence[Message], deadline: float, *, owner: str = "") -> AsyncIterator[Turn]:
         """Stores the turn's new messages (tool results, then the user's message; either
         may be absent, not both) and yields the turn; if the body leaves without
         :meth:`Turn.complete` (an error, a cancellation), the turn ends with no reply and
         the new messages stay stored. Tool results that do not answer the last reply's
-        calls are INVALID_REQUEST, raised before the body runs, with nothing stored."""
+        calls are INVALID_REQUEST, raised before the body runs, with nothing stored. Only the
+        ``owner``'s conversation takes a turn (another's is CONVERSATION_NOT_FOUND)."""
         check_new_messages(new_messages)
         new_messages = tuple(new_messages)
         lock = self._lock(conversation_id)
@@ -114,7 +115,7 @@ class TurnCoordinator:
         except TimeoutError:
             raise self._waited_too_long(conversation_id) from None
         try:
-            turn = await self._begin(conversation_id, new_messages, deadline)
+            turn = await self._begin(conversation_id, new_messages, deadline, owner)
             try:
                 yield turn
             finally:

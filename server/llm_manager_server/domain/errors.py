@@ -29,6 +29,8 @@ class ErrorKind(enum.Enum):
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     # A model's tool arguments or structured output did not validate against their schema.
     INVALID_MODEL_OUTPUT = "INVALID_MODEL_OUTPUT"
+    # The caller's API key may not use the model (its ``models`` list in LLM_API_KEYS_FILE).
+    PERMISSION_DENIED = "PERMISSION_DENIED"
 
 
 # Kinds worth another attempt at the same or the next model (408/409/429/5xx/network).

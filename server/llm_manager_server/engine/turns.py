@@ -3,7 +3,8 @@ conversation so far (trimmed to the chosen model's window, see ``conversations.c
 through the same ``Generator`` as Generate, store the complete reply (text and tool calls),
 and answer like Generate. Turns bypass the response cache: a conversation's reply should be
 generated for it, not replayed. Tool results must answer the calls of the conversation's last
-reply, each once: the store checks that inside the turn's transaction (``begin_turn``)."""
+reply, each once: the store checks that inside the turn's transaction (``begin_turn``). Only
+the ``owner``'s conversations (the calling caller's) take turns."""
 
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ class ConversationTurns:
         self._generator = generator
         self._turns = TurnCoordinator(store)
 
-    async def _prepare(self, conversation_id: str, new_messages: Sequence[Message], template: GenerationRequest) -> int:
+    async def _prepare(self, conversation_id: str, new_messages: Sequence[Message], template: GenerationRequest, owner: str) -> int:
         """Checks the turn can be served and fits; returns the prompt's token budget."""
-        conversation = await self._store.get(conversation_id, with_messages=False)
+        conversation = await self._store.get(conversation_id, with_messages=False, owner=owner)
         probe = [Message.of(Role.SYSTEM, conversation.system)] if conversation.system else []
         probe.extend(new_messages)
         window = self._generator.context_window(replace(template, messages=tuple(probe)))
@@ -34,21 +35,23 @@ class ConversationTurns:
         check_fits(conversation.system, new_messages, budget)
         return budget
 
-    async def send(self, conversation_id: str, new_messages: Sequence[Message], template: GenerationRequest) -> Answer:
-        budget = await self._prepare(conversation_id, new_messages, template)
-        async with self._turns.turn(conversation_id, new_messages, deadline_var.get()) as turn:
+    async def send(self, conversation_id: str, new_messages: Sequence[Message], template: GenerationRequest, *, owner: str = "") -> Answer:
+        budget = await self._prepare(conversation_id, new_messages, template, owner)
+        async with self._turns.turn(conversation_id, new_messages, deadline_var.get(), owner=owner) as turn:
             messages = context_messages(turn.conversation.system, turn.conversation.messages, budget, new_count=len(new_messages))
             answer = await self._generator.generate(replace(template, messages=messages))
             await turn.complete(reply_message(answer.text, answer.tool_calls))
         return answer
 
-    async def stream(self, conversation_id: str, new_messages: Sequence[Message], template: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
+    async def stream(
+        self, conversation_id: str, new_messages: Sequence[Message], template: GenerationRequest, *, owner: str = ""
+    ) -> AsyncGenerator[StreamDelta, None]:
         """The reply as it arrives. A cancelled call (the caller went away) raises
         CancelledError out of the stream: the turn ends without a reply (what the caller added
         stays) and the upstream generation is stopped by the cancellation itself. The reply is
         durable before the caller sees the stream end."""
-        budget = await self._prepare(conversation_id, new_messages, template)
-        async with self._turns.turn(conversation_id, new_messages, deadline_var.get()) as turn:
+        budget = await self._prepare(conversation_id, new_messages, template, owner)
+        async with self._turns.turn(conversation_id, new_messages, deadline_var.get(), owner=owner) as turn:
             messages = context_messages(turn.conversation.system, turn.conversation.messages, budget, new_count=len(new_messages))
             async with aclosing(self._generator.stream(replace(template, messages=messages))) as stream:
                 async for delta in stream:

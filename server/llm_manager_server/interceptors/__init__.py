@@ -1,4 +1,5 @@
-"""The API interceptor: request id, deadline, error mapping and the access log, in one layer.
+"""The API interceptor: request id, deadline, authentication, error mapping and the access log,
+in one layer.
 
 For each method of this service's own API (``/llm_manager.v1.*``) the interceptor builds one
 wrapper around the servicer's behaviour, the first time the method is called, and reuses it
@@ -21,6 +22,7 @@ from opentelemetry import trace
 
 from ..calls import CallGate
 from ..domain.call_context import request_id_var
+from ..domain.caller import caller_var
 from ..domain.errors import FieldViolation, LLMError, invalid_request
 from ..status import to_grpc_status
 
@@ -29,6 +31,8 @@ errors_log = logging.getLogger("llm_manager_server.errors")
 
 API_METHOD_PREFIX = "/llm_manager.v1."
 REQUEST_ID_ATTRIBUTE = "llm_manager.request_id"
+# The caller's name (never its key) on the server span, with API keys on.
+CALLER_ATTRIBUTE = "llm_manager.caller"
 
 UnaryBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
@@ -91,12 +95,15 @@ class ApiInterceptor(aio.ServerInterceptor):
        of the call carries it), sent back in the initial metadata and the trailers; the
        deadline, the caller's capped by ``LLM_TIMEOUT_MS``, in ``deadline_var`` (all work for
        the call, every retry and fallback, must finish by then);
-    2. an undecodable request is INVALID_ARGUMENT; then the gate admits the call or refuses
+    2. with API keys on, the gate names the caller from the ``authorization: Bearer`` or
+       ``x-api-key`` metadata (``CallGate.authenticate``) or refuses the call, UNAUTHENTICATED,
+       before anything about the request is looked at; the caller's name goes on the span;
+    3. an undecodable request is INVALID_ARGUMENT; then the gate admits the call or refuses
        it (``CallGate.admit``: beyond ``LLM_MAX_CONCURRENT_CALLS``, RESOURCE_EXHAUSTED);
-    3. error mapping: an ``LLMError`` becomes its rich gRPC status; anything unexpected a
+    4. error mapping: an ``LLMError`` becomes its rich gRPC status; anything unexpected a
        bare INTERNAL naming the request id (the traceback is logged, never sent);
-    4. one access-log line: method, status code, duration (``llm_manager_server.access``
-       at INFO; silence it with ``LLM_ACCESS_LOG=false``).
+    5. one access-log line: method, status code, duration, and the caller with keys on
+       (``llm_manager_server.access`` at INFO; silence it with ``LLM_ACCESS_LOG=false``).
     """
 
     def __init__(self, gate: CallGate, *, access_log: bool = True) -> None:
@@ -137,18 +144,35 @@ class ApiInterceptor(aio.ServerInterceptor):
 
     async def _begin(self, request: Any, context: aio.ServicerContext[Any, Any]) -> None:
         """Opens the call and sends ``x-request-id`` in the initial metadata (and sets it for
-        the trailers); then admits it, or raises the LLMError that refuses it."""
+        the trailers); then authenticates and admits it, or raises the LLMError that refuses it."""
         supplied: str | None = None
+        authenticating = self.gate.keys is not None
+        authorization: str | None = None
+        api_key: str | None = None
         for key, value in context.invocation_metadata() or ():
             if key == "x-request-id":
-                supplied = value if isinstance(value, str) else None
-                break
-        request_id = self.gate.open(supplied, context.time_remaining())
-        trace.get_current_span().set_attribute(REQUEST_ID_ATTRIBUTE, request_id)  # the server span's (a no-op when not recording)
+                if supplied is None:
+                    supplied = value if isinstance(value, str) else ""
+                if not authenticating:
+                    break
+            elif authenticating and isinstance(value, str):
+                # A repeated header is its values joined with ", " (as in HTTP): never a
+                # valid key, so two keys in one call are refused rather than one picked.
+                if key == "authorization":
+                    authorization = value if authorization is None else f"{authorization}, {value}"
+                elif key == "x-api-key":
+                    api_key = value if api_key is None else f"{api_key}, {value}"
+        request_id = self.gate.open(supplied or None, context.time_remaining())
+        span = trace.get_current_span()
+        span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)  # the server span's (a no-op when not recording)
         # Every response, failed or not, carries the request id in both header blocks.
         echo = (("x-request-id", request_id),)
         await context.send_initial_metadata(echo)
         context.set_trailing_metadata(echo)
+        if authenticating:
+            caller = self.gate.authenticate(authorization, api_key)
+            if caller is not None:
+                span.set_attribute(CALLER_ATTRIBUTE, caller.name)
         if isinstance(request, _Undecodable):
             raise _undecodable_error(request)
         self.gate.admit()
@@ -156,7 +180,11 @@ class ApiInterceptor(aio.ServerInterceptor):
     def _end(self, method: str, context: aio.ServicerContext[Any, Any], started: float, error: BaseException | None) -> None:
         if self._access_log:
             # The request id is on every line already (the log format's [request_id]).
-            log.info("rpc %s -> %s in %.1f ms", method, _outcome(context, error), (time.perf_counter() - started) * 1000)
+            caller = caller_var.get()
+            if caller is None:
+                log.info("rpc %s -> %s in %.1f ms", method, _outcome(context, error), (time.perf_counter() - started) * 1000)
+            else:
+                log.info("rpc %s -> %s in %.1f ms caller=%s", method, _outcome(context, error), (time.perf_counter() - started) * 1000, caller.name)
 
     @staticmethod
     async def _abort(context: aio.ServicerContext[Any, Any], error: Exception) -> None:

@@ -4,8 +4,10 @@ Chains come from ``RoutingSettings.chains`` (the contract's table by default). W
 provider's place in a chain, the model preference variables (LLM_GENERAL_MODEL_*,
 LLM_SQL_MODEL_*) naming that provider's models win over the provider's own model variable;
 SQL generation tries LLM_SQL_MODEL_1/2 before its chain. Candidates must be configured,
-not known unhealthy, not behind an open circuit, and have a context window large enough
-for the request; they are then ordered by the strategy (see ``strategy.py``).
+allowed to the caller (its API key's ``models``: a pinned model it may not use is
+PERMISSION_DENIED, and so is a task none of whose models it may use), not known unhealthy,
+not behind an open circuit, and have a context window large enough for the request; they
+are then ordered by the strategy (see ``strategy.py``).
 
 Failures: retryable kinds (429, 5xx, network, timeout) are retried on the same model with
 exponential backoff and jitter up to ``max_retries``; a 429's retry-after is waited for
@@ -31,6 +33,7 @@ from typing import Protocol, TypeVar
 from ..catalog import EMBEDDING_ONLY, provider_for_model
 from ..config import RoutingSettings
 from ..domain.call_context import deadline_exceeded
+from ..domain.caller import caller_var
 from ..domain.embeddings import EmbeddingCall, EmbeddingRequest, Embeddings
 from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
 from ..domain.types import (
@@ -201,7 +204,13 @@ class Router:
 
     def plan(self, request: GenerationRequest, *, streaming: bool = False) -> RoutePlan:
         strategy = request.strategy or self._settings.strategy
+        caller = caller_var.get()
+        allowed = None if caller is None else caller.models  # None: any model
         if request.model:
+            if allowed is not None and request.model not in allowed:
+                raise LLMError(
+                    ErrorKind.PERMISSION_DENIED, f"this API key may not use model {request.model!r}", model=request.model
+                )
             # A pinned model is tried even when its last probe failed: the caller asked for
             # it, and its own error says more than "no model available". An open circuit
             # still fails fast.
@@ -224,7 +233,16 @@ class Router:
         usable: list[ModelEntry] = []
         skipped: dict[str, str] = {}
         needs = needed_capabilities(request)
-        for name in self._chain_names(request.task_type):
+        names = self._chain_names(request.task_type)
+        if allowed is not None:
+            # Models the caller may not use are not candidates, nor named in the plan's reason.
+            names = [name for name in names if name in allowed]
+            if not names:
+                raise LLMError(
+                    ErrorKind.PERMISSION_DENIED,
+                    f"this API key may use none of the models that serve task {request.task_type.value}; pin one it may use in preferences.model",
+                )
+        for name in names:
             entry = self._registry.models[name]
             if needs and needs - entry.capabilities:
                 skipped[name] = f"{_CAPABILITY_SKIP}: {', '.join(sorted(c.value for c in needs - entry.capabilities))}"
@@ -289,6 +307,9 @@ class Router:
         different models are not comparable, so no other model ever stands in for it; its
         deployments, retries and breakers work as for answers."""
         name = request.model or self.embedding_model()
+        caller = caller_var.get()
+        if caller is not None and not caller.may_use(name):
+            raise LLMError(ErrorKind.PERMISSION_DENIED, f"this API key may not use model {name!r}", model=name)
         entry = self._registry.resolve(name)
         if Capability.EMBEDDINGS not in entry.capabilities:
             why = {

@@ -1,5 +1,8 @@
 """``llm_manager.v1.ConversationService``: stored conversations and their turns.
 
+Each conversation belongs to the calling caller (``current_caller_name()``; ``""`` with
+authentication off): the store finds only the caller's own, another's id is NOT_FOUND.
+
 Proto <-> domain only: a turn (SendMessage / StreamSendMessage) is validated here and run by
 ``engine.ConversationTurns`` (store what the turn adds, answer with the conversation so far,
 store the reply), which answers with text, tool calls, usage and metadata like Generate's.
@@ -19,6 +22,7 @@ from llm_manager.v1 import common_pb2, conversation_service_pb2, conversation_se
 from ..conversations import Conversation, ConversationStore, PageCursor
 from ..conversations.model import StoredMessage
 from ..domain.call_context import request_id_var
+from ..domain.caller import current_caller_name
 from ..domain.errors import FieldViolation, invalid_request
 from ..domain.types import GenerationRequest, Message, Role
 from ..engine import ConversationTurns, Generator
@@ -110,7 +114,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
         if len(request.conversation.system) > convert.MAX_REQUEST_CHARS:
             violations.append(FieldViolation("conversation.system", f"must be at most {convert.MAX_REQUEST_CHARS} characters"))
         _raise_if(violations)
-        conversation = await self._store.create(system=request.conversation.system, metadata=metadata)
+        conversation = await self._store.create(system=request.conversation.system, metadata=metadata, owner=current_caller_name())
         return conversation_service_pb2.CreateConversationResponse(conversation=conversation_to_proto(conversation))
 
     async def GetConversation(
@@ -120,7 +124,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
         _check_id(request.id, "id", violations)
         full = _full_view(request.view, True, violations)
         _raise_if(violations)
-        conversation = await self._store.get(request.id, with_messages=full)
+        conversation = await self._store.get(request.id, with_messages=full, owner=current_caller_name())
         return conversation_service_pb2.GetConversationResponse(conversation=conversation_to_proto(conversation))
 
     async def ListConversations(
@@ -139,7 +143,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
         _raise_if(violations)
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         # One more than asked tells whether another page follows.
-        page = await self._store.list_page(limit=size + 1, after=after, with_messages=full)
+        page = await self._store.list_page(limit=size + 1, after=after, with_messages=full, owner=current_caller_name())
         more = len(page) > size
         page = page[:size]
         return conversation_service_pb2.ListConversationsResponse(
@@ -153,7 +157,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
         violations: list[FieldViolation] = []
         _check_id(request.id, "id", violations)
         _raise_if(violations)
-        await self._store.delete(request.id)
+        await self._store.delete(request.id, owner=current_caller_name())
         return conversation_service_pb2.DeleteConversationResponse()
 
     # --- turns ----------------------------------------------------------------------------
@@ -193,7 +197,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
     ) -> conversation_service_pb2.SendMessageResponse:
         reply = convert.Reply()
         new_messages, template = self._turn_request(request)
-        answer = await self._turns.send(request.conversation_id, new_messages, template)
+        answer = await self._turns.send(request.conversation_id, new_messages, template, owner=current_caller_name())
         return conversation_service_pb2.SendMessageResponse(**reply.fields(answer, request_id=request_id_var.get()))
 
     async def StreamSendMessage(
@@ -201,7 +205,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
     ) -> AsyncIterator[conversation_service_pb2.StreamSendMessageResponse]:
         reply = convert.Reply()
         new_messages, template = self._turn_request(request)
-        async with aclosing(self._turns.stream(request.conversation_id, new_messages, template)) as stream:
+        async with aclosing(self._turns.stream(request.conversation_id, new_messages, template, owner=current_caller_name())) as stream:
             async for delta in stream:
                 if delta.answer is not None:
                     yield conversation_service_pb2.StreamSendMessageResponse(

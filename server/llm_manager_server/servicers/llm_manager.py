@@ -11,6 +11,7 @@ from grpc import aio
 from llm_manager.v1 import llm_manager_service_pb2, llm_manager_service_pb2_grpc
 
 from ..domain.call_context import request_id_var
+from ..domain.caller import caller_var
 from ..domain.errors import FieldViolation, invalid_request
 from ..engine import Embedder, Generator
 from ..routing.registry import HealthState, ModelRegistry
@@ -75,7 +76,9 @@ class LLMManagerServicer(llm_manager_service_pb2_grpc.LLMManagerServiceServicer)
     async def ListModels(
         self, request: llm_manager_service_pb2.ListModelsRequest, context: aio.ServicerContext[Any, Any]
     ) -> llm_manager_service_pb2.ListModelsResponse:
-        entries = list(self._registry.models.values())
+        # A caller whose key lists models sees those (the only ones it may use), no others.
+        caller = caller_var.get()
+        entries = [e for e in self._registry.models.values() if caller is None or caller.may_use(e.name)]
         start, end = page_bounds(request.page_size, request.page_token, len(entries))
         circuit = {e.name: self._generator.router.circuit_detail(e) for e in entries[start:end]}
         models = [

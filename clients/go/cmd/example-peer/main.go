@@ -8,6 +8,7 @@
 //	go run ./cmd/example-peer -tools
 //	go run ./cmd/example-peer -structured
 //	go run ./cmd/example-peer -addr localhost:50051 -cacert ca.pem -cert client.pem -key client.key
+//	LLM_API_KEY=llmm_... go run ./cmd/example-peer   # a server with API keys on
 //
 // With -tls or -cacert it connects over TLS (-cacert: the CA that signed the
 // server's certificate; without it, the system's CAs), and with -cert and -key
@@ -25,6 +26,9 @@
 // each call carries a W3C traceparent header so that the server's spans
 // continue that trace. The peer's own spans are exported by OTLP/gRPC only when
 // OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set.
+//
+// With -api-key (default: the LLM_API_KEY environment variable, which keeps the
+// key out of the process list) every call carries "authorization: Bearer <key>".
 //
 // On failure it prints the gRPC status code, its message and the
 // google.rpc.ErrorInfo reason (for example MODEL_UNAVAILABLE), and exits 1.
@@ -67,6 +71,7 @@ func main() {
 	caFile := flag.String("cacert", "", "connect over TLS, trusting the CA certificate in this PEM file")
 	certFile := flag.String("cert", "", "mutual TLS: the client certificate (PEM) to present, with -key")
 	keyFile := flag.String("key", "", "mutual TLS: the client certificate's private key (PEM), with -cert")
+	apiKeyFlag := flag.String("api-key", os.Getenv("LLM_API_KEY"), "the API key to call with, for a server with LLM_API_KEYS_FILE (default: $LLM_API_KEY)")
 	flag.Parse()
 
 	transport, err := transportOption(*useTLS, *caFile, *certFile, *keyFile)
@@ -103,7 +108,11 @@ func main() {
 	default:
 		chosen = listGenerateStream
 	}
-	os.Exit(peer(*addr, *prompt, *timeout, *traced, chosen, transport))
+	options := []grpc.DialOption{transport}
+	if *apiKeyFlag != "" {
+		options = append(options, grpc.WithPerRPCCredentials(apiKey(*apiKeyFlag)))
+	}
+	os.Exit(peer(*addr, *prompt, *timeout, *traced, chosen, options...))
 }
 
 // demo is one of the peer's walkthroughs: the calls it makes on client, with
@@ -112,8 +121,9 @@ type demo func(ctx context.Context, client llmv1.LLMManagerServiceClient, prompt
 
 // peer runs the example and returns the process exit code. It returns rather
 // than exits so that the tracer provider is shut down, flushing any spans
-// still to be exported, on every path.
-func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo, transport grpc.DialOption) int {
+// still to be exported, on every path. The options go to the connection (the
+// transport's credentials, an API key's per-call credentials).
+func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo, options ...grpc.DialOption) int {
 	// The deadline travels with every call: the server stops its work for
 	// the call (including the upstream model request) once it passes.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -130,9 +140,9 @@ func peer(addr, prompt string, timeout time.Duration, traced bool, chosen demo, 
 			return 1
 		}
 		defer shutdownTracerProvider(provider)
-		err = runTracedDemo(ctx, provider, addr, prompt, out, chosen, transport)
+		err = runTracedDemo(ctx, provider, addr, prompt, out, chosen, options...)
 	} else {
-		err = callServer(ctx, addr, prompt, out, chosen, transport)
+		err = callServer(ctx, addr, prompt, out, chosen, options...)
 	}
 	if err != nil {
 		out.Flush()
