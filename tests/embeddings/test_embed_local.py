@@ -77,12 +77,17 @@ async def test_a_llama_cpp_server_embeds_through_the_service(
 
 
 async def test_a_llama_cpp_server_without_embeddings_is_a_clear_error(start_app: StartApp, connect: Connect, llama_server: LlamaServer) -> None:
-    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=llama_server.url, LLM_CACHE_ENABLED="false", LLM_MAX_RETRIES="0"))
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stubs.llm.Embed(api.EmbedRequest(inputs=["x"]), timeout=TIMEOUT_S)
-    # llama.cpp's 501: the endpoint's configuration, not worth a retry, with its own advice.
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "Start it with `--embeddings`" in (raised.value.details() or "")
+    stubs = connect(await start_app(LM_STUDIO_ENDPOINT=llama_server.url, LLM_CACHE_ENABLED="false", LLM_MAX_RETRIES="0", LLM_BREAKER_FAILURES="1"))
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stubs.llm.Embed(api.EmbedRequest(inputs=["x"]), timeout=TIMEOUT_S)
+        # llama.cpp's 501: the endpoint's configuration, not worth a retry, with its own advice.
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "Start it with `--embeddings`" in (raised.value.details() or "")
+    # Nothing about the model's health: its circuit stays closed (one failure would open it)
+    # and it answers chat.
+    answer = await stubs.llm.Generate(api.GenerateRequest(prompt="Say hi", preferences=common_pb2.GenerationPreferences(max_tokens=8)), timeout=TIMEOUT_S)
+    assert answer.text
 
 
 async def test_the_in_process_model_embeds_like_llama_cpp_does(
