@@ -145,8 +145,11 @@ class LlamaInProcessProvider:
         params.hostnames = ["127.0.0.1"]
         params.port = 0
         if embedding:
-            # One slot; the whole input in one physical batch (pooling needs every token of
-            # an input in the same batch, or llama.cpp refuses it as too large).
+            # One slot: inputs one after another. (With four slots llama.cpp decodes several
+            # inputs in one batch, ~25 % faster, but SmolLM2's vectors then depend on their
+            # batch-mates: the same text would not always get the same vector.) The whole
+            # input in one physical batch: pooling needs every token of an input in the same
+            # batch, or llama.cpp refuses it as too large.
             params.n_parallel = 1
             params.n_ctx = self._context_length
             params.n_batch = params.n_ubatch = self._context_length
