@@ -60,8 +60,8 @@ async def test_a_llama_cpp_server_embeds_through_the_service(
     app = await start_app(LM_STUDIO_ENDPOINT=embedding_llama_server.url, LLM_CACHE_ENABLED="false")
     stubs = connect(app)
     # The endpoint lists its GGUF; the service names the model after the file.
-    [model] = [m.name for m in (await stubs.llm.ListModels(api.ListModelsRequest(), timeout=TIMEOUT_S)).models]
-    listed = (await stubs.llm.ListModels(api.ListModelsRequest(), timeout=TIMEOUT_S)).models[0]
+    [listed] = (await stubs.llm.ListModels(api.ListModelsRequest(), timeout=TIMEOUT_S)).models
+    model = listed.name
     assert common_pb2.CAPABILITY_EMBEDDINGS in listed.capabilities
 
     reply = await stubs.llm.Embed(api.EmbedRequest(inputs=TEXTS), timeout=TIMEOUT_S)  # no model: the local one
