@@ -135,7 +135,7 @@ _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5", "claude-3-7", "claude-sonnet-4
 
 
 _EMBEDDING_PREFIXES = ("text-embedding-",)
-_EMBEDDING_ONLY = frozenset({Capability.EMBEDDINGS})
+EMBEDDING_ONLY = frozenset({Capability.EMBEDDINGS})
 
 
 def capabilities_for(name: str, *, local_tools: bool = True, kind: ProviderKind | None = None) -> frozenset[Capability]:
@@ -150,7 +150,7 @@ def capabilities_for(name: str, *, local_tools: bool = True, kind: ProviderKind 
     if kind is ProviderKind.LOCAL:
         return frozenset({Capability.JSON_SCHEMA, Capability.EMBEDDINGS, *((Capability.TOOLS,) if local_tools else ())})
     if lowered.startswith(_EMBEDDING_PREFIXES):
-        return _EMBEDDING_ONLY
+        return EMBEDDING_ONLY
     found = {Capability.JSON_SCHEMA, Capability.TOOLS} if not lowered.startswith(_NO_TOOLS_PREFIXES) else set()
     if lowered.startswith(_VISION_PREFIXES):
         found.add(Capability.VISION)

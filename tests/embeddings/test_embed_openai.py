@@ -80,7 +80,8 @@ async def test_a_batch_comes_back_in_order_with_usage_and_cost(
     assert list(reply.metadata.model_chain) == [MODEL] and not reply.metadata.cached and reply.metadata.request_id
 
     [sent] = openai_fake.embedding_requests
-    assert sent.body == {"model": MODEL, "input": inputs, "encoding_format": "float"}
+    # Base64 float32s, as OpenAI's own SDK asks (a quarter of the JSON, decoded in C).
+    assert sent.body == {"model": MODEL, "input": inputs, "encoding_format": "base64"}
     assert sent.headers["authorization"] == f"Bearer {OPENAI_KEY}"
     assert sent.headers["traceparent"].startswith("00-")
 
@@ -118,6 +119,11 @@ async def test_the_default_model_is_llm_embedding_model(
     assert reply.model == "text-embedding-3-large" and len(reply.embeddings[0].values) == 3072
     assert reply.usage.cost_usd == pytest.approx(reply.usage.prompt_tokens * 0.13 / 1e6)
     assert openai_fake.embedding_requests[-1].body["model"] == "text-embedding-3-large"
+    # Configured, so listed with its capability; and never a candidate for an answer.
+    listed = {m.name: m for m in (await stubs.llm.ListModels(api.ListModelsRequest(), timeout=TIMEOUT_S)).models}
+    assert list(listed["text-embedding-3-large"].capabilities) == [common_pb2.CAPABILITY_EMBEDDINGS]
+    answer = await stubs.llm.Generate(api.GenerateRequest(prompt="hi", task_type=common_pb2.TASK_TYPE_ANALYSIS), timeout=TIMEOUT_S)
+    assert "text-embedding-3-large" not in answer.metadata.candidates
 
 
 @pytest.mark.parametrize(
@@ -190,3 +196,15 @@ async def test_an_unknown_embedding_model_gets_the_providers_message(
     # The service's mapping of an upstream 404 (a model this key cannot use: configuration).
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "text-embedding-9-huge` does not exist" in (raised.value.details() or "")
+
+
+async def test_generate_with_an_embedding_model_is_refused(
+    start_app: StartApp, connect: Connect, openai_fake: FakeOpenAI, unused_loopback_url: str
+) -> None:
+    stubs = connect(await start_app(**env_for(openai_fake, unused_loopback_url)))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stubs.llm.Generate(api.GenerateRequest(prompt="hi", preferences=common_pb2.GenerationPreferences(model=MODEL)), timeout=TIMEOUT_S)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    _, violations = details(raised.value)
+    assert [(v.field, v.description) for v in violations] == [("preferences.model", f"model {MODEL!r} only makes embeddings (use Embed)")]
+    assert not openai_fake.generation_requests

@@ -239,9 +239,9 @@ class ResponseCache:
 
     async def embeddings(self, request: EmbeddingRequest, compute: Callable[[], Awaitable[Embeddings]], deadline: float) -> Embeddings:
         """``request``'s vectors with the policy of :meth:`answer`: keyed by the model and the
-        inputs in order (``request.model`` already resolved); a hit costs nothing upstream and
+        inputs in order (``request.model`` already resolved), in the caller's scope; a hit costs nothing upstream and
         reports the original model and usage with ``cost_usd`` 0 and ``metadata.cached``."""
-        return await self._through(embedding_cache_key(request), request.no_cache, request.no_store, compute, EMBEDDINGS, deadline)
+        return await self._through(embedding_cache_key(request, self.scope()), request.no_cache, request.no_store, compute, EMBEDDINGS, deadline)
 
     def join(self, key: str) -> tuple[Flight[Any], bool]:
         """The flight for ``key`` and whether the caller leads it (is the first). (Keys of

@@ -145,8 +145,11 @@ class LlamaInProcessProvider:
         params.hostnames = ["127.0.0.1"]
         params.port = 0
         if embedding:
-            # One slot; the whole input in one physical batch (pooling needs every token of
-            # an input in the same batch, or llama.cpp refuses it as too large).
+            # One slot: inputs one after another. (With four slots llama.cpp decodes several
+            # inputs in one batch, ~25 % faster, but SmolLM2's vectors then depend on their
+            # batch-mates: the same text would not always get the same vector.) The whole
+            # input in one physical batch: pooling needs every token of an input in the same
+            # batch, or llama.cpp refuses it as too large.
             params.n_parallel = 1
             params.n_ctx = self._context_length
             params.n_batch = params.n_ubatch = self._context_length
@@ -169,19 +172,36 @@ class LlamaInProcessProvider:
         return HealthReport(healthy=False, ready=False, detail="model is loading")
 
     async def embed(self, call: EmbeddingCall) -> Embeddings:
-        """The loaded model's mean-pooled, unit-length hidden states, one vector per input."""
+        """The loaded model's mean-pooled, unit-length hidden states, one vector per input
+        (computed and decoded on the embedding thread)."""
         engine = await self._embedding_context(call.model)
         assert self._embedding_executor is not None
         body = {"input": list(call.inputs), "encoding_format": "float"}
+
+        def run() -> Embeddings:
+            return self._embeddings_of(engine.handle_embeddings(body), call)
+
         try:
             async with asyncio.timeout(call.timeout_s):
                 # Shielded: the engine call cannot be interrupted; a caller that gives up
                 # leaves it to finish on its own thread.
-                reply = await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._embedding_executor, engine.handle_embeddings, body))
+                return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._embedding_executor, run))
         except TimeoutError:
             raise LLMError(ErrorKind.TIMEOUT, f"local model {call.model!r} did not embed in time", model=call.model) from None
+
+    def _embeddings_of(self, reply: object, call: EmbeddingCall) -> Embeddings:
         if not isinstance(reply, dict):
             raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} sent an unexpected embeddings reply", model=call.model)
+        error = reply.get("error")
+        if isinstance(error, Mapping) and "too large to process" in str(error.get("message")):
+            # The caller's input, not the model's health (llama.cpp's own advice, a bigger
+            # batch, is ours to follow: the batch is the context length).
+            raise LLMError(
+                ErrorKind.CONTEXT_TOO_LARGE,
+                f"local model {call.model!r} embeds at most {self._context_length} tokens per input (LLM_LOCAL_CONTEXT_LENGTH): {error.get('message')}",
+                model=call.model,
+                metadata={"context_window": str(self._context_length)},
+            )
         self._raise_engine_error(reply, call.model)
         return embeddings_wire.parse_embeddings(reply, call, model=self._model_name)
 

@@ -8,6 +8,7 @@ call; each call's timeout is the caller's remaining deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -137,12 +138,21 @@ class OpenAICompatibleProvider(HttpJsonProvider):
         yield StreamDelta(model=answer.model, answer=answer)
 
     async def embed(self, call: EmbeddingCall) -> Embeddings:
-        """``POST /embeddings``: one vector per input, in order. (A llama.cpp server started
-        without embeddings answers 501, which is MODEL_UNAVAILABLE with its own message.)"""
-        payload = await self._post_json(f"{self._base_url}/embeddings", embeddings_wire.embeddings_body(call), call)
-        if isinstance(payload.get("error"), Mapping):
-            raise openai_wire.stream_error(payload["error"], model=call.model, provider_label=self._label, secrets=self.secrets())
-        return embeddings_wire.parse_embeddings(payload, call, model=call.model if self._kind is ProviderKind.LOCAL else None)
+        """``POST /embeddings``: one vector per input, in order; OpenAI sends them as base64,
+        local servers as floats. A large reply is decoded on a thread. (A llama.cpp server
+        started without embeddings answers 501: CONFIGURATION_ERROR, with its own message.)"""
+        local = self._kind is ProviderKind.LOCAL
+        body = embeddings_wire.embeddings_body(call, base64_vectors=not local)
+        try:
+            async with self._post(f"{self._base_url}/embeddings", body, call) as response:
+                await self._raise_for_status(response, call.model)
+                raw = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise self._upstream.transport_error(error, call.model) from None
+        decode = functools.partial(
+            embeddings_wire.decode_reply, raw, call, model=call.model if local else None, provider_label=self._label, secrets=self.secrets()
+        )
+        return decode() if len(raw) < embeddings_wire.DECODE_IN_THREAD_BYTES else await asyncio.to_thread(decode)
 
     async def health(self) -> HealthReport:
         return await self._probe(f"{self._base_url}/models")

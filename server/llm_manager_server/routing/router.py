@@ -30,7 +30,7 @@ from contextlib import AbstractContextManager, aclosing
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
-from ..catalog import provider_for_model
+from ..catalog import EMBEDDING_ONLY, provider_for_model
 from ..config import RoutingSettings
 from ..domain.call_context import deadline_exceeded
 from ..domain.caller import caller_var
@@ -103,12 +103,14 @@ _Yielded = TypeVar("_Yielded", covariant=True)
 @dataclass(slots=True)
 class AttemptProgress:
     """What the attempt loop learns from one attempt while it runs: when it started, when its
-    first output reached the caller (a stream's, which then may not fall back), and whether
-    the piece it yields is its result."""
+    first output reached the caller (a stream's, which then may not fall back), whether the
+    piece it yields is its result, and whether its failure says nothing of the model's health
+    (``blameless``: it then trips no breaker)."""
 
     started: float
     first_output_s: float | None = None
     final: bool = False
+    blameless: bool = False
 
 
 class AttemptRunner(Protocol[_Yielded]):
@@ -215,6 +217,8 @@ class Router:
             # it, and its own error says more than "no model available". An open circuit
             # still fails fast.
             entry = self._registry.resolve(request.model)
+            if entry.capabilities == EMBEDDING_ONLY:
+                raise invalid_request(FieldViolation("preferences.model", f"model {entry.name!r} only makes embeddings (use Embed)"))
             self._check_not_failing(entry)
             missing = needed_capabilities(request) - entry.capabilities
             if missing:
@@ -305,6 +309,9 @@ class Router:
         different models are not comparable, so no other model ever stands in for it; its
         deployments, retries and breakers work as for answers."""
         name = request.model or self.embedding_model()
+        caller = caller_var.get()
+        if caller is not None and not caller.may_use(name):
+            raise LLMError(ErrorKind.PERMISSION_DENIED, f"this API key may not use model {name!r}", model=name)
         entry = self._registry.resolve(name)
         if Capability.EMBEDDINGS not in entry.capabilities:
             why = {
@@ -368,10 +375,10 @@ class Router:
             entry.name, request.messages, request.sampling, timeout_s=self._remaining(deadline), tools=request.tools, tool_choice=request.tool_choice
         )
 
-    def _failed(self, entry: ModelEntry, route: Route, error: LLMError, deadline: float) -> None:
+    def _failed(self, entry: ModelEntry, route: Route, error: LLMError, deadline: float, *, blameless: bool = False) -> None:
         breaker = self.breaker(route, entry.name)
         caller_ran_out = error.kind is ErrorKind.TIMEOUT and self._remaining(deadline) <= 0
-        if error.kind in _NOT_THE_MODELS_FAULT or caller_ran_out:
+        if blameless or error.kind in _NOT_THE_MODELS_FAULT or caller_ran_out:
             breaker.probe_in_flight = False
             return
         entry.stats.record_failure()
@@ -423,12 +430,14 @@ class Router:
         metadata: CallMetadata,
         failures: list[tuple[str, LLMError]],
         tried: set[int],
+        *,
+        blameless: bool = False,
     ) -> str:
         """Books a failed attempt and says what next: ``"switch"`` to another deployment of the
         model at once (one this call has not tried, whose circuit allows it: a failing
         deployment's call moves before the chain does), ``"retry"`` the model after the backoff,
         or ``"next"`` model. The caller's own mistakes are raised at once."""
-        self._failed(entry, route, error, deadline)
+        self._failed(entry, route, error, deadline, blameless=blameless)
         log.info("model %s on %s attempt %d failed: %s", entry.name, route.deployment.name, attempt + 1, error)
         if error.kind is ErrorKind.INVALID_REQUEST:
             raise error
@@ -561,7 +570,15 @@ class Router:
                 strategy=plan.strategy.value,
             ) as observed:
                 call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
-                embeddings = await embed_with(route.deployment.provider, call)
+                try:
+                    embeddings = await embed_with(route.deployment.provider, call)
+                except LLMError as error:
+                    # An endpoint that serves no embeddings (llama.cpp without --embeddings
+                    # answers 501; a backend without the API) says nothing of the model's
+                    # health: its chat calls keep their circuit.
+                    if error.kind is ErrorKind.CONFIGURATION_ERROR and error.metadata.get("upstream_status") in (None, "501"):
+                        progress.blameless = True
+                    raise
                 embeddings.cost_usd = entry.price.cost(embeddings.usage)
                 embeddings.metadata = metadata
                 self._telemetry.embedded(observed, embeddings)
@@ -620,7 +637,9 @@ class Router:
                                 error.metadata["partial_output"] = "true"
                                 error.message = f"stream broke after partial output: {error.message}"
                                 raise
-                            outcome = await self._after_failure(entry, route, error, tries, deadline, metadata, failures, tried)
+                            outcome = await self._after_failure(
+                                entry, route, error, tries, deadline, metadata, failures, tried, blameless=progress.blameless
+                            )
                             if outcome == "next":
                                 break
                             tries += outcome == "retry"
