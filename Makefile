@@ -13,6 +13,9 @@ GRPC_HEALTH_PROBE_VERSION := v0.4.63
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 BUF_VERSION := 1.75.0
+# The official OpenAI Node SDK, for the HTTP API's tests (v7 needs Node 22; Debian 12 has 20).
+OPENAI_NODE_VERSION := 6.49.0
+NODE_SDK := $(TOOLS)/openai-node
 # uv only refreshes the locks (`make lock`); installing from them needs pip alone.
 UV_VERSION := 0.13.8
 LOCK_VENV := $(TOOLS)/lock-venv
@@ -25,7 +28,7 @@ LOCKS := requirements.lock requirements-dev.lock requirements-nodeps.lock
 UV_COMPILE = $(UV) pip compile --quiet --no-config --generate-hashes --no-strip-markers \
   --python-version 3.11 --python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock"
 
-.PHONY: help setup lock tools system-deps run test test-python test-go proto proto-check lint typecheck services-up services-down bench clean image
+.PHONY: help setup lock tools node-sdk system-deps run test test-python test-go proto proto-check lint typecheck services-up services-down bench clean image
 
 help:
 	@echo "make run      - set up and serve on \$$LLM_GRPC_HOST:\$$LLM_GRPC_PORT (default 127.0.0.1:50051)"
@@ -70,6 +73,12 @@ $(GOBIN)/protoc-gen-go-grpc:
 $(TOOLS)/node_modules/.bin/buf:
 	npm install --silent --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
 
+$(NODE_SDK)/node_modules/openai/package.json:
+	npm install --silent --no-audit --no-fund --prefix $(NODE_SDK) openai@$(OPENAI_NODE_VERSION)
+
+# tests/http/test_node_sdk.py runs a script with it against the HTTP API.
+node-sdk: $(NODE_SDK)/node_modules/openai/package.json
+
 tools: $(GOBIN)/grpcurl $(GOBIN)/grpc-health-probe $(GOBIN)/protoc-gen-go $(GOBIN)/protoc-gen-go-grpc $(TOOLS)/node_modules/.bin/buf
 
 # Redis and PostgreSQL servers for the storage tests (Debian packages; needs root or sudo).
@@ -79,7 +88,7 @@ system-deps:
 run: setup
 	$(PY) -m llm_manager_server
 
-test: setup tools system-deps
+test: setup tools node-sdk system-deps
 	$(PY) -m pytest
 
 # The container image: Docker where its daemon answers, else Podman, else buildah (chroot

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-MAIN_TARGETS = ["direct", "llm-manager", "llm-manager (cache on)", "litellm", "bare grpc.aio"]
+MAIN_TARGETS = ["direct", "llm-manager", "llm-manager (HTTP API)", "llm-manager (cache on)", "litellm", "bare grpc.aio"]
 LLM = "llm-manager"
 LITELLM = "litellm"
 BARE = "bare grpc.aio"
@@ -317,7 +317,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
     concurrency = data["settings"]["concurrency"]
     latencies = data["settings"]["latencies_ms"]
     targets = [t for t in MAIN_TARGETS if any(r["target"] == t for r in data["unary"])]
-    colors = {"direct": "#9e9e9e", "llm-manager": "#1f77b4", "llm-manager (cache on)": "#76b7e5", "litellm": "#d62728", "bare grpc.aio": "#2ca02c"}
+    colors = {"direct": "#9e9e9e", "llm-manager": "#1f77b4", "llm-manager (cache on)": "#76b7e5", "llm-manager (HTTP API)": "#ff7f0e", "litellm": "#d62728", "bare grpc.aio": "#2ca02c"}
     panels = len(latencies) + (1 if data.get("stream") else 0) + (1 if (data.get("llama") or {}).get("by_concurrency") else 0)
     cols = 2
     rows = (panels + 1) // 2

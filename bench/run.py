@@ -10,7 +10,8 @@ What runs, all on loopback, in one go:
    once, then one every 10 ms).
 2. Unary calls, per mode, at concurrency 1/32/256: direct to the mock (oha); llm-manager
    over gRPC with its response cache disabled (ghz); the same with the cache enabled
-   (identical requests, so cache hits); the LiteLLM proxy (oha); a bare grpc.aio pass-through
+   (identical requests, so cache hits); llm-manager's OpenAI-compatible HTTP API (oha, the
+   same body as LiteLLM); the LiteLLM proxy (oha); a bare grpc.aio pass-through
    (bench/bare_server.py, ghz), on uvloop like llm-manager; in the 0 ms mode also both on the
    standard asyncio loop, and llm-manager without tracing and without its access log.
 3. Streams, same targets and concurrencies, driven by bench/streamload (Go): streams/s,
@@ -216,6 +217,9 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str, proc: Pro
 
 
 # --- targets ----------------------------------------------------------------------------
+
+
+HTTP_API = "llm-manager (HTTP API)"
 
 
 def http_body(stream: bool = False) -> dict[str, Any]:
@@ -545,6 +549,13 @@ class Bench:
             ("llm-manager", lambda p: start_llm_manager(f"llm-manager-{mode}", p, upstream, cache=False, cpus=SERVER_CPUS), "grpc"),
             ("llm-manager (cache on)", lambda p: start_llm_manager(f"llm-manager-cache-{mode}", p, upstream, cache=True, cpus=SERVER_CPUS), "grpc"),
         ]
+        # The same server with its OpenAI-compatible HTTP API (LLM_HTTP_PORT), measured over HTTP
+        # with the same body as LiteLLM and the mock: the HTTP column beside gRPC's.
+        plan.append((
+            HTTP_API,
+            lambda p: start_llm_manager(f"llm-manager-http-{mode}", free_port(), upstream, cache=False, cpus=SERVER_CPUS, env={"LLM_HTTP_PORT": str(p)}),
+            "http",
+        ))
         if not self.args.skip_litellm:
             plan.append(("litellm", lambda p: start_litellm(f"litellm-{mode}", p, upstream, cpus=SERVER_CPUS), "http"))
         plan.append(("bare grpc.aio", lambda p: start_bare(f"bare-{mode}", p, upstream, cpus=SERVER_CPUS), "grpc"))

@@ -40,6 +40,15 @@ def llama_server() -> Iterator[LlamaServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def embedding_llama_server() -> Iterator[LlamaServer]:
+    """A real llama.cpp server started with embeddings on (``--embeddings --pooling mean``),
+    as an operator runs one for Embed; it serves chat completions too."""
+    server = LlamaServer(threads=1, parallel=1, embedding=True).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 async def start_app() -> AsyncIterator[StartApp]:
     """Starts the real gRPC server on a free loopback port with ``BASE_ENV`` plus overrides."""

@@ -23,7 +23,7 @@ async def test_go_stubs_and_example_peer_against_the_server(start_app: StartApp,
     code, output = await run(go, "test", "-count=1", "-v", "./...", cwd=REPO / "clients" / "go", env=env, timeout_s=600)
     assert code == 0, output
     assert "--- PASS" in output and "--- FAIL" not in output
-    for name in ("TestGenerateToolRoundTrip", "TestGenerateStructuredOutput", "TestToolRoundTripPrintsTheCallItsResultAndTheAnswer"):
+    for name in ("TestGenerateToolRoundTrip", "TestGenerateStructuredOutput", "TestToolRoundTripPrintsTheCallItsResultAndTheAnswer", "TestEmbed"):
         assert f"--- PASS: {name} " in output, f"{name} did not run"
 
     peer = str(tmp_path / "example-peer")

@@ -152,3 +152,24 @@ async def test_grpcurl_tool_round_trip_and_structured_output(start_app: StartApp
     assert calls and messages[-1]["finish_reason"] == "FINISH_REASON_TOOL_CALLS", messages
     for call in calls:
         jsonschema.validate(call["arguments"], QUERY_METRICS)
+
+
+async def test_grpcurl_embeds_and_shows_bad_inputs(start_app: StartApp) -> None:
+    app = await start_app()  # SmolLM2 in-process: its mean-pooled hidden states
+    grpcurl = tool("grpcurl")
+    code, output = await run(
+        grpcurl, "-plaintext", "-d", '{"inputs":["checkout p99 latency spiked","disk full on node-7"]}',
+        app.address, "llm_manager.v1.LLMManagerService/Embed",
+    )
+    assert code == 0, output
+    reply = json.loads(output)
+    assert [len(e["values"]) for e in reply["embeddings"]] == [576, 576]
+    assert reply["model"] == "smollm2-135m-instruct" and int(reply["usage"]["prompt_tokens"]) > 0
+    assert reply["metadata"]["provider"] == "PROVIDER_LOCAL"
+
+    code, output = await run(
+        grpcurl, "-plaintext", "-d", '{"inputs":["fine",""],"model":"gpt-4o-mini"}', app.address, "llm_manager.v1.LLMManagerService/Embed"
+    )
+    assert code != 0 and "InvalidArgument" in output and '"field": "inputs[1]"' in output, output
+    code, output = await run(grpcurl, "-plaintext", app.address, "describe", "llm_manager.v1.EmbedRequest")
+    assert code == 0 and "// The texts to embed" in output, output

@@ -42,3 +42,18 @@ async def test_the_readme_python_example_runs_against_a_started_server(start_app
         code, output = await run(str(REPO / ".venv" / "bin" / "python"), str(script), timeout_s=240)
     assert code == 0, output
     assert "INVALID_REQUEST" in output, output  # its last step shows an error's details
+
+
+async def test_the_readme_embeddings_python_example_runs(start_app: StartApp) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Embeddings") :]
+    program = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    app = await start_app()  # the embedded SmolLM2: its pooled states
+    assert "127.0.0.1:50051" in program
+    with tempfile.TemporaryDirectory(prefix="readme-embed-") as scratch:
+        script = Path(scratch) / "example.py"
+        script.write_text(program.replace("127.0.0.1:50051", app.address))
+        code, output = await run(str(REPO / ".venv" / "bin" / "python"), str(script), timeout_s=240)
+    assert code == 0, output
+    assert output.startswith("smollm2-135m-instruct 576 "), output
+    assert "similar:" in output and "unrelated:" in output, output

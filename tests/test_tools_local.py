@@ -189,10 +189,10 @@ async def test_bad_tools_schemas_and_tool_messages_are_invalid_argument(
 async def test_list_models_shows_capabilities(start_app: StartApp, connect: Callable[..., Stubs]) -> None:
     stubs = connect(await start_app())
     models = (await stubs.llm.ListModels(api.ListModelsRequest(), timeout=30)).models
-    assert set(models[0].capabilities) == {common_pb2.CAPABILITY_TOOLS, common_pb2.CAPABILITY_JSON_SCHEMA}
+    assert set(models[0].capabilities) == {common_pb2.CAPABILITY_TOOLS, common_pb2.CAPABILITY_JSON_SCHEMA, common_pb2.CAPABILITY_EMBEDDINGS}
     stubs_off = connect(await start_app(LLM_LOCAL_TOOL_CALLING="off"))
     models = (await stubs_off.llm.ListModels(api.ListModelsRequest(), timeout=30)).models
-    assert list(models[0].capabilities) == [common_pb2.CAPABILITY_JSON_SCHEMA]
+    assert list(models[0].capabilities) == [common_pb2.CAPABILITY_EMBEDDINGS, common_pb2.CAPABILITY_JSON_SCHEMA]
     # No configured model can call tools now: a clear error, never an answer without the tool.
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stubs_off.llm.Generate(api.GenerateRequest(prompt="hi", tools=[TOOL]), timeout=30)

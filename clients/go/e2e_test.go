@@ -421,3 +421,51 @@ func TestGenerateStructuredOutput(t *testing.T) {
 		t.Errorf("text %v is not the structured_output %v", text, document)
 	}
 }
+
+func TestEmbed(t *testing.T) {
+	conn, ctx := dial(t)
+	client := llmv1.NewLLMManagerServiceClient(conn)
+
+	inputs := []string{"checkout p99 latency spiked", "disk full on node-7", "checkout p99 latency spiked"}
+	reply, err := client.Embed(ctx, &llmv1.EmbedRequest{Inputs: inputs})
+	if err != nil {
+		t.Fatalf("Embed: %v", err)
+	}
+	embeddings := reply.GetEmbeddings()
+	if len(embeddings) != len(inputs) {
+		t.Fatalf("got %d embeddings for %d inputs", len(embeddings), len(inputs))
+	}
+	first, second, third := embeddings[0].GetValues(), embeddings[1].GetValues(), embeddings[2].GetValues()
+	if len(first) == 0 || len(second) != len(first) || len(third) != len(first) {
+		t.Fatalf("dimensions %d, %d, %d: want equal and non-zero", len(first), len(second), len(third))
+	}
+	if !slices.Equal(first, third) {
+		t.Error("the same input got different vectors")
+	}
+	if slices.Equal(first, second) {
+		t.Error("different inputs got the same vector")
+	}
+	if reply.GetUsage().GetPromptTokens() <= 0 || reply.GetUsage().GetCompletionTokens() != 0 {
+		t.Errorf("usage = %v, want prompt tokens only", reply.GetUsage())
+	}
+	if reply.GetModel() == "" || reply.GetMetadata().GetProvider() != llmv1.Provider_PROVIDER_LOCAL {
+		t.Errorf("model %q provider %s, want the local model", reply.GetModel(), reply.GetMetadata().GetProvider())
+	}
+
+	_, err = client.Embed(ctx, &llmv1.EmbedRequest{Inputs: []string{"fine", ""}})
+	st := status.Convert(err)
+	if st.Code() != codes.InvalidArgument {
+		t.Fatalf("Embed with an empty input: code = %s, want InvalidArgument", st.Code())
+	}
+	var violations []string
+	for _, detail := range st.Details() {
+		if bad, ok := detail.(*errdetails.BadRequest); ok {
+			for _, violation := range bad.GetFieldViolations() {
+				violations = append(violations, violation.GetField())
+			}
+		}
+	}
+	if !slices.Contains(violations, "inputs[1]") {
+		t.Errorf("field violations %v lack inputs[1]", violations)
+	}
+}

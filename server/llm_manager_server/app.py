@@ -36,17 +36,18 @@ from .cache.redis_store import redacted_url
 from .calls import CallGate
 from .config import ConfigError, Settings, load_settings
 from .conversations import ConversationStore, conversation_store_for
+from .http import HttpApi
 from .health import NOT_SERVING, SERVING, HealthMonitor, HealthServicer
 from .interceptors import ApiInterceptor, is_api_method
 from .logs import configure_logging
 from .routing.registry import ModelRegistry
 from .routing.router import Router
 from .servicers.conversations import ConversationServicer
-from .engine import Generator
+from .engine import Embedder, Generator
 from .servicers.llm_manager import LLMManagerServicer
 from .servicers.usage import UsageServicer
 from .usage import Limiter, UsageLedger, UsageMeter, build_limiter
-from .telemetry import Telemetry, build_meter_provider, build_tracer_provider
+from .telemetry import PrometheusMetrics, Telemetry, build_meter_provider, build_tracer_provider
 from .tls import CertificateProblem, CertificateReloader
 
 log = logging.getLogger("llm_manager_server")
@@ -175,6 +176,20 @@ class Application:
     usage_ledger: UsageLedger | None = None
     # The TLS credentials when LLM_TLS_CERT_FILE is set (None: plaintext).
     certificates: CertificateReloader | None = None
+    # The OpenAI-compatible HTTP API (LLM_HTTP_PORT) and the metrics its /metrics serves.
+    prometheus: PrometheusMetrics | None = None
+    http: HttpApi | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Application:
+        """The service as ``serve`` runs it: providers from the ``OTEL_*`` variables, plus the
+        Prometheus reader when the HTTP port (whose /metrics it feeds) is on."""
+        prometheus = PrometheusMetrics() if settings.http_port is not None else None
+        return cls(settings, tracer_provider=build_tracer_provider(), meter_provider=build_meter_provider(prometheus=prometheus), prometheus=prometheus)
+
+    @property
+    def http_address(self) -> str:
+        return f"{self.settings.host}:{self.http.port}" if self.http is not None else ""
 
     @property
     def address(self) -> str:
@@ -218,6 +233,8 @@ class Application:
         self.usage_ledger = UsageLedger(conversation_store)
         self.usage_ledger.start()
         generator = Generator(router, self.response_cache, UsageMeter(self.limiter, self.usage_ledger))
+        # Embeds texts for every transport (gRPC Embed, HTTP /v1/embeddings).
+        self.embedder = Embedder(router, self.response_cache)
         # Admits every API call, whatever transport carries it (and authenticates it, with keys on).
         self.gate = CallGate(settings.routing.timeout_ms / 1000, max_concurrent_calls=settings.max_concurrent_calls, keys=settings.api_keys)
         self.health = HealthServicer()
@@ -242,7 +259,7 @@ class Application:
             ],
         )
         llm_manager_service_pb2_grpc.add_LLMManagerServiceServicer_to_server(
-            LLMManagerServicer(generator, self.registry), server
+            LLMManagerServicer(generator, self.registry, self.embedder), server
         )
         conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
             ConversationServicer(conversation_store, generator), server
@@ -270,12 +287,25 @@ class Application:
             )
         )
         self.port = self._bind(server)
+        if settings.http_port is not None:
+            http = HttpApi(
+                generator, self.embedder, self.registry, self.gate,
+                tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, metrics=self.prometheus,
+                max_body_bytes=settings.http_max_body_bytes, max_json_depth=settings.http_max_json_depth, access_log=settings.access_log,
+            )
+            try:
+                await http.start(settings.host, settings.http_port, grace_s=settings.grace_period_s)
+            except OSError as error:
+                raise ConfigError("LLM_HTTP_PORT", f"cannot listen on {settings.host}:{settings.http_port}: {error.strerror or error}") from None
+            self.http = http
         # Models not yet probed or loaded are NOT_SERVING until the first probe says otherwise.
         await self.monitor.set_all([f"model/{name}" for name in self.registry.models], NOT_SERVING)
         await self.monitor.set_all(("", *API_SERVICES), SERVING)
         await server.start()
         self.server = server
         log.info("listening on %s%s with models %s", self.address, self._transport, ", ".join(self.registry.models) or "(none)")
+        if self.http is not None:
+            log.info("OpenAI-compatible HTTP API on http://%s/v1", self.http_address)
         if settings.api_keys is not None:
             log.info("API keys on (LLM_API_KEYS_FILE): %d keys of callers %s", len(settings.api_keys), ", ".join(sorted(settings.api_keys.callers)))
         # Load in-process models and open connection pools after the port is up, so health
@@ -325,7 +355,8 @@ class Application:
             await self.health.enter_graceful_shutdown()
         if self.monitor is not None:
             await self.monitor.stop()
-        await self.server.stop(grace)
+        # Both transports drain at once (HTTP within the grace period set when it started).
+        await asyncio.gather(self.server.stop(grace), self._stop_http())
         if self.registry is not None:
             await asyncio.gather(*(d.provider.close() for d in self.registry.deployments.values()), return_exceptions=True)
         if self.response_cache is not None:
@@ -343,6 +374,11 @@ class Application:
         self.server = None
         log.info("stopped")
 
+    async def _stop_http(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+
     async def wait(self) -> None:
         if self.server is not None:
             await self.server.wait_for_termination()
@@ -350,7 +386,7 @@ class Application:
 
 async def serve(settings: Settings) -> None:
     """Runs until SIGTERM or SIGINT, then drains gracefully."""
-    app = Application(settings, tracer_provider=build_tracer_provider(), meter_provider=build_meter_provider())
+    app = Application.from_settings(settings)
     await app.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

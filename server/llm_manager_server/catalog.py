@@ -73,6 +73,11 @@ _CLOUD_FACTS: dict[str, ModelFacts] = {
     "claude-opus-4-5": ModelFacts(200_000, Price(5.00, 25.00, 0.50, 6.25)),
     "claude-opus-4-6": ModelFacts(200_000, Price(5.00, 25.00, 0.50, 6.25)),
     "claude-": ModelFacts(200_000, Price(3.00, 15.00, 0.30, 3.75)),
+    # Embedding models: input tokens only, up to 8191 per input.
+    "text-embedding-3-small": ModelFacts(8_191, Price(0.02, 0.0, 0.02)),
+    "text-embedding-3-large": ModelFacts(8_191, Price(0.13, 0.0, 0.13)),
+    "text-embedding-ada-002": ModelFacts(8_191, Price(0.10, 0.0, 0.10)),
+    "text-embedding-": ModelFacts(8_191, Price(0.13, 0.0, 0.13)),
 }
 
 _CLOUD_FACTS.update({
@@ -129,15 +134,23 @@ _VISION_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4-turbo", "gpt-5", "o1", "o3", "o4
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5", "claude-3-7", "claude-sonnet-4", "claude-opus-4", "claude-haiku-4", "gemini-2.5")
 
 
+_EMBEDDING_PREFIXES = ("text-embedding-",)
+EMBEDDING_ONLY = frozenset({Capability.EMBEDDINGS})
+
+
 def capabilities_for(name: str, *, local_tools: bool = True, kind: ProviderKind | None = None) -> frozenset[Capability]:
     """What a model can do, by name. Every cloud chat model this service maps calls tools and
     answers JSON schemas (OpenAI natively; Claude through tools); local models answer JSON
     schemas through llama.cpp's grammar, and call tools through it too (the server offers the
-    tools as a schema-constrained answer) unless ``local_tools`` is off."""
+    tools as a schema-constrained answer) unless ``local_tools`` is off. OpenAI's
+    ``text-embedding-*`` models only make embeddings; every local model makes them too (its
+    pooled hidden states: llama.cpp serves ``/v1/embeddings`` for any GGUF)."""
     lowered = name.lower()
     kind = kind or provider_for_model(name)
     if kind is ProviderKind.LOCAL:
-        return frozenset({Capability.JSON_SCHEMA, *((Capability.TOOLS,) if local_tools else ())})
+        return frozenset({Capability.JSON_SCHEMA, Capability.EMBEDDINGS, *((Capability.TOOLS,) if local_tools else ())})
+    if lowered.startswith(_EMBEDDING_PREFIXES):
+        return EMBEDDING_ONLY
     found = {Capability.JSON_SCHEMA, Capability.TOOLS} if not lowered.startswith(_NO_TOOLS_PREFIXES) else set()
     if lowered.startswith(_VISION_PREFIXES):
         found.add(Capability.VISION)

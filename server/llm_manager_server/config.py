@@ -163,8 +163,16 @@ class Settings:
     telemetry_record_content: bool = False
     # LLM_PRICES_FILE: (model-name prefix, price) pairs merged over the shipped price table.
     price_overrides: tuple[tuple[str, Price], ...] = ()
+    # LLM_EMBEDDING_MODEL: the model of an Embed call that names none (unset: the local model,
+    # else OpenAI's text-embedding-3-small).
+    embedding_model: str | None = None
     # LLM_API_KEYS_FILE: the callers and the sha256 of their keys; None: authentication off.
     api_keys: KeyRing | None = None
+    # LLM_HTTP_PORT: the OpenAI-compatible HTTP API (and /metrics) on LLM_GRPC_HOST; None: off.
+    http_port: int | None = None
+    # LLM_HTTP_MAX_BODY_BYTES / LLM_HTTP_MAX_JSON_DEPTH: larger bodies are 413, deeper JSON 400.
+    http_max_body_bytes: int = 4 * 1024 * 1024
+    http_max_json_depth: int = 64
 
     def cloud(self, kind: ProviderKind) -> CloudSettings:
         """A cloud provider's default-deployment settings (its defaults when unconfigured)."""
@@ -610,5 +618,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_concurrent_calls=parsed("LLM_MAX_CONCURRENT_CALLS", None, (), lambda n, r: _int(n, r, minimum=1, maximum=1_000_000), defaults.max_concurrent_calls),
         grace_period_s=parsed("LLM_SHUTDOWN_GRACE_SECONDS", None, (), lambda n, r: _float(n, r, minimum=0.0, maximum=3600.0), defaults.grace_period_s),
         price_overrides=_read_prices_file(env["LLM_PRICES_FILE"].strip()) if env.get("LLM_PRICES_FILE", "").strip() else (),
+        embedding_model=parsed("LLM_EMBEDDING_MODEL", None, (), _model_name, None),
         api_keys=_keys_file(env.get("LLM_API_KEYS_FILE", "").strip()),
+        http_port=parsed("LLM_HTTP_PORT", None, (), lambda n, r: _int(n, r, minimum=0, maximum=65535), None),
+        http_max_body_bytes=parsed("LLM_HTTP_MAX_BODY_BYTES", None, (), lambda n, r: _int(n, r, minimum=1024, maximum=1 << 30), defaults.http_max_body_bytes),
+        http_max_json_depth=parsed("LLM_HTTP_MAX_JSON_DEPTH", None, (), lambda n, r: _int(n, r, minimum=8, maximum=512), defaults.http_max_json_depth),
     )

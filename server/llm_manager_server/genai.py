@@ -26,6 +26,9 @@ OUTPUT_TYPE = "gen_ai.output.type"
 TOOL_DEFINITIONS = "gen_ai.tool.definitions"
 
 OPERATION_CHAT = "chat"
+OPERATION_EMBEDDINGS = "embeddings"
+# The number of dimensions of the vectors an embeddings call returned.
+EMBEDDINGS_DIMENSION_COUNT = "gen_ai.embeddings.dimension.count"
 
 METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
 METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
@@ -38,6 +41,8 @@ STRATEGY = "llm_manager.routing.strategy"
 CANDIDATES = "llm_manager.routing.candidates"
 STREAMING = "llm_manager.streaming"
 DEPLOYMENT = "llm_manager.deployment"
+# The number of texts in one embeddings call.
+EMBEDDING_INPUTS = "llm_manager.embeddings.inputs"
 CACHE_HIT = "llm_manager.cache.hit"
 # The names of the tools offered and of the tools the model called (cheap, always recorded).
 REQUEST_TOOL_NAMES = "llm_manager.request.tool_names"

@@ -26,8 +26,10 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import __version__, genai
+from .domain.embeddings import EmbeddingCall, Embeddings
 from .domain.errors import LLMError
 from .domain.types import Answer, ModelCall, ProviderKind, ResponseFormat
 from .providers.registry import PROVIDERS
@@ -70,9 +72,33 @@ def build_tracer_provider(
     return provider
 
 
-def build_meter_provider(environ: Mapping[str, str] | None = None, extra_readers: tuple[MetricReader, ...] = ()) -> MeterProvider:
+class PrometheusMetrics:
+    """The metrics as Prometheus scrapes them (``GET /metrics`` on the HTTP port): the
+    OpenTelemetry Prometheus exporter's reader, collecting into a registry of its own (not
+    prometheus_client's global one, so each server in a process has its own series)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reader: MetricReader = PrometheusMetricReader(registry=self.registry)
+
+    def scrape(self) -> bytes:
+        """The text exposition of every metric now (collects: blocking, call off the loop)."""
+        return generate_latest(self.registry)
+
+
+def build_meter_provider(
+    environ: Mapping[str, str] | None = None, extra_readers: tuple[MetricReader, ...] = (), *, prometheus: PrometheusMetrics | None = None
+) -> MeterProvider:
+    """The SDK's provider with the readers asked for: OTLP when the ``OTEL_*`` variables say so,
+    Prometheus (``prometheus``, when the HTTP port serves /metrics); none: the no-op provider."""
     env = os.environ if environ is None else environ
     readers: list[MetricReader] = list(extra_readers)
+    if prometheus is not None:
+        readers.append(prometheus.reader)
     if _exporting(env, "METRICS"):
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
@@ -128,7 +154,7 @@ class Telemetry:
     @contextmanager
     def attempt(
         self,
-        call: ModelCall,
+        call: ModelCall | EmbeddingCall,
         provider: ProviderKind,
         *,
         deployment: str = "",
@@ -138,17 +164,22 @@ class Telemetry:
         candidates: list[str],
         strategy: str,
     ) -> Iterator[Attempt]:
-        """A CLIENT span ``chat <model>`` around one model call; on exit it records the
-        duration metric, and marks the span failed when an ``LLMError`` escapes."""
+        """A CLIENT span ``chat <model>`` (``embeddings <model>`` for an embedding call) around
+        one model call; on exit it records the duration metric, and marks the span failed when
+        an ``LLMError`` escapes."""
+        operation = genai.OPERATION_EMBEDDINGS if isinstance(call, EmbeddingCall) else genai.OPERATION_CHAT
         attributes = {
-            genai.OPERATION_NAME: genai.OPERATION_CHAT,
+            genai.OPERATION_NAME: operation,
             genai.PROVIDER_NAME: PROVIDER_NAMES[provider],
             genai.REQUEST_MODEL: call.model,
         }
-        span = self.tracer.start_span(f"{genai.OPERATION_CHAT} {call.model}", kind=SpanKind.CLIENT, attributes=attributes)
+        span = self.tracer.start_span(f"{operation} {call.model}", kind=SpanKind.CLIENT, attributes=attributes)
         if span.is_recording():  # a sampled-out span would drop them anyway
             span.set_attribute(genai.DEPLOYMENT, deployment)
-            self._describe(span, call, attempt=attempt, fallback=fallback, streaming=streaming, candidates=candidates, strategy=strategy)
+            if isinstance(call, EmbeddingCall):
+                span.set_attributes({genai.ATTEMPT: attempt, genai.FALLBACK: fallback, genai.EMBEDDING_INPUTS: len(call.inputs)})
+            else:
+                self._describe(span, call, attempt=attempt, fallback=fallback, streaming=streaming, candidates=candidates, strategy=strategy)
         observed = Attempt(span, dict(attributes))
         try:
             yield observed
@@ -216,6 +247,22 @@ class Telemetry:
             if answer.tool_calls:
                 output["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in answer.tool_calls]
             span.set_attribute(genai.OUTPUT_MESSAGES, json.dumps([output]))
+
+    def embedded(self, observed: Attempt, embeddings: Embeddings) -> None:
+        """An embedding call's outcome: the model, the vectors' size, input tokens and cost
+        (embeddings have no output tokens)."""
+        span = observed.span
+        observed.attributes[genai.RESPONSE_MODEL] = embeddings.model
+        span.set_attributes(
+            {
+                genai.RESPONSE_MODEL: embeddings.model,
+                genai.EMBEDDINGS_DIMENSION_COUNT: embeddings.dimensions,
+                genai.USAGE_INPUT_TOKENS: embeddings.usage.prompt_tokens,
+            }
+        )
+        self._tokens.record(embeddings.usage.prompt_tokens, {**observed.attributes, genai.TOKEN_TYPE: "input"})
+        if embeddings.cost_usd:
+            self._cost.add(embeddings.cost_usd, {genai.REQUEST_MODEL: observed.attributes[genai.REQUEST_MODEL]})
 
     def observe_cache(self, snapshot: Callable[[], Mapping[str, float]]) -> None:
         """Publishes the response cache's counters (``hits``, ``misses``, ``errors``, ...) as

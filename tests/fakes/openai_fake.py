@@ -1,15 +1,22 @@
 """A wire-faithful fake of OpenAI's Chat Completions API on loopback.
 
-Routes: ``POST /v1/chat/completions`` (plain and ``stream: true``) and ``GET /v1/models``.
-Bodies come from ``tests/fixtures/openai/`` (formats documented in OpenAI's API reference);
-scenarios rewrite only the text and usage of those recorded shapes. Also serves as a local
+Routes: ``POST /v1/chat/completions`` (plain and ``stream: true``), ``POST /v1/embeddings``
+and ``GET /v1/models``. Bodies come from ``tests/fixtures/openai/`` (formats documented in
+OpenAI's API reference); scenarios rewrite only the text and usage of those recorded shapes.
+Embeddings are deterministic per (model, text): unit vectors seeded by a hash of both, so the
+same text always gets the same vector and different texts different ones. Also serves as a local
 OpenAI-compatible server (LM Studio, llama.cpp server) when built without a key.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
+import math
+import random
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -273,9 +280,26 @@ class FakeOpenAI(FakeHTTPServer):
     def generation_requests(self) -> list[Any]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
+    @property
+    def embedding_requests(self) -> list[Any]:
+        return [r for r in self.requests if r.path.endswith("/embeddings")]
+
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/embeddings`` as the API reference documents it: ``input`` a string or a
+        list of strings (1..2048, none empty), ``encoding_format`` ``float`` (default) or
+        ``base64`` (little-endian float32s, what the official SDK asks for), ``dimensions``
+        for the text-embedding-3 models. A planned reply (an error) is used first."""
+        captured = await self.capture(request)
+        body = captured.body if isinstance(captured.body, dict) else {}
+        reply = self._rejected_key(request) or self.next_planned() or embedding_problem(body)
+        if reply is None:
+            reply = json_reply(200, embeddings_reply(body), self._headers())
+        return await self.send(request, reply)
 
     def _headers(self) -> dict[str, str]:
         return {"x-request-id": REQUEST_ID, "openai-processing-ms": "212", "openai-version": "2020-10-01"}
@@ -486,3 +510,59 @@ class FakeOpenAI(FakeHTTPServer):
             events = (*chunk_events(pieces, usage_counts), b"data: [DONE]\n\n")
         chunks = split_inside_multibyte_characters(b"".join(events)) if split_utf8 else events
         return event_stream_reply(chunks, headers=self._headers())
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+EMBEDDING_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+MAX_EMBEDDING_INPUTS = 2048
+
+
+def fake_vector(model: str, text: str, dimensions: int) -> list[float]:
+    """The fake's embedding of ``text``: a unit vector seeded by (model, text)."""
+    seed = int.from_bytes(hashlib.sha256(f"{model}\n{text}".encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values))
+    # Rounded through float32, as the API's vectors are.
+    return list(array("f", (v / norm for v in values)))
+
+
+def embedding_tokens(text: str) -> int:
+    """A token count of the size OpenAI's tokenizer gives English text (~4 characters each)."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def embedding_problem(body: dict[str, Any]) -> PlannedReply | None:
+    """The 400 the API answers for a request it cannot embed (same messages as the real one)."""
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return json_reply(400, _invalid_request("you must provide a model parameter", "model"))
+    if model not in EMBEDDING_DIMENSIONS:
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return json_reply(404, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "model_not_found"}})
+    bad = not isinstance(texts, list) or not 1 <= len(texts) <= MAX_EMBEDDING_INPUTS
+    if bad or any(not isinstance(t, str) or not t for t in texts):
+        return json_reply(400, _invalid_request("'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", "input"))
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return json_reply(400, _invalid_request("'encoding_format' must be 'float' or 'base64'", "encoding_format"))
+    return None
+
+
+def embeddings_reply(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``list`` object of the recorded shape, one ``embedding`` per input by ``index``."""
+    texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+    model = body["model"]
+    dimensions = int(body.get("dimensions") or EMBEDDING_DIMENSIONS[model])
+    reply = fixture_json(PROVIDER, "embeddings.json")
+    template = reply["data"][0]
+    data = []
+    for index, text in enumerate(texts):
+        vector = fake_vector(model, text, dimensions)
+        encoded: Any = base64.b64encode(array("f", vector).tobytes()).decode() if body.get("encoding_format") == "base64" else vector
+        data.append({**template, "index": index, "embedding": encoded})
+    tokens = sum(embedding_tokens(t) for t in texts)
+    reply.update(data=data, model=model, usage={"prompt_tokens": tokens, "total_tokens": tokens})
+    return reply

@@ -4,9 +4,10 @@ classes they produce for the real APIs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 import anthropic
 import httpx2
@@ -64,6 +65,51 @@ async def test_openai_sdk_parses_recorded_completion(openai_client: openai.Async
     assert completion.usage is not None and completion.usage.total_tokens == 28
     assert completion.usage.prompt_tokens_details is not None
     assert completion.usage.prompt_tokens_details.cached_tokens == 0
+
+
+async def test_openai_sdk_parses_the_fakes_embeddings(openai_client: openai.AsyncOpenAI, openai_fake: FakeOpenAI) -> None:
+    """``embeddings.create`` as the SDK sends it by default (base64 float32s, decoded by the
+    SDK) and with floats: the same vectors, one per input by index, and the usage."""
+    texts = ["checkout p99 latency spiked", "payment service returned 502", "checkout p99 latency spiked"]
+    default = await openai_client.embeddings.create(model="text-embedding-3-small", input=texts)
+    floats = await openai_client.embeddings.create(model="text-embedding-3-small", input=texts, encoding_format="float")
+
+    assert isinstance(default, openai.types.CreateEmbeddingResponse) and default.object == "list"
+    assert [d.index for d in default.data] == [0, 1, 2] and all(d.object == "embedding" for d in default.data)
+    assert [d.embedding for d in default.data] == [d.embedding for d in floats.data]
+    assert len(default.data[0].embedding) == 1536 and default.data[0].embedding == default.data[2].embedding
+    assert default.data[0].embedding != default.data[1].embedding
+    assert default.model == "text-embedding-3-small"
+    assert default.usage.prompt_tokens == default.usage.total_tokens > 0
+    bodies = [r.body for r in openai_fake.embedding_requests]
+    assert bodies[0]["encoding_format"] == "base64" and bodies[1]["encoding_format"] == "float"
+
+    shorter = await openai_client.embeddings.create(model="text-embedding-3-large", input="one text", dimensions=256)
+    assert len(shorter.data) == 1 and len(shorter.data[0].embedding) == 256
+
+
+async def test_openai_sync_sdk_gets_the_embeddings_errors(openai_fake: FakeOpenAI) -> None:
+    """The fake's embedding errors are the exception classes the real API raises (the sync
+    client, on a thread: the fake serves on this test's event loop)."""
+    url = f"{openai_fake.url}/v1"
+
+    async def raised_by(key: str, **create: Any) -> type[BaseException] | None:
+        def call() -> type[BaseException] | None:
+            with openai.OpenAI(api_key=key, base_url=url, max_retries=0) as client:
+                try:
+                    client.embeddings.create(**create)
+                except openai.APIStatusError as error:
+                    return type(error)
+            return None
+
+        return await asyncio.to_thread(call)
+
+    assert await raised_by(OPENAI_KEY, model="text-embedding-3-small", input=["fine", ""]) is openai.BadRequestError
+    assert await raised_by(OPENAI_KEY, model="text-embedding-9-huge", input="x") is openai.NotFoundError
+    openai_fake.rate_limit(1, RetryHint.RETRY_AFTER)
+    assert await raised_by(OPENAI_KEY, model="text-embedding-3-small", input="x") is openai.RateLimitError
+    assert await raised_by("sk-wrong", model="text-embedding-3-small", input="x") is openai.AuthenticationError
+    assert await raised_by(OPENAI_KEY, model="text-embedding-3-small", input="x") is None
 
 
 async def test_openai_sdk_parses_scenario_completion_with_cached_tokens(

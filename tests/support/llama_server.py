@@ -1,6 +1,6 @@
 """Runs llama.cpp's OpenAI-compatible HTTP server (PyPI ``xllamacpp``) on SmolLM2.
 
-    python -m tests.support.llama_server --port 18080 [--threads 1] [--parallel 2]
+    python -m tests.support.llama_server --port 18080 [--threads 1] [--parallel 2] [--embedding]
 
 The same server LM Studio / llama.cpp users run; tests point LM_STUDIO_ENDPOINT at it.
 Exits on SIGTERM/SIGINT.
@@ -25,6 +25,9 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=2048, help="context per slot")
     parser.add_argument("--model", default=None, help="GGUF path (default: bundled SmolLM2)")
+    parser.add_argument(
+        "--embedding", action="store_true", help="also serve /v1/embeddings (mean pooling), as `llama-server --embeddings --pooling mean`"
+    )
     args = parser.parse_args()
     model = args.model or bundled_model_path()
     if model is None:
@@ -40,6 +43,10 @@ def main() -> int:
     params.port = args.port
     params.endpoint_slots = True  # tests read /slots to see that cancelled work stopped
     params.verbosity = 0
+    if args.embedding:
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+        params.n_batch = params.n_ubatch = args.ctx  # a whole input in one batch, as pooling needs
     server = xllamacpp.Server(params)
     print(f"llama.cpp server on {server.listening_address}", flush=True)
     stop = threading.Event()

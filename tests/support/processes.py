@@ -36,10 +36,10 @@ def wait_http_ok(url: str, timeout_s: float, process: subprocess.Popen[bytes] | 
 class LlamaServer:
     """A real llama.cpp server (SmolLM2) in a child process."""
 
-    def __init__(self, *, threads: int = 1, parallel: int = 2) -> None:
+    def __init__(self, *, threads: int = 1, parallel: int = 2, embedding: bool = False) -> None:
         self.port = free_port()
         self._args = [sys.executable, "-m", "tests.support.llama_server", "--port", str(self.port),
-                      "--threads", str(threads), "--parallel", str(parallel)]
+                      "--threads", str(threads), "--parallel", str(parallel)] + (["--embedding"] if embedding else [])
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

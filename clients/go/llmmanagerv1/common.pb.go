@@ -464,6 +464,9 @@ const (
 	Capability_CAPABILITY_VISION Capability = 3
 	// A reasoning model (thinks before it answers).
 	Capability_CAPABILITY_REASONING Capability = 4
+	// Makes embeddings (LLMManagerService.Embed): OpenAI's text-embedding-* models,
+	// and local models (their pooled hidden states, from llama.cpp).
+	Capability_CAPABILITY_EMBEDDINGS Capability = 5
 )
 
 // Enum value maps for Capability.
@@ -474,6 +477,7 @@ var (
 		2: "CAPABILITY_JSON_SCHEMA",
 		3: "CAPABILITY_VISION",
 		4: "CAPABILITY_REASONING",
+		5: "CAPABILITY_EMBEDDINGS",
 	}
 	Capability_value = map[string]int32{
 		"CAPABILITY_UNSPECIFIED": 0,
@@ -481,6 +485,7 @@ var (
 		"CAPABILITY_JSON_SCHEMA": 2,
 		"CAPABILITY_VISION":      3,
 		"CAPABILITY_REASONING":   4,
+		"CAPABILITY_EMBEDDINGS":  5,
 	}
 )
 
@@ -1313,14 +1318,15 @@ const file_llm_manager_v1_common_proto_rawDesc = "" +
 	"\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n" +
 	"\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n" +
-	"\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*\x8b\x01\n" +
+	"\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*\xa6\x01\n" +
 	"\n" +
 	"Capability\x12\x1a\n" +
 	"\x16CAPABILITY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CAPABILITY_TOOLS\x10\x01\x12\x1a\n" +
 	"\x16CAPABILITY_JSON_SCHEMA\x10\x02\x12\x15\n" +
 	"\x11CAPABILITY_VISION\x10\x03\x12\x18\n" +
-	"\x14CAPABILITY_REASONING\x10\x04BIZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3"
+	"\x14CAPABILITY_REASONING\x10\x04\x12\x19\n" +
+	"\x15CAPABILITY_EMBEDDINGS\x10\x05BIZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3"
 
 var (
 	file_llm_manager_v1_common_proto_rawDescOnce sync.Once

@@ -290,6 +290,197 @@ func (x *GenerateResponse) GetStructuredOutput() *structpb.Struct {
 	return nil
 }
 
+// An embeddings request: a batch of texts and the model that embeds them.
+type EmbedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The texts to embed: 1 to 2048, none empty, at most 2,000,000 characters in all.
+	Inputs []string `protobuf:"bytes,1,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	// The embedding model, e.g. "text-embedding-3-small" (OpenAI) or a local model's
+	// name (its pooled hidden states). Empty: the server's default embedding model
+	// (LLM_EMBEDDING_MODEL; else the local model, else text-embedding-3-small).
+	// Models without CAPABILITY_EMBEDDINGS are refused with INVALID_ARGUMENT. No other
+	// model ever stands in for it (vectors of two models are not comparable); its
+	// deployments, retries and circuit breakers work as for Generate.
+	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// Response cache control: vectors are cached by model and inputs like answers.
+	CacheControl  *CacheControl `protobuf:"bytes,3,opt,name=cache_control,json=cacheControl,proto3" json:"cache_control,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmbedRequest) Reset() {
+	*x = EmbedRequest{}
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmbedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedRequest) ProtoMessage() {}
+
+func (x *EmbedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedRequest.ProtoReflect.Descriptor instead.
+func (*EmbedRequest) Descriptor() ([]byte, []int) {
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EmbedRequest) GetInputs() []string {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *EmbedRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *EmbedRequest) GetCacheControl() *CacheControl {
+	if x != nil {
+		return x.CacheControl
+	}
+	return nil
+}
+
+// One vector per input, in the inputs' order.
+type EmbedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vectors: embeddings[i] is the vector of inputs[i].
+	Embeddings []*Embedding `protobuf:"bytes,1,rep,name=embeddings,proto3" json:"embeddings,omitempty"`
+	// The model that made them, as the caller named it (local) or as the provider
+	// reported it (OpenAI).
+	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// Prompt tokens as the provider reported them (no completion tokens), and the
+	// price from the server's price table (0 for local models and cache hits).
+	Usage *Usage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	// Latency, retries, cache (cached: no upstream call was made), provider and
+	// deployment.
+	Metadata      *ResponseMetadata `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmbedResponse) Reset() {
+	*x = EmbedResponse{}
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmbedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmbedResponse) ProtoMessage() {}
+
+func (x *EmbedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmbedResponse.ProtoReflect.Descriptor instead.
+func (*EmbedResponse) Descriptor() ([]byte, []int) {
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EmbedResponse) GetEmbeddings() []*Embedding {
+	if x != nil {
+		return x.Embeddings
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *EmbedResponse) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *EmbedResponse) GetMetadata() *ResponseMetadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// One input's embedding.
+type Embedding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vector's components (unit length for OpenAI and llama.cpp models).
+	Values        []float32 `protobuf:"fixed32,1,rep,packed,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Embedding) Reset() {
+	*x = Embedding{}
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Embedding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Embedding) ProtoMessage() {}
+
+func (x *Embedding) ProtoReflect() protoreflect.Message {
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Embedding.ProtoReflect.Descriptor instead.
+func (*Embedding) Descriptor() ([]byte, []int) {
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Embedding) GetValues() []float32 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
 // A streaming generation request; the same fields, with the same numbers,
 // as GenerateRequest.
 type StreamGenerateRequest struct {
@@ -316,7 +507,7 @@ type StreamGenerateRequest struct {
 
 func (x *StreamGenerateRequest) Reset() {
 	*x = StreamGenerateRequest{}
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[2]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +519,7 @@ func (x *StreamGenerateRequest) String() string {
 func (*StreamGenerateRequest) ProtoMessage() {}
 
 func (x *StreamGenerateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[2]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +532,7 @@ func (x *StreamGenerateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamGenerateRequest.ProtoReflect.Descriptor instead.
 func (*StreamGenerateRequest) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{2}
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StreamGenerateRequest) GetPrompt() string {
@@ -427,7 +618,7 @@ type StreamGenerateResponse struct {
 
 func (x *StreamGenerateResponse) Reset() {
 	*x = StreamGenerateResponse{}
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[3]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +630,7 @@ func (x *StreamGenerateResponse) String() string {
 func (*StreamGenerateResponse) ProtoMessage() {}
 
 func (x *StreamGenerateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[3]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +643,7 @@ func (x *StreamGenerateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamGenerateResponse.ProtoReflect.Descriptor instead.
 func (*StreamGenerateResponse) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{3}
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StreamGenerateResponse) GetText() string {
@@ -518,7 +709,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[4]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +721,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[4]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +734,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{4}
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListModelsRequest) GetPageSize() int32 {
@@ -573,7 +764,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[5]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +776,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[5]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +789,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{5}
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListModelsResponse) GetModels() []*Model {
@@ -630,7 +821,7 @@ type ModelPrice struct {
 
 func (x *ModelPrice) Reset() {
 	*x = ModelPrice{}
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[6]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +833,7 @@ func (x *ModelPrice) String() string {
 func (*ModelPrice) ProtoMessage() {}
 
 func (x *ModelPrice) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[6]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +846,7 @@ func (x *ModelPrice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelPrice.ProtoReflect.Descriptor instead.
 func (*ModelPrice) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{6}
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ModelPrice) GetInputPerMillionUsd() float64 {
@@ -705,7 +896,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[7]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +908,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[7]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +921,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{7}
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Model) GetName() string {
@@ -810,7 +1001,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[8]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1013,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[8]
+	mi := &file_llm_manager_v1_llm_manager_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1026,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{8}
+	return file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Deployment) GetName() string {
@@ -903,7 +1094,20 @@ const file_llm_manager_v1_llm_manager_service_proto_rawDesc = "" +
 	"\rfinish_reason\x18\x05 \x01(\x0e2\x1c.llm_manager.v1.FinishReasonR\ffinishReason\x127\n" +
 	"\n" +
 	"tool_calls\x18\x06 \x03(\v2\x18.llm_manager.v1.ToolCallR\ttoolCalls\x12D\n" +
-	"\x11structured_output\x18\a \x01(\v2\x17.google.protobuf.StructR\x10structuredOutput\"\xac\x03\n" +
+	"\x11structured_output\x18\a \x01(\v2\x17.google.protobuf.StructR\x10structuredOutput\"\x7f\n" +
+	"\fEmbedRequest\x12\x16\n" +
+	"\x06inputs\x18\x01 \x03(\tR\x06inputs\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12A\n" +
+	"\rcache_control\x18\x03 \x01(\v2\x1c.llm_manager.v1.CacheControlR\fcacheControl\"\xcb\x01\n" +
+	"\rEmbedResponse\x129\n" +
+	"\n" +
+	"embeddings\x18\x01 \x03(\v2\x19.llm_manager.v1.EmbeddingR\n" +
+	"embeddings\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12+\n" +
+	"\x05usage\x18\x03 \x01(\v2\x15.llm_manager.v1.UsageR\x05usage\x12<\n" +
+	"\bmetadata\x18\x04 \x01(\v2 .llm_manager.v1.ResponseMetadataR\bmetadata\"#\n" +
+	"\tEmbedding\x12\x16\n" +
+	"\x06values\x18\x01 \x03(\x02R\x06values\"\xac\x03\n" +
 	"\x15StreamGenerateRequest\x12\x16\n" +
 	"\x06prompt\x18\x01 \x01(\tR\x06prompt\x127\n" +
 	"\bmessages\x18\x02 \x03(\v2\x1b.llm_manager.v1.ChatMessageR\bmessages\x12\x16\n" +
@@ -956,12 +1160,13 @@ const file_llm_manager_v1_llm_manager_service_proto_rawDesc = "" +
 	"\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x1a\n" +
 	"\x16HEALTH_STATE_UNHEALTHY\x10\x02\x12\x1a\n" +
-	"\x16HEALTH_STATE_NOT_READY\x10\x032\x9a\x02\n" +
+	"\x16HEALTH_STATE_NOT_READY\x10\x032\xe0\x02\n" +
 	"\x11LLMManagerService\x12M\n" +
 	"\bGenerate\x12\x1f.llm_manager.v1.GenerateRequest\x1a .llm_manager.v1.GenerateResponse\x12a\n" +
 	"\x0eStreamGenerate\x12%.llm_manager.v1.StreamGenerateRequest\x1a&.llm_manager.v1.StreamGenerateResponse0\x01\x12S\n" +
 	"\n" +
-	"ListModels\x12!.llm_manager.v1.ListModelsRequest\x1a\".llm_manager.v1.ListModelsResponseBIZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3"
+	"ListModels\x12!.llm_manager.v1.ListModelsRequest\x1a\".llm_manager.v1.ListModelsResponse\x12D\n" +
+	"\x05Embed\x12\x1c.llm_manager.v1.EmbedRequest\x1a\x1d.llm_manager.v1.EmbedResponseBIZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3"
 
 var (
 	file_llm_manager_v1_llm_manager_service_proto_rawDescOnce sync.Once
@@ -976,74 +1181,83 @@ func file_llm_manager_v1_llm_manager_service_proto_rawDescGZIP() []byte {
 }
 
 var file_llm_manager_v1_llm_manager_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llm_manager_v1_llm_manager_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_llm_manager_v1_llm_manager_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_llm_manager_v1_llm_manager_service_proto_goTypes = []any{
 	(HealthState)(0),               // 0: llm_manager.v1.HealthState
 	(*GenerateRequest)(nil),        // 1: llm_manager.v1.GenerateRequest
 	(*GenerateResponse)(nil),       // 2: llm_manager.v1.GenerateResponse
-	(*StreamGenerateRequest)(nil),  // 3: llm_manager.v1.StreamGenerateRequest
-	(*StreamGenerateResponse)(nil), // 4: llm_manager.v1.StreamGenerateResponse
-	(*ListModelsRequest)(nil),      // 5: llm_manager.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),     // 6: llm_manager.v1.ListModelsResponse
-	(*ModelPrice)(nil),             // 7: llm_manager.v1.ModelPrice
-	(*Model)(nil),                  // 8: llm_manager.v1.Model
-	(*Deployment)(nil),             // 9: llm_manager.v1.Deployment
-	(*ChatMessage)(nil),            // 10: llm_manager.v1.ChatMessage
-	(TaskType)(0),                  // 11: llm_manager.v1.TaskType
-	(*GenerationPreferences)(nil),  // 12: llm_manager.v1.GenerationPreferences
-	(*CacheControl)(nil),           // 13: llm_manager.v1.CacheControl
-	(*Tool)(nil),                   // 14: llm_manager.v1.Tool
-	(*ToolChoice)(nil),             // 15: llm_manager.v1.ToolChoice
-	(*Usage)(nil),                  // 16: llm_manager.v1.Usage
-	(*ResponseMetadata)(nil),       // 17: llm_manager.v1.ResponseMetadata
-	(FinishReason)(0),              // 18: llm_manager.v1.FinishReason
-	(*ToolCall)(nil),               // 19: llm_manager.v1.ToolCall
-	(*structpb.Struct)(nil),        // 20: google.protobuf.Struct
-	(Provider)(0),                  // 21: llm_manager.v1.Provider
-	(Capability)(0),                // 22: llm_manager.v1.Capability
+	(*EmbedRequest)(nil),           // 3: llm_manager.v1.EmbedRequest
+	(*EmbedResponse)(nil),          // 4: llm_manager.v1.EmbedResponse
+	(*Embedding)(nil),              // 5: llm_manager.v1.Embedding
+	(*StreamGenerateRequest)(nil),  // 6: llm_manager.v1.StreamGenerateRequest
+	(*StreamGenerateResponse)(nil), // 7: llm_manager.v1.StreamGenerateResponse
+	(*ListModelsRequest)(nil),      // 8: llm_manager.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),     // 9: llm_manager.v1.ListModelsResponse
+	(*ModelPrice)(nil),             // 10: llm_manager.v1.ModelPrice
+	(*Model)(nil),                  // 11: llm_manager.v1.Model
+	(*Deployment)(nil),             // 12: llm_manager.v1.Deployment
+	(*ChatMessage)(nil),            // 13: llm_manager.v1.ChatMessage
+	(TaskType)(0),                  // 14: llm_manager.v1.TaskType
+	(*GenerationPreferences)(nil),  // 15: llm_manager.v1.GenerationPreferences
+	(*CacheControl)(nil),           // 16: llm_manager.v1.CacheControl
+	(*Tool)(nil),                   // 17: llm_manager.v1.Tool
+	(*ToolChoice)(nil),             // 18: llm_manager.v1.ToolChoice
+	(*Usage)(nil),                  // 19: llm_manager.v1.Usage
+	(*ResponseMetadata)(nil),       // 20: llm_manager.v1.ResponseMetadata
+	(FinishReason)(0),              // 21: llm_manager.v1.FinishReason
+	(*ToolCall)(nil),               // 22: llm_manager.v1.ToolCall
+	(*structpb.Struct)(nil),        // 23: google.protobuf.Struct
+	(Provider)(0),                  // 24: llm_manager.v1.Provider
+	(Capability)(0),                // 25: llm_manager.v1.Capability
 }
 var file_llm_manager_v1_llm_manager_service_proto_depIdxs = []int32{
-	10, // 0: llm_manager.v1.GenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
-	11, // 1: llm_manager.v1.GenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
-	12, // 2: llm_manager.v1.GenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
-	13, // 3: llm_manager.v1.GenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
-	14, // 4: llm_manager.v1.GenerateRequest.tools:type_name -> llm_manager.v1.Tool
-	15, // 5: llm_manager.v1.GenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
-	16, // 6: llm_manager.v1.GenerateResponse.usage:type_name -> llm_manager.v1.Usage
-	17, // 7: llm_manager.v1.GenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
-	18, // 8: llm_manager.v1.GenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
-	19, // 9: llm_manager.v1.GenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
-	20, // 10: llm_manager.v1.GenerateResponse.structured_output:type_name -> google.protobuf.Struct
-	10, // 11: llm_manager.v1.StreamGenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
-	11, // 12: llm_manager.v1.StreamGenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
-	12, // 13: llm_manager.v1.StreamGenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
-	13, // 14: llm_manager.v1.StreamGenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
-	14, // 15: llm_manager.v1.StreamGenerateRequest.tools:type_name -> llm_manager.v1.Tool
-	15, // 16: llm_manager.v1.StreamGenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
-	16, // 17: llm_manager.v1.StreamGenerateResponse.usage:type_name -> llm_manager.v1.Usage
-	17, // 18: llm_manager.v1.StreamGenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
-	18, // 19: llm_manager.v1.StreamGenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
-	19, // 20: llm_manager.v1.StreamGenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
-	20, // 21: llm_manager.v1.StreamGenerateResponse.structured_output:type_name -> google.protobuf.Struct
-	8,  // 22: llm_manager.v1.ListModelsResponse.models:type_name -> llm_manager.v1.Model
-	21, // 23: llm_manager.v1.Model.provider:type_name -> llm_manager.v1.Provider
-	0,  // 24: llm_manager.v1.Model.health_state:type_name -> llm_manager.v1.HealthState
-	7,  // 25: llm_manager.v1.Model.price:type_name -> llm_manager.v1.ModelPrice
-	22, // 26: llm_manager.v1.Model.capabilities:type_name -> llm_manager.v1.Capability
-	9,  // 27: llm_manager.v1.Model.deployments:type_name -> llm_manager.v1.Deployment
-	21, // 28: llm_manager.v1.Deployment.provider:type_name -> llm_manager.v1.Provider
-	0,  // 29: llm_manager.v1.Deployment.health_state:type_name -> llm_manager.v1.HealthState
-	1,  // 30: llm_manager.v1.LLMManagerService.Generate:input_type -> llm_manager.v1.GenerateRequest
-	3,  // 31: llm_manager.v1.LLMManagerService.StreamGenerate:input_type -> llm_manager.v1.StreamGenerateRequest
-	5,  // 32: llm_manager.v1.LLMManagerService.ListModels:input_type -> llm_manager.v1.ListModelsRequest
-	2,  // 33: llm_manager.v1.LLMManagerService.Generate:output_type -> llm_manager.v1.GenerateResponse
-	4,  // 34: llm_manager.v1.LLMManagerService.StreamGenerate:output_type -> llm_manager.v1.StreamGenerateResponse
-	6,  // 35: llm_manager.v1.LLMManagerService.ListModels:output_type -> llm_manager.v1.ListModelsResponse
-	33, // [33:36] is the sub-list for method output_type
-	30, // [30:33] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	13, // 0: llm_manager.v1.GenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
+	14, // 1: llm_manager.v1.GenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
+	15, // 2: llm_manager.v1.GenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
+	16, // 3: llm_manager.v1.GenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
+	17, // 4: llm_manager.v1.GenerateRequest.tools:type_name -> llm_manager.v1.Tool
+	18, // 5: llm_manager.v1.GenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
+	19, // 6: llm_manager.v1.GenerateResponse.usage:type_name -> llm_manager.v1.Usage
+	20, // 7: llm_manager.v1.GenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
+	21, // 8: llm_manager.v1.GenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
+	22, // 9: llm_manager.v1.GenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
+	23, // 10: llm_manager.v1.GenerateResponse.structured_output:type_name -> google.protobuf.Struct
+	16, // 11: llm_manager.v1.EmbedRequest.cache_control:type_name -> llm_manager.v1.CacheControl
+	5,  // 12: llm_manager.v1.EmbedResponse.embeddings:type_name -> llm_manager.v1.Embedding
+	19, // 13: llm_manager.v1.EmbedResponse.usage:type_name -> llm_manager.v1.Usage
+	20, // 14: llm_manager.v1.EmbedResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
+	13, // 15: llm_manager.v1.StreamGenerateRequest.messages:type_name -> llm_manager.v1.ChatMessage
+	14, // 16: llm_manager.v1.StreamGenerateRequest.task_type:type_name -> llm_manager.v1.TaskType
+	15, // 17: llm_manager.v1.StreamGenerateRequest.preferences:type_name -> llm_manager.v1.GenerationPreferences
+	16, // 18: llm_manager.v1.StreamGenerateRequest.cache_control:type_name -> llm_manager.v1.CacheControl
+	17, // 19: llm_manager.v1.StreamGenerateRequest.tools:type_name -> llm_manager.v1.Tool
+	18, // 20: llm_manager.v1.StreamGenerateRequest.tool_choice:type_name -> llm_manager.v1.ToolChoice
+	19, // 21: llm_manager.v1.StreamGenerateResponse.usage:type_name -> llm_manager.v1.Usage
+	20, // 22: llm_manager.v1.StreamGenerateResponse.metadata:type_name -> llm_manager.v1.ResponseMetadata
+	21, // 23: llm_manager.v1.StreamGenerateResponse.finish_reason:type_name -> llm_manager.v1.FinishReason
+	22, // 24: llm_manager.v1.StreamGenerateResponse.tool_calls:type_name -> llm_manager.v1.ToolCall
+	23, // 25: llm_manager.v1.StreamGenerateResponse.structured_output:type_name -> google.protobuf.Struct
+	11, // 26: llm_manager.v1.ListModelsResponse.models:type_name -> llm_manager.v1.Model
+	24, // 27: llm_manager.v1.Model.provider:type_name -> llm_manager.v1.Provider
+	0,  // 28: llm_manager.v1.Model.health_state:type_name -> llm_manager.v1.HealthState
+	10, // 29: llm_manager.v1.Model.price:type_name -> llm_manager.v1.ModelPrice
+	25, // 30: llm_manager.v1.Model.capabilities:type_name -> llm_manager.v1.Capability
+	12, // 31: llm_manager.v1.Model.deployments:type_name -> llm_manager.v1.Deployment
+	24, // 32: llm_manager.v1.Deployment.provider:type_name -> llm_manager.v1.Provider
+	0,  // 33: llm_manager.v1.Deployment.health_state:type_name -> llm_manager.v1.HealthState
+	1,  // 34: llm_manager.v1.LLMManagerService.Generate:input_type -> llm_manager.v1.GenerateRequest
+	6,  // 35: llm_manager.v1.LLMManagerService.StreamGenerate:input_type -> llm_manager.v1.StreamGenerateRequest
+	8,  // 36: llm_manager.v1.LLMManagerService.ListModels:input_type -> llm_manager.v1.ListModelsRequest
+	3,  // 37: llm_manager.v1.LLMManagerService.Embed:input_type -> llm_manager.v1.EmbedRequest
+	2,  // 38: llm_manager.v1.LLMManagerService.Generate:output_type -> llm_manager.v1.GenerateResponse
+	7,  // 39: llm_manager.v1.LLMManagerService.StreamGenerate:output_type -> llm_manager.v1.StreamGenerateResponse
+	9,  // 40: llm_manager.v1.LLMManagerService.ListModels:output_type -> llm_manager.v1.ListModelsResponse
+	4,  // 41: llm_manager.v1.LLMManagerService.Embed:output_type -> llm_manager.v1.EmbedResponse
+	38, // [38:42] is the sub-list for method output_type
+	34, // [34:38] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_llm_manager_v1_llm_manager_service_proto_init() }
@@ -1058,7 +1272,7 @@ func file_llm_manager_v1_llm_manager_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llm_manager_v1_llm_manager_service_proto_rawDesc), len(file_llm_manager_v1_llm_manager_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

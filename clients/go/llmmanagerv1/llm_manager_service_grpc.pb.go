@@ -22,6 +22,7 @@ const (
 	LLMManagerService_Generate_FullMethodName       = "/llm_manager.v1.LLMManagerService/Generate"
 	LLMManagerService_StreamGenerate_FullMethodName = "/llm_manager.v1.LLMManagerService/StreamGenerate"
 	LLMManagerService_ListModels_FullMethodName     = "/llm_manager.v1.LLMManagerService/ListModels"
+	LLMManagerService_Embed_FullMethodName          = "/llm_manager.v1.LLMManagerService/Embed"
 )
 
 // LLMManagerServiceClient is the client API for LLMManagerService service.
@@ -40,6 +41,8 @@ type LLMManagerServiceClient interface {
 	StreamGenerate(ctx context.Context, in *StreamGenerateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamGenerateResponse], error)
 	// Lists the configured models with their provider, health and price.
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
+	// Turns texts into vectors (one per input, in order) with an embedding model.
+	Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error)
 }
 
 type lLMManagerServiceClient struct {
@@ -89,6 +92,16 @@ func (c *lLMManagerServiceClient) ListModels(ctx context.Context, in *ListModels
 	return out, nil
 }
 
+func (c *lLMManagerServiceClient) Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EmbedResponse)
+	err := c.cc.Invoke(ctx, LLMManagerService_Embed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LLMManagerServiceServer is the server API for LLMManagerService service.
 // All implementations must embed UnimplementedLLMManagerServiceServer
 // for forward compatibility.
@@ -105,6 +118,8 @@ type LLMManagerServiceServer interface {
 	StreamGenerate(*StreamGenerateRequest, grpc.ServerStreamingServer[StreamGenerateResponse]) error
 	// Lists the configured models with their provider, health and price.
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
+	// Turns texts into vectors (one per input, in order) with an embedding model.
+	Embed(context.Context, *EmbedRequest) (*EmbedResponse, error)
 	mustEmbedUnimplementedLLMManagerServiceServer()
 }
 
@@ -123,6 +138,9 @@ func (UnimplementedLLMManagerServiceServer) StreamGenerate(*StreamGenerateReques
 }
 func (UnimplementedLLMManagerServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListModels not implemented")
+}
+func (UnimplementedLLMManagerServiceServer) Embed(context.Context, *EmbedRequest) (*EmbedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Embed not implemented")
 }
 func (UnimplementedLLMManagerServiceServer) mustEmbedUnimplementedLLMManagerServiceServer() {}
 func (UnimplementedLLMManagerServiceServer) testEmbeddedByValue()                           {}
@@ -192,6 +210,24 @@ func _LLMManagerService_ListModels_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LLMManagerService_Embed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EmbedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LLMManagerServiceServer).Embed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LLMManagerService_Embed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LLMManagerServiceServer).Embed(ctx, req.(*EmbedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LLMManagerService_ServiceDesc is the grpc.ServiceDesc for LLMManagerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -206,6 +242,10 @@ var LLMManagerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListModels",
 			Handler:    _LLMManagerService_ListModels_Handler,
+		},
+		{
+			MethodName: "Embed",
+			Handler:    _LLMManagerService_Embed_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -463,6 +463,25 @@ class LLMManagerClient:
             if message.text:
                 yield message.text
 
+    async def embed(
+        self,
+        inputs: Sequence[str],
+        *,
+        model: str = "",
+        no_cache: bool = False,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> llm_manager_service_pb2.EmbedResponse:
+        """One vector per input, in order (``list(response.embeddings[i].values)``); ``model``
+        empty: the server's default embedding model."""
+        request = llm_manager_service_pb2.EmbedRequest(inputs=list(inputs), model=model)
+        if no_cache:
+            request.cache_control.no_cache = True
+        response: llm_manager_service_pb2.EmbedResponse = await self.llm.Embed(
+            request, timeout=self._timeout_for(timeout), metadata=self._metadata_for(request_id)
+        )
+        return response
+
     async def list_models(self, *, timeout: float | None = None) -> list[llm_manager_service_pb2.Model]:
         """Every configured model (follows pagination)."""
         models: list[llm_manager_service_pb2.Model] = []

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 from ..config import CacheSettings
 from ..domain.types import RoutingStrategy
-from .keys import cache_key, key_document
+from .keys import cache_key, embedding_cache_key, key_document
 from .redis_store import RedisCacheStore
-from .response_cache import CacheStats, Flight, ResponseCache, answer_from_bytes, answer_to_bytes
+from .response_cache import (
+    CacheStats,
+    Flight,
+    ResponseCache,
+    answer_from_bytes,
+    answer_to_bytes,
+    embeddings_from_bytes,
+    embeddings_to_bytes,
+)
 from .stores import CacheStore, CacheStoreError, MemoryCacheStore
 
 
@@ -41,5 +49,8 @@ __all__ = [
     "answer_to_bytes",
     "build_response_cache",
     "cache_key",
+    "embedding_cache_key",
+    "embeddings_from_bytes",
+    "embeddings_to_bytes",
     "key_document",
 ]

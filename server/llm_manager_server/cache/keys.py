@@ -20,6 +20,7 @@ import hashlib
 import json
 from typing import Any
 
+from ..domain.embeddings import EmbeddingRequest
 from ..domain.types import GenerationRequest, RoutingStrategy, SamplingOptions
 
 # Bump when the key's document or the stored entry's shape changes, so old entries (in a
@@ -77,4 +78,17 @@ def cache_key(request: GenerationRequest, default_strategy: RoutingStrategy, sco
     encoded = json.dumps(
         key_document(request, default_strategy, scope), ensure_ascii=False, sort_keys=True, separators=(",", ":")
     )
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def embedding_cache_key(request: EmbeddingRequest, scope: str = "") -> str:
+    """A SHA-256 hex digest of an embedding request in its scope (see :func:`key_document`):
+    its model and inputs in order (every field but the cache controls, walked as for answers;
+    the document names its type, so it never equals a generation request's)."""
+    document = {"version": KEY_VERSION, **_normalized(request)}
+    for name in EXCLUDED_REQUEST_FIELDS:
+        document.pop(name, None)
+    if scope:
+        document["@scope"] = scope
+    encoded = json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()

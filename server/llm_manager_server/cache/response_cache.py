@@ -13,19 +13,27 @@ same models (a caller limited to some models is never handed an answer of anothe
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
+from array import array
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..domain.call_context import deadline_exceeded
 from ..domain.caller import caller_var
+from ..domain.embeddings import EmbeddingRequest, Embeddings
 from ..domain.types import Answer, CallMetadata, FinishReason, GenerationRequest, ProviderKind, RoutingStrategy, StreamDelta, ToolCall, Usage
-from .keys import KEY_VERSION, cache_key
+from .keys import KEY_VERSION, cache_key, embedding_cache_key
 from .stores import CacheStore, CacheStoreError
 
 log = logging.getLogger(__name__)
+
+# A cached result of any kind, and one that carries a cost and metadata (replayed at no cost).
+Value = TypeVar("Value")
+Cached = TypeVar("Cached", Answer, Embeddings)
 
 # Complete answers: the model stopped by itself, at the caller's max_tokens, or to call tools.
 CACHEABLE_FINISH_REASONS = frozenset({FinishReason.STOP, FinishReason.LENGTH, FinishReason.TOOL_CALLS})
@@ -121,38 +129,89 @@ class CacheStats:
         }
 
 
-class Flight:
+class Flight(Generic[Value]):
     """One model call in progress that identical concurrent calls wait on.
 
-    The leader ends it with :meth:`complete` (followers get the answer) or :meth:`abandon`
+    The leader ends it with :meth:`complete` (followers get the result) or :meth:`abandon`
     (it failed or was cancelled: followers get ``None`` and try again themselves, since the
     leader's failure may be its own: its deadline, its cancellation).
     """
 
-    def __init__(self, key: str, flights: dict[str, Flight]) -> None:
+    def __init__(self, key: str, flights: dict[str, Flight[Any]]) -> None:
         self.key = key
         self._flights = flights
-        self._result: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
+        self._result: asyncio.Future[Value | None] = asyncio.get_running_loop().create_future()
 
     @property
     def done(self) -> bool:
         return self._result.done()
 
-    def _end(self, answer: Answer | None) -> None:
+    def _end(self, result: Value | None) -> None:
         if self._flights.get(self.key) is self:
             del self._flights[self.key]
         if not self._result.done():
-            self._result.set_result(answer)
+            self._result.set_result(result)
 
-    def complete(self, answer: Answer) -> None:
-        self._end(answer)
+    def complete(self, result: Value) -> None:
+        self._end(result)
 
     def abandon(self) -> None:
         self._end(None)
 
-    async def wait(self) -> Answer | None:
+    async def wait(self) -> Value | None:
         # Shielded: a follower's cancellation must not cancel the shared future.
         return await asyncio.shield(self._result)
+
+
+@dataclass(frozen=True)
+class Codec(Generic[Value]):
+    """How one kind of cached result is stored: bytes each way, and whether it may be."""
+
+    encode: Callable[[Value], bytes]
+    decode: Callable[[bytes], Value]
+    cacheable: Callable[[Value], bool]
+
+
+ANSWERS: Codec[Answer] = Codec(answer_to_bytes, answer_from_bytes, cacheable)
+
+
+def embeddings_to_bytes(embeddings: Embeddings) -> bytes:
+    """Vectors as stored: each one's float64s, base64 (exact, and a third of their JSON size)."""
+    usage = embeddings.usage
+    document = {
+        "version": KEY_VERSION,
+        "kind": "embeddings",
+        "model": embeddings.model,
+        "usage": [usage.prompt_tokens, usage.total_tokens],
+        "vectors": [base64.b64encode(array("d", vector).tobytes()).decode("ascii") for vector in embeddings.vectors],
+        "provider": embeddings.metadata.provider.value if embeddings.metadata.provider else None,
+        "strategy": embeddings.metadata.strategy.value,
+        "cost_usd": embeddings.cost_usd,
+    }
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def embeddings_from_bytes(data: bytes) -> Embeddings:
+    """Stored vectors; raises ``ValueError`` for anything this version did not write."""
+    try:
+        document: dict[str, Any] = json.loads(data)
+        if document.get("version") != KEY_VERSION or document.get("kind") != "embeddings":
+            raise ValueError(f"entry version {document.get('version')!r} kind {document.get('kind')!r}")
+        prompt, total = (int(n) for n in document["usage"])
+        provider = document["provider"]
+        return Embeddings(
+            vectors=[array("d", base64.b64decode(text, validate=True)).tolist() for text in document["vectors"]],
+            model=str(document["model"]),
+            usage=Usage(prompt_tokens=prompt, total_tokens=total),
+            cost_usd=float(document["cost_usd"]),
+            metadata=CallMetadata(provider=ProviderKind(provider) if provider is not None else None, strategy=RoutingStrategy(document["strategy"])),
+        )
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, binascii.Error) as error:
+        raise ValueError(f"unreadable cache entry: {error}") from None
+
+
+# Every embedding result is complete: there is no partial or filtered one.
+EMBEDDINGS: Codec[Embeddings] = Codec(embeddings_to_bytes, embeddings_from_bytes, lambda _: True)
 
 
 class ResponseCache:
@@ -163,7 +222,7 @@ class ResponseCache:
         self.stats = CacheStats(store=store)
         self._default_strategy = default_strategy
         self._shared_across_callers = shared_across_callers
-        self._flights: dict[str, Flight] = {}
+        self._flights: dict[str, Flight[Any]] = {}
 
     def scope(self) -> str:
         """The calling caller's share of the cache: ``""`` with authentication off (one
@@ -178,16 +237,29 @@ class ResponseCache:
     def key_for(self, request: GenerationRequest) -> str:
         return cache_key(request, self._default_strategy, self.scope())
 
-    def join(self, key: str) -> tuple[Flight, bool]:
-        """The flight for ``key`` and whether the caller leads it (is the first)."""
+    async def embeddings(self, request: EmbeddingRequest, compute: Callable[[], Awaitable[Embeddings]], deadline: float) -> Embeddings:
+        """``request``'s vectors with the policy of :meth:`answer`: keyed by the model and the
+        inputs in order (``request.model`` already resolved), in the caller's scope; a hit costs nothing upstream and
+        reports the original model and usage with ``cost_usd`` 0 and ``metadata.cached``."""
+        return await self._through(embedding_cache_key(request, self.scope()), request.no_cache, request.no_store, compute, EMBEDDINGS, deadline)
+
+    def join(self, key: str) -> tuple[Flight[Any], bool]:
+        """The flight for ``key`` and whether the caller leads it (is the first). (Keys of
+        different kinds of results hash different documents, so a flight holds one kind.)"""
         flight = self._flights.get(key)
         if flight is not None:
             return flight, False
-        flight = Flight(key, self._flights)
+        flight = Flight[Any](key, self._flights)
         self._flights[key] = flight
         return flight, True
 
     async def lookup(self, key: str) -> Answer | None:
+        return await self._lookup(key, ANSWERS)
+
+    async def save(self, key: str, answer: Answer) -> None:
+        await self._save(key, answer, ANSWERS)
+
+    async def _lookup(self, key: str, codec: Codec[Value]) -> Value | None:
         try:
             data = await self.store.get(key)
         except CacheStoreError:
@@ -197,20 +269,20 @@ class ResponseCache:
             self.stats.misses += 1
             return None
         try:
-            answer = answer_from_bytes(data)
+            found = codec.decode(data)
         except ValueError as error:
             log.warning("response cache: ignoring entry %s…: %s", key[:12], error)
             self.stats.errors += 1
             return None
         self.stats.hits += 1
-        return answer
+        return found
 
-    async def save(self, key: str, answer: Answer) -> None:
-        if not cacheable(answer):
+    async def _save(self, key: str, result: Value, codec: Codec[Value]) -> None:
+        if not codec.cacheable(result):
             self.stats.store_skipped += 1
             return
         try:
-            stored = await self.store.set(key, answer_to_bytes(answer))
+            stored = await self.store.set(key, codec.encode(result))
         except CacheStoreError:
             self.stats.store_errors += 1
             return
@@ -226,29 +298,29 @@ class ResponseCache:
 
     # --- the policy: one home for what is served from the cache and what is stored ------------
 
-    def _replayed(self, answer: Answer) -> Answer:
-        """An answer served without a model call: as originally generated, but this call
+    def _replayed(self, result: Cached) -> Cached:
+        """A result served without a model call: as originally produced, but this call
         spent nothing (the original cost is counted as saved)."""
-        self.stats.saved_cost_usd += answer.cost_usd
-        original = answer.metadata
+        self.stats.saved_cost_usd += result.cost_usd
+        original = result.metadata
         return replace(
-            answer,
+            result,
             cost_usd=0.0,
             metadata=CallMetadata(
                 cached=True,
                 provider=original.provider,
                 strategy=original.strategy,
-                routing_reason=f"answered from the response cache (originally by {answer.model})",
+                routing_reason=f"answered from the response cache (originally by {result.model})",
             ),
         )
 
-    async def _store(self, key: str, request: GenerationRequest, answer: Answer) -> None:
-        if request.no_store:
+    async def _store(self, key: str, no_store: bool, result: Value, codec: Codec[Value]) -> None:
+        if no_store:
             self.stats.store_skipped += 1
         else:
-            await self.save(key, answer)
+            await self._save(key, result, codec)
 
-    async def _follow(self, flight: Flight, deadline: float) -> Answer | None:
+    async def _follow(self, flight: Flight[Value], deadline: float) -> Value | None:
         try:
             async with asyncio.timeout_at(deadline):
                 return await flight.wait()
@@ -266,12 +338,18 @@ class ResponseCache:
         provider's counts for the original call: never invented), ``cost_usd`` 0,
         ``metadata.cached`` true, no model chain or candidates, and a ``routing_reason`` naming
         the model that produced it."""
-        key = self.key_for(request)
-        if request.no_cache:
+        return await self._through(self.key_for(request), request.no_cache, request.no_store, compute, ANSWERS, deadline)
+
+    async def _through(
+        self, key: str, no_cache: bool, no_store: bool, compute: Callable[[], Awaitable[Cached]], codec: Codec[Cached], deadline: float
+    ) -> Cached:
+        """The policy of :meth:`answer` for any kind of cached result."""
+        if no_cache:
             self.stats.bypassed += 1
             fresh = await compute()
-            await self._store(key, request, fresh)
+            await self._store(key, no_store, fresh, codec)
             return fresh
+        flight: Flight[Cached]
         while True:
             flight, leading = self.join(key)
             if not leading:
@@ -281,12 +359,12 @@ class ResponseCache:
                 self.stats.coalesced += 1
                 return self._replayed(shared)
             try:
-                hit = await self.lookup(key)
+                hit = await self._lookup(key, codec)
                 if hit is not None:
                     flight.complete(hit)
                     return self._replayed(hit)
                 fresh = await compute()
-                await self._store(key, request, fresh)
+                await self._store(key, no_store, fresh, codec)
                 flight.complete(fresh)
                 return fresh
             finally:
@@ -313,7 +391,7 @@ class ResponseCache:
             self.stats.bypassed += 1
             async for delta in produce():
                 if delta.answer is not None:
-                    await self._store(key, request, delta.answer)
+                    await self._store(key, request.no_store, delta.answer, ANSWERS)
                 yield delta
             return
         while True:
@@ -335,7 +413,7 @@ class ResponseCache:
                     return
                 async for delta in produce():
                     if delta.answer is not None:
-                        await self._store(key, request, delta.answer)
+                        await self._store(key, request.no_store, delta.answer, ANSWERS)
                         flight.complete(delta.answer)
                     yield delta
                 return

@@ -62,6 +62,8 @@ class Capability(enum.Enum):
     JSON_SCHEMA = "json_schema"
     VISION = "vision"
     REASONING = "reasoning"
+    # Turns text into vectors (``Embed``): embedding models, and local models' pooled states.
+    EMBEDDINGS = "embeddings"
 
 
 class ResponseFormat(enum.Enum):

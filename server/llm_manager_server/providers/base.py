@@ -1,12 +1,14 @@
-"""The provider contract: every backend answers ``generate``, ``stream`` and ``health``."""
+"""The provider contract: every backend answers ``generate``, ``stream`` and ``health``; those
+that make embeddings also ``embed`` (:class:`EmbeddingProvider`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from ..domain.embeddings import EmbeddingCall, Embeddings
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Answer, ModelCall, ProviderKind, StreamDelta
 
@@ -47,6 +49,26 @@ class Provider(Protocol):
     async def health(self) -> HealthReport:
         """A cheap probe of the backend."""
         ...
+
+
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    """A backend with an embeddings API (OpenAI-compatible servers, the in-process engine;
+    Anthropic has none)."""
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        """One vector per input of ``call``, in order, with the provider's usage; or an ``LLMError``."""
+        ...
+
+
+async def embed_with(provider: object, call: EmbeddingCall) -> Embeddings:
+    """``provider``'s embeddings of ``call``; CONFIGURATION_ERROR when the backend has no
+    embeddings API (the model's capabilities should have ruled it out before)."""
+    if not isinstance(provider, EmbeddingProvider):
+        kind = getattr(provider, "kind", None)
+        name = kind.value if kind is not None else type(provider).__name__
+        raise LLMError(ErrorKind.CONFIGURATION_ERROR, f"the {name} provider has no embeddings API (model {call.model!r})", model=call.model)
+    return await provider.embed(call)
 
 
 async def answer_from_stream(deltas: AsyncIterator[StreamDelta], model: str) -> Answer:

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from ..secret import Secret
+from ..domain.embeddings import EmbeddingCall
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import ModelCall, ProviderKind
 from ..redaction import redact
@@ -57,7 +58,7 @@ class UpstreamSession:
             raise LLMError(ErrorKind.CONFIGURATION_ERROR, f"{self._label} provider used before start()")
         return self._session
 
-    def post(self, url: str, body: Mapping[str, Any], call: ModelCall) -> Any:
+    def post(self, url: str, body: Mapping[str, Any], call: ModelCall | EmbeddingCall) -> Any:
         """A model call's JSON POST (an async context manager giving the response), with
         the attempt's W3C trace context (``call.trace_headers``, so a traced upstream joins
         the caller's trace) and bounded by the call's remaining time."""
@@ -144,10 +145,10 @@ class HttpJsonProvider:
         body = await self._upstream.error_body(response)
         raise self._http_error(response.status, body, response.headers, model)
 
-    def _post(self, url: str, body: Mapping[str, Any], call: ModelCall) -> Any:
+    def _post(self, url: str, body: Mapping[str, Any], call: ModelCall | EmbeddingCall) -> Any:
         return self._upstream.post(url, body, call)
 
-    async def _post_json(self, url: str, body: Mapping[str, Any], call: ModelCall) -> dict[str, Any]:
+    async def _post_json(self, url: str, body: Mapping[str, Any], call: ModelCall | EmbeddingCall) -> dict[str, Any]:
         """A non-streamed call's reply object; an error reply, a transport failure or a reply
         that is not a JSON object is an LLMError."""
         try:

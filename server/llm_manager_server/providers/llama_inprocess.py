@@ -8,11 +8,17 @@ tells llama.cpp to stop generating and free the slot. Requests beyond the slots 
 bounded queue; past that bound they fail at once with ``RESOURCE_EXHAUSTED``.
 
 The engine emits OpenAI-shaped dicts, so replies are mapped with :mod:`.openai_wire`.
+
+Embeddings come from a second llama.cpp context of the same GGUF in embedding mode (mean
+pooling, unit vectors), loaded on the first ``embed`` call: embedding mode on the generating
+context would slow generation about twofold. It has one slot and its own thread, so embedding
+calls run one at a time and never hold a generation thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
 import os
@@ -23,9 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..domain.embeddings import EmbeddingCall, Embeddings
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Answer, ModelCall, ProviderKind, StreamDelta
-from . import openai_wire
+from . import embeddings_wire, openai_wire
 from .base import HealthReport, answer_from_stream
 
 log = logging.getLogger(__name__)
@@ -85,6 +92,10 @@ class LlamaInProcessProvider:
         self._executor: ThreadPoolExecutor | None = None
         self._slots = asyncio.Semaphore(parallel)
         self._waiting = 0
+        # The embedding context, its thread, and the lock its first load runs under.
+        self._embedding_engine: Any = None
+        self._embedding_executor: ThreadPoolExecutor | None = None
+        self._embedding_load = asyncio.Lock()
 
     @property
     def kind(self) -> ProviderKind:
@@ -115,7 +126,7 @@ class LlamaInProcessProvider:
             self._load_error = f"loading {self._model_path!r} failed: {error}"
             log.error("local model %s not loaded: %s", self._model_name, self._load_error)
 
-    def _load(self) -> Any:
+    def _load(self, *, embedding: bool = False) -> Any:
         import xllamacpp
 
         params = xllamacpp.CommonParams()
@@ -133,13 +144,25 @@ class LlamaInProcessProvider:
         # The engine always opens an HTTP listener; keep it on loopback.
         params.hostnames = ["127.0.0.1"]
         params.port = 0
+        if embedding:
+            # One slot: inputs one after another. (With four slots llama.cpp decodes several
+            # inputs in one batch, ~25 % faster, but SmolLM2's vectors then depend on their
+            # batch-mates: the same text would not always get the same vector.) The whole
+            # input in one physical batch: pooling needs every token of an input in the same
+            # batch, or llama.cpp refuses it as too large.
+            params.n_parallel = 1
+            params.n_ctx = self._context_length
+            params.n_batch = params.n_ubatch = self._context_length
+            params.embedding = True
+            params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
         return xllamacpp.Server(params)
 
     async def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-        self._engine = None
+        for executor in (self._executor, self._embedding_executor):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._embedding_executor = None
+        self._engine = self._embedding_engine = None
 
     async def health(self) -> HealthReport:
         if self._engine is not None:
@@ -148,17 +171,70 @@ class LlamaInProcessProvider:
             return HealthReport(healthy=False, detail=self._load_error)
         return HealthReport(healthy=False, ready=False, detail="model is loading")
 
-    def _check_model(self, call: ModelCall) -> Any:
-        if call.model != self._model_name:
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        """The loaded model's mean-pooled, unit-length hidden states, one vector per input
+        (computed and decoded on the embedding thread)."""
+        engine = await self._embedding_context(call.model)
+        assert self._embedding_executor is not None
+        body = {"input": list(call.inputs), "encoding_format": "float"}
+
+        def run() -> Embeddings:
+            return self._embeddings_of(engine.handle_embeddings(body), call)
+
+        try:
+            async with asyncio.timeout(call.timeout_s):
+                # Shielded: the engine call cannot be interrupted; a caller that gives up
+                # leaves it to finish on its own thread.
+                return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._embedding_executor, run))
+        except TimeoutError:
+            raise LLMError(ErrorKind.TIMEOUT, f"local model {call.model!r} did not embed in time", model=call.model) from None
+
+    def _embeddings_of(self, reply: object, call: EmbeddingCall) -> Embeddings:
+        if not isinstance(reply, dict):
+            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} sent an unexpected embeddings reply", model=call.model)
+        error = reply.get("error")
+        if isinstance(error, Mapping) and "too large to process" in str(error.get("message")):
+            # The caller's input, not the model's health (llama.cpp's own advice, a bigger
+            # batch, is ours to follow: the batch is the context length).
+            raise LLMError(
+                ErrorKind.CONTEXT_TOO_LARGE,
+                f"local model {call.model!r} embeds at most {self._context_length} tokens per input (LLM_LOCAL_CONTEXT_LENGTH): {error.get('message')}",
+                model=call.model,
+                metadata={"context_window": str(self._context_length)},
+            )
+        self._raise_engine_error(reply, call.model)
+        return embeddings_wire.parse_embeddings(reply, call, model=self._model_name)
+
+    async def _embedding_context(self, model: str) -> Any:
+        """The embedding context, loaded on first use (once, however many calls wait)."""
+        self._check_model_name(model)
+        if self._embedding_engine is not None:
+            return self._embedding_engine
+        async with self._embedding_load:
+            if self._embedding_engine is None:
+                self._embedding_executor = self._embedding_executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-embed")
+                try:
+                    load = functools.partial(self._load, embedding=True)
+                    self._embedding_engine = await asyncio.get_running_loop().run_in_executor(self._embedding_executor, load)
+                except Exception as error:  # noqa: BLE001 - the engine raises plain RuntimeErrors
+                    raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"local model {model!r} cannot embed: {error}", model=model) from None
+                log.info("loaded the embedding context of local model %s", self._model_name)
+        return self._embedding_engine
+
+    def _check_model_name(self, model: str) -> None:
+        if model != self._model_name:
             raise LLMError(
                 ErrorKind.MODEL_UNAVAILABLE,
-                f"local model {call.model!r} is not loaded (in-process model: {self._model_name!r})",
-                model=call.model,
+                f"local model {model!r} is not loaded (in-process model: {self._model_name!r})",
+                model=model,
             )
         if self._engine is None:
             raise LLMError(
-                ErrorKind.MODEL_UNAVAILABLE, f"local model {call.model!r} is not available: {self._load_error or 'still loading'}", model=call.model
+                ErrorKind.MODEL_UNAVAILABLE, f"local model {model!r} is not available: {self._load_error or 'still loading'}", model=model
             )
+
+    def _check_model(self, call: ModelCall) -> Any:
+        self._check_model_name(call.model)
         return self._engine
 
     async def _acquire_slot(self, model: str) -> None:

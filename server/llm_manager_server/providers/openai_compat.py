@@ -8,6 +8,7 @@ call; each call's timeout is the caller's remaining deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -18,9 +19,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..secret import Secret
+from ..domain.embeddings import EmbeddingCall, Embeddings
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import Answer, ModelCall, ProviderKind, SamplingOptions, StreamDelta
-from . import openai_wire
+from . import embeddings_wire, openai_wire
 from .base import HealthReport
 from .http import HttpJsonProvider
 from .spec import CloudSettings, CloudVariables, ProviderSpec, require_key
@@ -134,6 +136,23 @@ class OpenAICompatibleProvider(HttpJsonProvider):
             raise self._upstream.transport_error(error, call.model) from None
         answer = reading.answer()
         yield StreamDelta(model=answer.model, answer=answer)
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        """``POST /embeddings``: one vector per input, in order; OpenAI sends them as base64,
+        local servers as floats. A large reply is decoded on a thread. (A llama.cpp server
+        started without embeddings answers 501: CONFIGURATION_ERROR, with its own message.)"""
+        local = self._kind is ProviderKind.LOCAL
+        body = embeddings_wire.embeddings_body(call, base64_vectors=not local)
+        try:
+            async with self._post(f"{self._base_url}/embeddings", body, call) as response:
+                await self._raise_for_status(response, call.model)
+                raw = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise self._upstream.transport_error(error, call.model) from None
+        decode = functools.partial(
+            embeddings_wire.decode_reply, raw, call, model=call.model if local else None, provider_label=self._label, secrets=self.secrets()
+        )
+        return decode() if len(raw) < embeddings_wire.DECODE_IN_THREAD_BYTES else await asyncio.to_thread(decode)
 
     async def health(self) -> HealthReport:
         return await self._probe(f"{self._base_url}/models")

@@ -347,6 +347,7 @@ def _is_context_overflow(error: Mapping[str, Any], lowered_message: str) -> bool
         or error.get("type") == "exceed_context_size_error"  # llama.cpp server
         or "maximum context length" in lowered_message
         or "context window" in lowered_message
+        or "too large to process" in lowered_message  # llama.cpp: an embedding input beyond its batch
     )
 
 

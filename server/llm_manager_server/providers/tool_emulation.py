@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from ..domain.embeddings import EmbeddingCall, Embeddings
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import (
     Answer,
@@ -34,7 +35,7 @@ from ..domain.types import (
     ToolCall,
     ToolChoiceMode,
 )
-from .base import HealthReport, Provider, answer_from_stream
+from .base import HealthReport, Provider, answer_from_stream, embed_with
 
 
 # Calls one emulated answer may make: small models otherwise repeat a call until max_tokens.
@@ -161,6 +162,10 @@ class EmulatedToolsProvider:
     async def list_models(self) -> list[str]:
         lister = getattr(self._inner, "list_models", None)
         return list(await lister()) if lister is not None else []
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        """Embeddings need no tools: straight to the wrapped provider."""
+        return await embed_with(self._inner, call)
 
     @staticmethod
     def _emulates(call: ModelCall) -> bool:

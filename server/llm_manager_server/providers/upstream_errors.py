@@ -59,6 +59,10 @@ def error_for_status(
         # No such model (or a wrong base URL) at this provider: retrying cannot help, the
         # next candidate might.
         return LLMError(ErrorKind.CONFIGURATION_ERROR, message, model=model, metadata=metadata)
+    if status == 501:
+        # Not implemented by this endpoint (a llama.cpp server started without --embeddings
+        # asked for embeddings): a fact of its configuration, never worth a retry.
+        return LLMError(ErrorKind.CONFIGURATION_ERROR, message, model=model, metadata=metadata)
     if status == 409 or status >= 500:  # Anthropic's 529 overloaded_error included
         return LLMError(ErrorKind.MODEL_UNAVAILABLE, message, model=model, metadata=metadata)
     return LLMError(ErrorKind.INVALID_REQUEST, message, model=model, metadata=metadata, field_violations=(violation,))

@@ -169,7 +169,10 @@ class ModelRegistry:
                 registry.add(cloud.model)
         for deployment in settings.deployments:
             registry._configured_deployment(deployment)
-        for name in (*llama.general_models, *llama.sql_models):
+        # LLM_EMBEDDING_MODEL is configured too: listed with its capabilities and health (it
+        # joins no chain: chains come from the provider and preference variables).
+        embedding = (settings.embedding_model,) if settings.embedding_model else ()
+        for name in (*llama.general_models, *llama.sql_models, *embedding):
             if provider_for_model(name) in registry.defaults and not (
                 registry.local_is_inprocess and provider_for_model(name) is ProviderKind.LOCAL
             ):

@@ -25,15 +25,17 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractContextManager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager, aclosing
 from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
-from ..catalog import provider_for_model
+from ..catalog import EMBEDDING_ONLY, provider_for_model
 from ..config import RoutingSettings
 from ..domain.call_context import deadline_exceeded
 from ..domain.caller import caller_var
-from ..domain.errors import ErrorKind, LLMError
+from ..domain.embeddings import EmbeddingCall, EmbeddingRequest, Embeddings
+from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
 from ..domain.types import (
     Answer,
     CallMetadata,
@@ -42,10 +44,12 @@ from ..domain.types import (
     ToolChoiceMode,
     GenerationRequest,
     ModelCall,
+    ProviderKind,
     RoutingStrategy,
     StreamDelta,
     TaskType,
 )
+from ..providers.base import embed_with
 from ..telemetry import Attempt, Telemetry
 from .breaker import CircuitBreaker, CircuitState
 from .output_check import OutputCheck
@@ -54,6 +58,8 @@ from .strategy import Candidate, estimate_prompt_tokens, rank
 
 log = logging.getLogger(__name__)
 
+# The embedding model when nothing else is configured and OpenAI is (its cheapest current one).
+DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
 # Failures about the model itself, not the deployment that served it: another deployment of
@@ -88,6 +94,29 @@ def needed_capabilities(request: GenerationRequest) -> frozenset[Capability]:
     if request.sampling.response_format is ResponseFormat.JSON_SCHEMA:
         needed.add(Capability.JSON_SCHEMA)
     return frozenset(needed)
+
+
+Piece = TypeVar("Piece")
+_Yielded = TypeVar("_Yielded", covariant=True)
+
+
+@dataclass(slots=True)
+class AttemptProgress:
+    """What the attempt loop learns from one attempt while it runs: when it started, when its
+    first output reached the caller (a stream's, which then may not fall back), whether the
+    piece it yields is its result, and whether its failure says nothing of the model's health
+    (``blameless``: it then trips no breaker)."""
+
+    started: float
+    first_output_s: float | None = None
+    final: bool = False
+    blameless: bool = False
+
+
+class AttemptRunner(Protocol[_Yielded]):
+    """One call of one model on one deployment, as the attempt loop makes it."""
+
+    def __call__(self, entry: ModelEntry, route: Route, metadata: CallMetadata, progress: AttemptProgress, /) -> AsyncGenerator[_Yielded, None]: ...
 
 
 @dataclass(frozen=True)
@@ -188,13 +217,9 @@ class Router:
             # it, and its own error says more than "no model available". An open circuit
             # still fails fast.
             entry = self._registry.resolve(request.model)
-            if not self.allows_call(entry):
-                raise LLMError(
-                    ErrorKind.MODEL_UNAVAILABLE,
-                    f"model {entry.name!r} is failing: {self.circuit_detail(entry)}",
-                    model=entry.name,
-                    retry_after_s=min(self.breaker(r).remaining_open_s() for r in entry.routes),
-                )
+            if entry.capabilities == EMBEDDING_ONLY:
+                raise invalid_request(FieldViolation("preferences.model", f"model {entry.name!r} only makes embeddings (use Embed)"))
+            self._check_not_failing(entry)
             missing = needed_capabilities(request) - entry.capabilities
             if missing:
                 raise LLMError(
@@ -253,6 +278,53 @@ class Router:
         log.debug("route plan: %s", reason)
         return RoutePlan((*first, *(by_name[s.name] for s in ranked)), strategy, reason)
 
+    def _check_not_failing(self, entry: ModelEntry) -> None:
+        """A pinned model behind open circuits on every deployment fails fast."""
+        if not self.allows_call(entry):
+            raise LLMError(
+                ErrorKind.MODEL_UNAVAILABLE,
+                f"model {entry.name!r} is failing: {self.circuit_detail(entry)}",
+                model=entry.name,
+                retry_after_s=min(self.breaker(r).remaining_open_s() for r in entry.routes),
+            )
+
+    def embedding_model(self) -> str:
+        """The model of an embedding request that names none: ``LLM_EMBEDDING_MODEL``, else
+        the local model (local first, as for answers), else OpenAI's text-embedding-3-small."""
+        configured = self._registry.settings.embedding_model
+        if configured:
+            return configured
+        local = self._registry.default_models.get(ProviderKind.LOCAL)
+        if local:
+            return local
+        if ProviderKind.OPENAI in self._registry.defaults:
+            return DEFAULT_OPENAI_EMBEDDING_MODEL
+        raise LLMError(
+            ErrorKind.CONFIGURATION_ERROR,
+            "no embedding model is configured: set LLM_EMBEDDING_MODEL, a local model or OPENAI_API_KEY",
+        )
+
+    def plan_embedding(self, request: EmbeddingRequest) -> RoutePlan:
+        """The one model that embeds ``request``: the caller's, or the default one. Vectors of
+        different models are not comparable, so no other model ever stands in for it; its
+        deployments, retries and breakers work as for answers."""
+        name = request.model or self.embedding_model()
+        caller = caller_var.get()
+        if caller is not None and not caller.may_use(name):
+            raise LLMError(ErrorKind.PERMISSION_DENIED, f"this API key may not use model {name!r}", model=name)
+        entry = self._registry.resolve(name)
+        if Capability.EMBEDDINGS not in entry.capabilities:
+            why = {
+                ProviderKind.ANTHROPIC: "Anthropic has no embeddings API",
+                ProviderKind.GEMINI: "Gemini embeddings are not supported",
+            }.get(entry.provider_kind, "it is a chat model")
+            raise invalid_request(
+                FieldViolation("model", f"model {name!r} does not make embeddings ({why}); use e.g. {DEFAULT_OPENAI_EMBEDDING_MODEL} or a local model")
+            )
+        self._check_not_failing(entry)
+        reason = f"embedding model {name!r}" + ("" if request.model else " (the default)")
+        return RoutePlan((entry,), self._settings.strategy, reason)
+
     @staticmethod
     def _check_fits(entry: ModelEntry, request: GenerationRequest) -> None:
         """A pinned model's context window must hold the prompt plus ``max_tokens``: a
@@ -303,10 +375,10 @@ class Router:
             entry.name, request.messages, request.sampling, timeout_s=self._remaining(deadline), tools=request.tools, tool_choice=request.tool_choice
         )
 
-    def _failed(self, entry: ModelEntry, route: Route, error: LLMError, deadline: float) -> None:
+    def _failed(self, entry: ModelEntry, route: Route, error: LLMError, deadline: float, *, blameless: bool = False) -> None:
         breaker = self.breaker(route, entry.name)
         caller_ran_out = error.kind is ErrorKind.TIMEOUT and self._remaining(deadline) <= 0
-        if error.kind in _NOT_THE_MODELS_FAULT or caller_ran_out:
+        if blameless or error.kind in _NOT_THE_MODELS_FAULT or caller_ran_out:
             breaker.probe_in_flight = False
             return
         entry.stats.record_failure()
@@ -358,12 +430,14 @@ class Router:
         metadata: CallMetadata,
         failures: list[tuple[str, LLMError]],
         tried: set[int],
+        *,
+        blameless: bool = False,
     ) -> str:
         """Books a failed attempt and says what next: ``"switch"`` to another deployment of the
         model at once (one this call has not tried, whose circuit allows it: a failing
         deployment's call moves before the chain does), ``"retry"`` the model after the backoff,
         or ``"next"`` model. The caller's own mistakes are raised at once."""
-        self._failed(entry, route, error, deadline)
+        self._failed(entry, route, error, deadline, blameless=blameless)
         log.info("model %s on %s attempt %d failed: %s", entry.name, route.deployment.name, attempt + 1, error)
         if error.kind is ErrorKind.INVALID_REQUEST:
             raise error
@@ -433,82 +507,142 @@ class Router:
         answer: Answer | None = None
         # Read to the end (one delta): an async generator left suspended is closed later by
         # the event loop's finalizer, which costs more than finishing it here.
-        async for delta in self._attempts(request, deadline, streaming=False):
+        async for delta in self._generation(request, deadline, streaming=False):
             answer = delta.answer
         assert answer is not None, "the attempt loop ends with an answer or an error"
         return answer
 
     def stream(self, request: GenerationRequest, deadline: float) -> AsyncIterator[StreamDelta]:
         """Deltas of the first model that starts answering; the last carries the answer."""
-        return self._attempts(request, deadline, streaming=True)
+        return self._generation(request, deadline, streaming=True)
 
-    async def _attempts(self, request: GenerationRequest, deadline: float, *, streaming: bool) -> AsyncIterator[StreamDelta]:
-        """The one attempt loop, for unary calls and streams alike: each candidate in the
-        plan's order, retried per the policy, until one gives a valid answer.
-
-        A unary attempt is the provider's ``generate``, its answer the loop's one delta; a
-        streamed attempt is the provider's ``stream`` under a stall timeout. Tool calls are
-        checked as they complete and the answer when it is complete (:class:`OutputCheck`);
-        an invalid one is a failed attempt. Failures before anything reached the caller fall
-        back; a failure after text or a tool call was sent is raised with
-        ``partial_output`` metadata: the caller already holds part of an answer, so no other
-        model may silently continue it. The deadline bounds it all: DEADLINE_EXCEEDED names
-        the limit, the models tried and the ones never asked.
-        """
+    def _generation(self, request: GenerationRequest, deadline: float, *, streaming: bool) -> AsyncIterator[StreamDelta]:
+        """A generation through the attempt loop: the plan for ``request``, and an attempt
+        that asks the provider for an answer (or a stream) and checks it (:class:`OutputCheck`)."""
         plan = self.plan(request, streaming=streaming)
-        metadata = CallMetadata(strategy=plan.strategy, candidates=[e.name for e in plan.candidates], routing_reason=plan.reason)
         check = OutputCheck(request)
+
+        async def attempt(entry: ModelEntry, route: Route, metadata: CallMetadata, progress: AttemptProgress) -> AsyncGenerator[StreamDelta, None]:
+            call = self._call(entry, request, deadline)
+            with self._observe(entry, route, call, plan, metadata, streaming=streaming) as observed:
+                call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
+                final: Answer | None = None
+                if streaming:
+                    async for delta in self._guarded(entry, route, call):
+                        if delta.answer is not None:
+                            final = delta.answer  # the provider's stream ends with it
+                            continue
+                        if delta.tool_calls:
+                            check.tool_calls(delta.tool_calls, entry.name)
+                        if progress.first_output_s is None and (delta.text or delta.tool_calls):
+                            progress.first_output_s = self._clock() - progress.started
+                            observed.first_chunk()
+                        yield delta
+                    if final is None:
+                        raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"model {entry.name!r} ended its stream without an answer", model=entry.name)
+                else:
+                    final = await route.deployment.provider.generate(call)
+                answer = check.answer(final, entry.name, tool_calls_checked=streaming)
+                answer.cost_usd = entry.price.cost(answer.usage)
+                answer.metadata = metadata
+                self._telemetry.succeeded(observed, answer=answer, streaming=streaming)
+            progress.final = True
+            yield StreamDelta(model=answer.model, answer=answer)
+
+        return self._attempts(plan, deadline, attempt)
+
+    async def embed(self, request: EmbeddingRequest, deadline: float) -> Embeddings:
+        """``request``'s vectors from its model, through the attempt loop: a failing
+        deployment's call moves to another deployment of the model, retryable failures are
+        retried, and the model's breakers and statistics see every attempt."""
+        plan = self.plan_embedding(request)
+
+        async def attempt(entry: ModelEntry, route: Route, metadata: CallMetadata, progress: AttemptProgress) -> AsyncGenerator[Embeddings, None]:
+            call = EmbeddingCall(entry.name, request.inputs, timeout_s=self._remaining(deadline))
+            with self._telemetry.attempt(
+                call,
+                route.deployment.kind,
+                deployment=route.deployment.name,
+                attempt=len(metadata.model_chain),
+                fallback=metadata.fallback_used,
+                streaming=False,
+                candidates=metadata.candidates,
+                strategy=plan.strategy.value,
+            ) as observed:
+                call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
+                try:
+                    embeddings = await embed_with(route.deployment.provider, call)
+                except LLMError as error:
+                    # An endpoint that serves no embeddings (llama.cpp without --embeddings
+                    # answers 501; a backend without the API) says nothing of the model's
+                    # health: its chat calls keep their circuit.
+                    if error.kind is ErrorKind.CONFIGURATION_ERROR and error.metadata.get("upstream_status") in (None, "501"):
+                        progress.blameless = True
+                    raise
+                embeddings.cost_usd = entry.price.cost(embeddings.usage)
+                embeddings.metadata = metadata
+                self._telemetry.embedded(observed, embeddings)
+            progress.final = True
+            yield embeddings
+
+        result: Embeddings | None = None
+        async for result in self._attempts(plan, deadline, attempt):
+            pass  # one piece: the result (read to the end, see generate)
+        assert result is not None, "the attempt loop ends with a result or an error"
+        return result
+
+    async def _attempts(self, plan: RoutePlan, deadline: float, attempt: AttemptRunner[Piece]) -> AsyncIterator[Piece]:
+        """The one attempt loop, for unary calls, streams and embeddings alike: each candidate
+        in the plan's order, on the deployment :meth:`_pick` chooses, retried per the policy,
+        until one attempt succeeds.
+
+        ``attempt`` makes one call to one model on one deployment: it yields what reaches the
+        caller as it comes (a stream's deltas) and last its result, after setting
+        ``progress.final``; an ``LLMError`` it raises is a failed attempt, booked on the
+        model's breaker and statistics. Failures before anything reached the caller fall
+        back; a failure after output was sent (``progress.first_output_s`` set) is raised
+        with ``partial_output`` metadata: the caller already holds part of an answer, so no
+        other model may silently continue it. The deadline bounds it all: DEADLINE_EXCEEDED
+        names the limit, the models tried and the ones never asked.
+        """
+        metadata = CallMetadata(strategy=plan.strategy, candidates=[e.name for e in plan.candidates], routing_reason=plan.reason)
         failures: list[tuple[str, LLMError]] = []
         try:
             async with asyncio.timeout_at(deadline):
                 for entry in plan.candidates:
-                    attempt = 0
+                    tries = 0
                     tried: set[int] = set()
                     while (route := self._admit(entry, plan, metadata, failures, deadline, tried)) is not None:
-                        started = self._clock()
-                        first_output_s: float | None = None
+                        progress = AttemptProgress(self._clock())
                         deployment = route.deployment
                         deployment.in_flight += 1
                         try:
                             try:
-                                call = self._call(entry, request, deadline)
-                                with self._observe(entry, route, call, plan, metadata, streaming=streaming) as observed:
-                                    call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
-                                    final: Answer | None = None
-                                    if streaming:
-                                        async for delta in self._guarded(entry, route, call):
-                                            if delta.answer is not None:
-                                                final = delta.answer  # the provider's stream ends with it
-                                                continue
-                                            if delta.tool_calls:
-                                                check.tool_calls(delta.tool_calls, entry.name)
-                                            if first_output_s is None and (delta.text or delta.tool_calls):
-                                                first_output_s = self._clock() - started
-                                                observed.first_chunk()
-                                            yield delta
-                                        if final is None:
-                                            raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"model {entry.name!r} ended its stream without an answer", model=entry.name)
+                                async with aclosing(attempt(entry, route, metadata, progress)) as pieces:
+                                    async for piece in pieces:
+                                        if progress.final:
+                                            result = piece
+                                            break
+                                        yield piece
                                     else:
-                                        final = await deployment.provider.generate(call)
-                                    answer = check.answer(final, entry.name, tool_calls_checked=streaming)
-                                    answer.cost_usd = entry.price.cost(answer.usage)
-                                    answer.metadata = metadata
-                                    self._telemetry.succeeded(observed, answer=answer, streaming=streaming)
+                                        raise AssertionError("an attempt ends with its result or an error")
                             finally:
                                 deployment.in_flight -= 1
-                            self._succeeded(entry, route, self._clock() - started, first_output_s)
-                            yield StreamDelta(model=answer.model, answer=answer)
+                            self._succeeded(entry, route, self._clock() - progress.started, progress.first_output_s)
+                            yield result
                             return
                         except LLMError as error:
-                            if first_output_s is not None:
+                            if progress.first_output_s is not None:
                                 self._failed(entry, route, error, deadline)
                                 error.metadata["partial_output"] = "true"
                                 error.message = f"stream broke after partial output: {error.message}"
                                 raise
-                            outcome = await self._after_failure(entry, route, error, attempt, deadline, metadata, failures, tried)
+                            outcome = await self._after_failure(
+                                entry, route, error, tries, deadline, metadata, failures, tried, blameless=progress.blameless
+                            )
                             if outcome == "next":
                                 break
-                            attempt += outcome == "retry"
+                            tries += outcome == "retry"
                             continue
                         except (asyncio.CancelledError, GeneratorExit):
                             self.breaker(route, entry.name).probe_in_flight = False

@@ -25,6 +25,7 @@ from ..domain.call_context import request_id_var
 from ..domain.caller import current_caller_name
 from ..domain.errors import FieldViolation, invalid_request
 from ..domain.types import GenerationRequest, Message, Role
+from ..domain.validation import MAX_REQUEST_CHARS
 from ..engine import ConversationTurns, Generator
 from . import convert
 from .llm_manager import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -111,8 +112,8 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
                 violations.append(FieldViolation(f"conversation.metadata[{key!r}]", f"keys must be 1 to {MAX_METADATA_KEY_CHARS} characters, not blank"))
             if len(value) > MAX_METADATA_VALUE_CHARS:
                 violations.append(FieldViolation(f"conversation.metadata[{key!r}]", f"values must be at most {MAX_METADATA_VALUE_CHARS} characters"))
-        if len(request.conversation.system) > convert.MAX_REQUEST_CHARS:
-            violations.append(FieldViolation("conversation.system", f"must be at most {convert.MAX_REQUEST_CHARS} characters"))
+        if len(request.conversation.system) > MAX_REQUEST_CHARS:
+            violations.append(FieldViolation("conversation.system", f"must be at most {MAX_REQUEST_CHARS} characters"))
         _raise_if(violations)
         conversation = await self._store.create(system=request.conversation.system, metadata=metadata, owner=current_caller_name())
         return conversation_service_pb2.CreateConversationResponse(conversation=conversation_to_proto(conversation))
@@ -169,8 +170,8 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
         violations: list[FieldViolation] = []
         _check_id(request.conversation_id, "conversation_id", violations)
         new_messages = convert.tool_results_from_proto(request.tool_results, violations)
-        if len(request.message) > convert.MAX_REQUEST_CHARS:
-            violations.append(FieldViolation("message", f"must be at most {convert.MAX_REQUEST_CHARS} characters"))
+        if len(request.message) > MAX_REQUEST_CHARS:
+            violations.append(FieldViolation("message", f"must be at most {MAX_REQUEST_CHARS} characters"))
         elif request.message.strip():
             new_messages.append(Message.of(Role.USER, request.message))
         elif not request.tool_results:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -11,10 +10,10 @@ from google.protobuf import json_format, struct_pb2
 
 from llm_manager.v1 import common_pb2, llm_manager_service_pb2
 
+from ..domain import embeddings as embeddings_domain
+from ..domain.embeddings import EmbeddingRequest, Embeddings
 from ..domain.errors import FieldViolation, invalid_request
-from ..domain.schemas import schema_problem
 from ..domain.types import (
-    MODEL_NAME_RULE,
     Answer,
     CallMetadata,
     Capability,
@@ -36,15 +35,15 @@ from ..domain.types import (
     ToolChoiceMode,
     ToolResult,
     Usage,
-    is_valid_model_name,
 )
-from ..providers.anthropic_wire import RESPONSE_TOOL
-
-MAX_STOP_SEQUENCES = 4
-MAX_REQUEST_CHARS = 2_000_000
-# No model this service knows has a window above ~1M tokens; a larger max_tokens is a mistake.
-# (Each model's own window is checked by the router: prompt + max_tokens must fit it.)
-MAX_MAX_TOKENS = 1 << 20
+from ..domain.validation import (
+    ToolCallLedger,
+    check_answerable,
+    check_chosen_tool,
+    check_request_size,
+    check_sampling,
+    check_tools,
+)
 
 _TASKS = {
     common_pb2.TASK_TYPE_UNSPECIFIED: TaskType.GENERAL,
@@ -79,11 +78,6 @@ _TOOL_CHOICES = {
     common_pb2.TOOL_CHOICE_MODE_NONE: ToolChoiceMode.NONE,
     common_pb2.TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.REQUIRED,
 }
-MAX_TOOLS = 128
-MAX_TOOL_DESCRIPTION_CHARS = 4096
-TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-# Used by the server itself (Anthropic's structured-output tool): no caller's tool may be named so.
-RESERVED_TOOL_NAMES = frozenset({RESPONSE_TOOL})
 FINISH_TO_PROTO = {
     FinishReason.UNSPECIFIED: common_pb2.FINISH_REASON_UNSPECIFIED,
     FinishReason.STOP: common_pb2.FINISH_REASON_STOP,
@@ -97,6 +91,7 @@ CAPABILITY_TO_PROTO = {
     Capability.JSON_SCHEMA: common_pb2.CAPABILITY_JSON_SCHEMA,
     Capability.VISION: common_pb2.CAPABILITY_VISION,
     Capability.REASONING: common_pb2.CAPABILITY_REASONING,
+    Capability.EMBEDDINGS: common_pb2.CAPABILITY_EMBEDDINGS,
 }
 # Each provider kind is the API's PROVIDER_<KIND> (a KeyError here at import: the proto lacks it).
 PROVIDER_TO_PROTO = {kind: common_pb2.Provider.Value(f"PROVIDER_{kind.name}") for kind in ProviderKind}
@@ -115,22 +110,8 @@ def task_from_proto(value: int, violations: list[FieldViolation], field: str = "
 def sampling_from_proto(
     preferences: common_pb2.GenerationPreferences, violations: list[FieldViolation], prefix: str = "preferences"
 ) -> tuple[SamplingOptions, RoutingStrategy | None]:
-    """Sampling options and strategy, appending a violation for every bad field."""
-    max_tokens = preferences.max_tokens if preferences.HasField("max_tokens") else None
-    if max_tokens is not None and not 0 < max_tokens <= MAX_MAX_TOKENS:
-        violations.append(FieldViolation(f"{prefix}.max_tokens", f"must be 1..{MAX_MAX_TOKENS}, got {max_tokens}"))
-    temperature = preferences.temperature if preferences.HasField("temperature") else None
-    if temperature is not None and not 0.0 <= temperature <= 2.0:
-        violations.append(FieldViolation(f"{prefix}.temperature", f"must be between 0 and 2, got {temperature:g}"))
-    top_p = preferences.top_p if preferences.HasField("top_p") else None
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        violations.append(FieldViolation(f"{prefix}.top_p", f"must be in (0, 1], got {top_p:g}"))
-    stop = tuple(preferences.stop)
-    if len(stop) > MAX_STOP_SEQUENCES:
-        violations.append(FieldViolation(f"{prefix}.stop", f"at most {MAX_STOP_SEQUENCES} sequences, got {len(stop)}"))
-    for index, sequence in enumerate(stop):
-        if not sequence:
-            violations.append(FieldViolation(f"{prefix}.stop[{index}]", "must not be empty"))
+    """Sampling options and strategy, appending a violation for every bad field (the rules:
+    ``domain.validation.check_sampling``)."""
     strategy: RoutingStrategy | None = None
     if preferences.routing_strategy != common_pb2.ROUTING_STRATEGY_UNSPECIFIED:
         if preferences.routing_strategy not in _STRATEGIES:
@@ -144,25 +125,22 @@ def sampling_from_proto(
         response_format = _FORMATS[preferences.response_format]
     response_schema: JsonObject | None = None
     if preferences.HasField("response_schema"):
-        response_schema = struct_to_dict(preferences.response_schema)
         if response_format is not ResponseFormat.JSON_SCHEMA:
             violations.append(FieldViolation(f"{prefix}.response_schema", "is only used with RESPONSE_FORMAT_JSON_SCHEMA"))
-        elif (problem := schema_problem(response_schema)) is not None:
-            violations.append(FieldViolation(f"{prefix}.response_schema", problem))
+        else:
+            response_schema = struct_to_dict(preferences.response_schema)
     elif response_format is ResponseFormat.JSON_SCHEMA:
         violations.append(FieldViolation(f"{prefix}.response_schema", "is required with RESPONSE_FORMAT_JSON_SCHEMA"))
-    if preferences.model and not is_valid_model_name(preferences.model):
-        # The name itself is not echoed: it may be huge, or hold anything.
-        violations.append(FieldViolation(f"{prefix}.model", MODEL_NAME_RULE))
     sampling = SamplingOptions(
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        stop=stop,
+        max_tokens=preferences.max_tokens if preferences.HasField("max_tokens") else None,
+        temperature=preferences.temperature if preferences.HasField("temperature") else None,
+        top_p=preferences.top_p if preferences.HasField("top_p") else None,
+        stop=tuple(preferences.stop),
         seed=preferences.seed if preferences.HasField("seed") else None,
         response_format=response_format,
         response_schema=response_schema,
     )
+    check_sampling(sampling, preferences.model, violations, lambda name: f"{prefix}.{name}")
     return sampling, strategy
 
 
@@ -189,21 +167,6 @@ def dict_to_struct(value: JsonObject) -> struct_pb2.Struct:
     return struct
 
 
-def _tool_calls_from_proto(message: common_pb2.ChatMessage, field: str, violations: list[FieldViolation], seen_ids: set[str]) -> list[ToolCall]:
-    calls: list[ToolCall] = []
-    for index, call in enumerate(message.tool_calls):
-        where = f"{field}.tool_calls[{index}]"
-        if not call.id or len(call.id) > 128:
-            violations.append(FieldViolation(f"{where}.id", "must be 1-128 characters"))
-        elif call.id in seen_ids:
-            violations.append(FieldViolation(f"{where}.id", f"repeats tool call id {call.id!r}"))
-        if not TOOL_NAME.fullmatch(call.name):
-            violations.append(FieldViolation(f"{where}.name", "must be 1-64 of a-z, A-Z, 0-9, _ and -"))
-        seen_ids.add(call.id)
-        calls.append(ToolCall(call.id, call.name, struct_to_dict(call.arguments)))
-    return calls
-
-
 def messages_from_proto(
     messages: Iterable[common_pb2.ChatMessage], violations: list[FieldViolation], field: str = "messages", *, open_calls: set[str] | None = None
 ) -> list[Message]:
@@ -211,8 +174,7 @@ def messages_from_proto(
     messages, and every ROLE_TOOL message answering an earlier tool call (of these messages,
     or of ``open_calls``: the calls a conversation's last reply left open)."""
     result: list[Message] = []
-    seen_ids: set[str] = set()
-    answerable = set(open_calls or ())
+    ledger = ToolCallLedger(open_calls or ())
     for index, message in enumerate(messages):
         where = f"{field}[{index}]"
         if message.role not in _ROLES:
@@ -226,10 +188,8 @@ def messages_from_proto(
             if not message.tool_call_id:
                 violations.append(FieldViolation(f"{where}.tool_call_id", "is required on a ROLE_TOOL message"))
                 continue
-            if message.tool_call_id not in answerable:
-                violations.append(FieldViolation(f"{where}.tool_call_id", "does not answer an earlier assistant tool call"))
+            if not ledger.answered(message.tool_call_id, violations, f"{where}.tool_call_id"):
                 continue
-            answerable.discard(message.tool_call_id)
             if not message.content:
                 violations.append(FieldViolation(f"{where}.content", "must not be empty (the tool's result)"))
                 continue
@@ -238,8 +198,8 @@ def messages_from_proto(
         if message.tool_call_id:
             violations.append(FieldViolation(f"{where}.tool_call_id", "is only used on ROLE_TOOL messages"))
             continue
-        calls = _tool_calls_from_proto(message, where, violations, seen_ids)
-        answerable.update(c.id for c in calls)
+        calls = [ToolCall(call.id, call.name, struct_to_dict(call.arguments)) for call in message.tool_calls]
+        ledger.called(calls, violations, lambda i: f"{where}.tool_calls[{i}]")  # noqa: B023 - called at once
         if not message.content.strip() and not calls:
             violations.append(FieldViolation(f"{where}.content", "must not be empty"))
             continue
@@ -271,42 +231,26 @@ def tool_results_from_proto(results: Iterable[common_pb2.ChatMessage], violation
 
 
 def tools_from_proto(request: Any, violations: list[FieldViolation]) -> tuple[tuple[Tool, ...], ToolChoice | None]:
-    """The request's tools and tool choice, checked (names, schemas, the choice's tool)."""
-    tools: list[Tool] = []
-    names: set[str] = set()
-    if len(request.tools) > MAX_TOOLS:
-        violations.append(FieldViolation("tools", f"at most {MAX_TOOLS} tools, got {len(request.tools)}"))
-    for index, tool in enumerate(request.tools):
-        where = f"tools[{index}]"
-        if not TOOL_NAME.fullmatch(tool.name):
-            violations.append(FieldViolation(f"{where}.name", "must be 1-64 of a-z, A-Z, 0-9, _ and -"))
-        elif tool.name in names:
-            violations.append(FieldViolation(f"{where}.name", f"repeats tool name {tool.name!r}"))
-        elif tool.name in RESERVED_TOOL_NAMES:
-            violations.append(FieldViolation(f"{where}.name", f"{tool.name!r} is reserved by the server"))
-        names.add(tool.name)
-        if len(tool.description) > MAX_TOOL_DESCRIPTION_CHARS:
-            violations.append(FieldViolation(f"{where}.description", f"must be at most {MAX_TOOL_DESCRIPTION_CHARS} characters"))
-        parameters: JsonObject = {"type": "object", "properties": {}}
-        if tool.HasField("parameters"):
-            parameters = struct_to_dict(tool.parameters)
-            if (problem := schema_problem(parameters)) is not None:
-                violations.append(FieldViolation(f"{where}.parameters", problem))
-        tools.append(Tool(tool.name, tool.description, parameters))
+    """The request's tools and tool choice, checked (``domain.validation``: names, schemas,
+    the choice's tool)."""
+    tools = tuple(
+        Tool(tool.name, tool.description, struct_to_dict(tool.parameters)) if tool.HasField("parameters") else Tool(tool.name, tool.description)
+        for tool in request.tools
+    )
+    names = check_tools(tools, violations)
     if not request.HasField("tool_choice"):
-        return tuple(tools), None
+        return tools, None
     choice = request.tool_choice
     if not tools:
         violations.append(FieldViolation("tool_choice", "needs tools to choose from"))
         return (), None
     if choice.tool_name:
-        if choice.tool_name not in names:
-            violations.append(FieldViolation("tool_choice.tool_name", f"names no tool of the request: {choice.tool_name[:64]!r}"))
-        return tuple(tools), ToolChoice(ToolChoiceMode.TOOL, choice.tool_name)
+        check_chosen_tool(choice.tool_name, names, violations, "tool_choice.tool_name")
+        return tools, ToolChoice(ToolChoiceMode.TOOL, choice.tool_name)
     if choice.mode not in _TOOL_CHOICES:
         violations.append(FieldViolation("tool_choice.mode", f"unknown tool choice mode {choice.mode}"))
-        return tuple(tools), None
-    return tuple(tools), ToolChoice(_TOOL_CHOICES[choice.mode])
+        return tools, None
+    return tools, ToolChoice(_TOOL_CHOICES[choice.mode])
 
 
 def generation_request(request: GenerateLike, messages: Iterable[common_pb2.ChatMessage]) -> GenerationRequest:
@@ -314,10 +258,6 @@ def generation_request(request: GenerateLike, messages: Iterable[common_pb2.Chat
     violations: list[FieldViolation] = []
     chat = messages_from_proto(messages, violations)
     tools, tool_choice = tools_from_proto(request, violations)
-    if not request.prompt.strip() and not chat and not any(v.field.startswith("messages") for v in violations):
-        violations.append(FieldViolation("prompt", "give a non-empty prompt or at least one message"))
-    elif not request.prompt.strip() and chat and all(m.role is Role.SYSTEM for m in chat):
-        violations.append(FieldViolation("messages", "only system messages: give a prompt or a user message to answer"))
     task = task_from_proto(request.task_type, violations)
     sampling, strategy = sampling_from_proto(request.preferences, violations)
     full: list[Message] = []
@@ -326,8 +266,11 @@ def generation_request(request: GenerateLike, messages: Iterable[common_pb2.Chat
     full.extend(chat)
     if request.prompt.strip():
         full.append(Message.of(Role.USER, request.prompt))
-    if sum(len(m.content) for m in full) > MAX_REQUEST_CHARS:
-        violations.append(FieldViolation("prompt", f"the request's text exceeds {MAX_REQUEST_CHARS} characters"))
+    if not request.prompt.strip() and not chat and not any(v.field.startswith("messages") for v in violations):
+        violations.append(FieldViolation("prompt", "give a non-empty prompt or at least one message"))
+    elif chat:
+        check_answerable(full, violations, "messages")
+    check_request_size(full, violations, "prompt")
     if violations:
         raise invalid_request(*violations)
     return GenerationRequest(
@@ -383,6 +326,22 @@ def piece_fields(text: str, model: str | None, tool_calls: Sequence[ToolCall]) -
     if tool_calls:
         return {"text": text, "model": model or "", "tool_calls": [tool_call_to_proto(c) for c in tool_calls]}
     return {"text": text, "model": model or ""}
+
+
+def embedding_request(request: llm_manager_service_pb2.EmbedRequest) -> EmbeddingRequest:
+    """The validated domain request (the rules are the domain's: every transport shares them)."""
+    return embeddings_domain.embedding_request(
+        request.inputs, request.model, no_cache=request.cache_control.no_cache, no_store=request.cache_control.no_store
+    )
+
+
+def embed_response(embeddings: Embeddings, *, latency_ms: int, request_id: str) -> llm_manager_service_pb2.EmbedResponse:
+    return llm_manager_service_pb2.EmbedResponse(
+        embeddings=[llm_manager_service_pb2.Embedding(values=vector) for vector in embeddings.vectors],
+        model=embeddings.model,
+        usage=usage_to_proto(embeddings.usage, embeddings.cost_usd),
+        metadata=metadata_to_proto(embeddings.metadata, latency_ms=latency_ms, request_id=request_id),
+    )
 
 
 class Reply:

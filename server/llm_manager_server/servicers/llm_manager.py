@@ -1,4 +1,4 @@
-"""``llm_manager.v1.LLMManagerService``: Generate, StreamGenerate, ListModels."""
+"""``llm_manager.v1.LLMManagerService``: Generate, StreamGenerate, ListModels, Embed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from llm_manager.v1 import llm_manager_service_pb2, llm_manager_service_pb2_grpc
 from ..domain.call_context import request_id_var
 from ..domain.caller import caller_var
 from ..domain.errors import FieldViolation, invalid_request
-from ..engine import Generator
+from ..engine import Embedder, Generator
 from ..routing.registry import HealthState, ModelRegistry
 from . import convert
 
@@ -49,9 +49,10 @@ def page_token(offset: int) -> str:
 
 
 class LLMManagerServicer(llm_manager_service_pb2_grpc.LLMManagerServiceServicer):
-    def __init__(self, generator: Generator, registry: ModelRegistry) -> None:
+    def __init__(self, generator: Generator, registry: ModelRegistry, embedder: Embedder) -> None:
         self._generator = generator
         self._registry = registry
+        self._embedder = embedder
 
     async def Generate(
         self, request: llm_manager_service_pb2.GenerateRequest, context: aio.ServicerContext[Any, Any]
@@ -112,3 +113,10 @@ class LLMManagerServicer(llm_manager_service_pb2_grpc.LLMManagerServiceServicer)
             models=models, next_page_token=page_token(end) if end < len(entries) else ""
         )
 
+
+    async def Embed(
+        self, request: llm_manager_service_pb2.EmbedRequest, context: aio.ServicerContext[Any, Any]
+    ) -> llm_manager_service_pb2.EmbedResponse:
+        reply = convert.Reply()
+        embeddings = await self._embedder.embed(convert.embedding_request(request))
+        return convert.embed_response(embeddings, latency_ms=reply.elapsed_ms(), request_id=request_id_var.get())

@@ -269,6 +269,10 @@ class _CapabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Capability
     """Understands images."""
     CAPABILITY_REASONING: _Capability.ValueType  # 4
     """A reasoning model (thinks before it answers)."""
+    CAPABILITY_EMBEDDINGS: _Capability.ValueType  # 5
+    """Makes embeddings (LLMManagerService.Embed): OpenAI's text-embedding-* models,
+    and local models (their pooled hidden states, from llama.cpp).
+    """
 
 class Capability(_Capability, metaclass=_CapabilityEnumTypeWrapper):
     """What a model can do, as the server knows it (ListModels `capabilities`)."""
@@ -285,6 +289,10 @@ CAPABILITY_VISION: Capability.ValueType  # 3
 """Understands images."""
 CAPABILITY_REASONING: Capability.ValueType  # 4
 """A reasoning model (thinks before it answers)."""
+CAPABILITY_EMBEDDINGS: Capability.ValueType  # 5
+"""Makes embeddings (LLMManagerService.Embed): OpenAI's text-embedding-* models,
+and local models (their pooled hidden states, from llama.cpp).
+"""
 Global___Capability: _TypeAlias = Capability  # noqa: Y015
 
 @_typing.final

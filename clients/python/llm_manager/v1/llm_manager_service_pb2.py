@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from llm_manager.v1 import common_pb2 as llm__manager_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(llm_manager/v1/llm_manager_service.proto\x12\x0ellm_manager.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bllm_manager/v1/common.proto\"\xd4\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.llm_manager.v1.ChatMessage\x12\x0e\n\x06system\x18\x03 \x01(\t\x12+\n\ttask_type\x18\x04 \x01(\x0e\x32\x18.llm_manager.v1.TaskType\x12:\n\x0bpreferences\x18\x05 \x01(\x0b\x32%.llm_manager.v1.GenerationPreferences\x12\x33\n\rcache_control\x18\x06 \x01(\x0b\x32\x1c.llm_manager.v1.CacheControl\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.llm_manager.v1.Tool\x12/\n\x0btool_choice\x18\x08 \x01(\x0b\x32\x1a.llm_manager.v1.ToolChoice\"\xa0\x02\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llm_manager.v1.Usage\x12\x32\n\x08metadata\x18\x04 \x01(\x0b\x32 .llm_manager.v1.ResponseMetadata\x12\x33\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1c.llm_manager.v1.FinishReason\x12,\n\ntool_calls\x18\x06 \x03(\x0b\x32\x18.llm_manager.v1.ToolCall\x12\x32\n\x11structured_output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xda\x02\n\x15StreamGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.llm_manager.v1.ChatMessage\x12\x0e\n\x06system\x18\x03 \x01(\t\x12+\n\ttask_type\x18\x04 \x01(\x0e\x32\x18.llm_manager.v1.TaskType\x12:\n\x0bpreferences\x18\x05 \x01(\x0b\x32%.llm_manager.v1.GenerationPreferences\x12\x33\n\rcache_control\x18\x06 \x01(\x0b\x32\x1c.llm_manager.v1.CacheControl\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.llm_manager.v1.Tool\x12/\n\x0btool_choice\x18\x08 \x01(\x0b\x32\x1a.llm_manager.v1.ToolChoice\"\xa6\x02\n\x16StreamGenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llm_manager.v1.Usage\x12\x32\n\x08metadata\x18\x04 \x01(\x0b\x32 .llm_manager.v1.ResponseMetadata\x12\x33\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1c.llm_manager.v1.FinishReason\x12,\n\ntool_calls\x18\x06 \x03(\x0b\x32\x18.llm_manager.v1.ToolCall\x12\x32\n\x11structured_output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.llm_manager.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\nModelPrice\x12\x1d\n\x15input_per_million_usd\x18\x01 \x01(\x01\x12\x1e\n\x16output_per_million_usd\x18\x02 \x01(\x01\x12$\n\x1c\x63\x61\x63hed_input_per_million_usd\x18\x03 \x01(\x01\"\xb1\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x08provider\x18\x02 \x01(\x0e\x32\x18.llm_manager.v1.Provider\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\x05\x12\x31\n\x0chealth_state\x18\x04 \x01(\x0e\x32\x1b.llm_manager.v1.HealthState\x12)\n\x05price\x18\x05 \x01(\x0b\x32\x1a.llm_manager.v1.ModelPrice\x12\x15\n\rhealth_detail\x18\x06 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\x07 \x03(\x0e\x32\x1a.llm_manager.v1.Capability\x12/\n\x0b\x64\x65ployments\x18\x08 \x03(\x0b\x32\x1a.llm_manager.v1.Deployment\"\xb3\x01\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x08provider\x18\x02 \x01(\x0e\x32\x18.llm_manager.v1.Provider\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x31\n\x0chealth_state\x18\x04 \x01(\x0e\x32\x1b.llm_manager.v1.HealthState\x12\x15\n\rhealth_detail\x18\x05 \x01(\t\x12\x11\n\tin_flight\x18\x06 \x01(\x05*}\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATE_UNHEALTHY\x10\x02\x12\x1a\n\x16HEALTH_STATE_NOT_READY\x10\x03\x32\x9a\x02\n\x11LLMManagerService\x12M\n\x08Generate\x12\x1f.llm_manager.v1.GenerateRequest\x1a .llm_manager.v1.GenerateResponse\x12\x61\n\x0eStreamGenerate\x12%.llm_manager.v1.StreamGenerateRequest\x1a&.llm_manager.v1.StreamGenerateResponse0\x01\x12S\n\nListModels\x12!.llm_manager.v1.ListModelsRequest\x1a\".llm_manager.v1.ListModelsResponseBIZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(llm_manager/v1/llm_manager_service.proto\x12\x0ellm_manager.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1bllm_manager/v1/common.proto\"\xd4\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.llm_manager.v1.ChatMessage\x12\x0e\n\x06system\x18\x03 \x01(\t\x12+\n\ttask_type\x18\x04 \x01(\x0e\x32\x18.llm_manager.v1.TaskType\x12:\n\x0bpreferences\x18\x05 \x01(\x0b\x32%.llm_manager.v1.GenerationPreferences\x12\x33\n\rcache_control\x18\x06 \x01(\x0b\x32\x1c.llm_manager.v1.CacheControl\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.llm_manager.v1.Tool\x12/\n\x0btool_choice\x18\x08 \x01(\x0b\x32\x1a.llm_manager.v1.ToolChoice\"\xa0\x02\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llm_manager.v1.Usage\x12\x32\n\x08metadata\x18\x04 \x01(\x0b\x32 .llm_manager.v1.ResponseMetadata\x12\x33\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1c.llm_manager.v1.FinishReason\x12,\n\ntool_calls\x18\x06 \x03(\x0b\x32\x18.llm_manager.v1.ToolCall\x12\x32\n\x11structured_output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"b\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x33\n\rcache_control\x18\x03 \x01(\x0b\x32\x1c.llm_manager.v1.CacheControl\"\xa7\x01\n\rEmbedResponse\x12-\n\nembeddings\x18\x01 \x03(\x0b\x32\x19.llm_manager.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llm_manager.v1.Usage\x12\x32\n\x08metadata\x18\x04 \x01(\x0b\x32 .llm_manager.v1.ResponseMetadata\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xda\x02\n\x15StreamGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.llm_manager.v1.ChatMessage\x12\x0e\n\x06system\x18\x03 \x01(\t\x12+\n\ttask_type\x18\x04 \x01(\x0e\x32\x18.llm_manager.v1.TaskType\x12:\n\x0bpreferences\x18\x05 \x01(\x0b\x32%.llm_manager.v1.GenerationPreferences\x12\x33\n\rcache_control\x18\x06 \x01(\x0b\x32\x1c.llm_manager.v1.CacheControl\x12#\n\x05tools\x18\x07 \x03(\x0b\x32\x14.llm_manager.v1.Tool\x12/\n\x0btool_choice\x18\x08 \x01(\x0b\x32\x1a.llm_manager.v1.ToolChoice\"\xa6\x02\n\x16StreamGenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.llm_manager.v1.Usage\x12\x32\n\x08metadata\x18\x04 \x01(\x0b\x32 .llm_manager.v1.ResponseMetadata\x12\x33\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1c.llm_manager.v1.FinishReason\x12,\n\ntool_calls\x18\x06 \x03(\x0b\x32\x18.llm_manager.v1.ToolCall\x12\x32\n\x11structured_output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.llm_manager.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\nModelPrice\x12\x1d\n\x15input_per_million_usd\x18\x01 \x01(\x01\x12\x1e\n\x16output_per_million_usd\x18\x02 \x01(\x01\x12$\n\x1c\x63\x61\x63hed_input_per_million_usd\x18\x03 \x01(\x01\"\xb1\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x08provider\x18\x02 \x01(\x0e\x32\x18.llm_manager.v1.Provider\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\x05\x12\x31\n\x0chealth_state\x18\x04 \x01(\x0e\x32\x1b.llm_manager.v1.HealthState\x12)\n\x05price\x18\x05 \x01(\x0b\x32\x1a.llm_manager.v1.ModelPrice\x12\x15\n\rhealth_detail\x18\x06 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\x07 \x03(\x0e\x32\x1a.llm_manager.v1.Capability\x12/\n\x0b\x64\x65ployments\x18\x08 \x03(\x0b\x32\x1a.llm_manager.v1.Deployment\"\xb3\x01\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x08provider\x18\x02 \x01(\x0e\x32\x18.llm_manager.v1.Provider\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x31\n\x0chealth_state\x18\x04 \x01(\x0e\x32\x1b.llm_manager.v1.HealthState\x12\x15\n\rhealth_detail\x18\x05 \x01(\t\x12\x11\n\tin_flight\x18\x06 \x01(\x05*}\n\x0bHealthState\x12\x1c\n\x18HEALTH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14HEALTH_STATE_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATE_UNHEALTHY\x10\x02\x12\x1a\n\x16HEALTH_STATE_NOT_READY\x10\x03\x32\xe0\x02\n\x11LLMManagerService\x12M\n\x08Generate\x12\x1f.llm_manager.v1.GenerateRequest\x1a .llm_manager.v1.GenerateResponse\x12\x61\n\x0eStreamGenerate\x12%.llm_manager.v1.StreamGenerateRequest\x1a&.llm_manager.v1.StreamGenerateResponse0\x01\x12S\n\nListModels\x12!.llm_manager.v1.ListModelsRequest\x1a\".llm_manager.v1.ListModelsResponse\x12\x44\n\x05\x45mbed\x12\x1c.llm_manager.v1.EmbedRequest\x1a\x1d.llm_manager.v1.EmbedResponseBIZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +34,32 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llm_manager.v1.llm_manager_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZGgithub.com/llm-manager/llm-manager/clients/go/llmmanagerv1;llmmanagerv1'
-  _globals['_HEALTHSTATE']._serialized_start=2150
-  _globals['_HEALTHSTATE']._serialized_end=2275
+  _globals['_HEALTHSTATE']._serialized_start=2449
+  _globals['_HEALTHSTATE']._serialized_end=2574
   _globals['_GENERATEREQUEST']._serialized_start=120
   _globals['_GENERATEREQUEST']._serialized_end=460
   _globals['_GENERATERESPONSE']._serialized_start=463
   _globals['_GENERATERESPONSE']._serialized_end=751
-  _globals['_STREAMGENERATEREQUEST']._serialized_start=754
-  _globals['_STREAMGENERATEREQUEST']._serialized_end=1100
-  _globals['_STREAMGENERATERESPONSE']._serialized_start=1103
-  _globals['_STREAMGENERATERESPONSE']._serialized_end=1397
-  _globals['_LISTMODELSREQUEST']._serialized_start=1399
-  _globals['_LISTMODELSREQUEST']._serialized_end=1457
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1459
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1543
-  _globals['_MODELPRICE']._serialized_start=1545
-  _globals['_MODELPRICE']._serialized_end=1658
-  _globals['_MODEL']._serialized_start=1661
-  _globals['_MODEL']._serialized_end=1966
-  _globals['_DEPLOYMENT']._serialized_start=1969
-  _globals['_DEPLOYMENT']._serialized_end=2148
-  _globals['_LLMMANAGERSERVICE']._serialized_start=2278
-  _globals['_LLMMANAGERSERVICE']._serialized_end=2560
+  _globals['_EMBEDREQUEST']._serialized_start=753
+  _globals['_EMBEDREQUEST']._serialized_end=851
+  _globals['_EMBEDRESPONSE']._serialized_start=854
+  _globals['_EMBEDRESPONSE']._serialized_end=1021
+  _globals['_EMBEDDING']._serialized_start=1023
+  _globals['_EMBEDDING']._serialized_end=1050
+  _globals['_STREAMGENERATEREQUEST']._serialized_start=1053
+  _globals['_STREAMGENERATEREQUEST']._serialized_end=1399
+  _globals['_STREAMGENERATERESPONSE']._serialized_start=1402
+  _globals['_STREAMGENERATERESPONSE']._serialized_end=1696
+  _globals['_LISTMODELSREQUEST']._serialized_start=1698
+  _globals['_LISTMODELSREQUEST']._serialized_end=1756
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1758
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1842
+  _globals['_MODELPRICE']._serialized_start=1844
+  _globals['_MODELPRICE']._serialized_end=1957
+  _globals['_MODEL']._serialized_start=1960
+  _globals['_MODEL']._serialized_end=2265
+  _globals['_DEPLOYMENT']._serialized_start=2268
+  _globals['_DEPLOYMENT']._serialized_end=2447
+  _globals['_LLMMANAGERSERVICE']._serialized_start=2577
+  _globals['_LLMMANAGERSERVICE']._serialized_end=2929
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,11 @@ class LLMManagerServiceStub:
                 request_serializer=llm__manager_dot_v1_dot_llm__manager__service__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=llm__manager_dot_v1_dot_llm__manager__service__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/llm_manager.v1.LLMManagerService/Embed',
+                request_serializer=llm__manager_dot_v1_dot_llm__manager__service__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=llm__manager_dot_v1_dot_llm__manager__service__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class LLMManagerServiceServicer:
@@ -85,6 +90,13 @@ class LLMManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Turns texts into vectors (one per input, in order) with an embedding model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LLMManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +114,11 @@ def add_LLMManagerServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=llm__manager_dot_v1_dot_llm__manager__service__pb2.ListModelsRequest.FromString,
                     response_serializer=llm__manager_dot_v1_dot_llm__manager__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=llm__manager_dot_v1_dot_llm__manager__service__pb2.EmbedRequest.FromString,
+                    response_serializer=llm__manager_dot_v1_dot_llm__manager__service__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -190,6 +207,33 @@ class LLMManagerService:
             '/llm_manager.v1.LLMManagerService/ListModels',
             llm__manager_dot_v1_dot_llm__manager__service__pb2.ListModelsRequest.SerializeToString,
             llm__manager_dot_v1_dot_llm__manager__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm_manager.v1.LLMManagerService/Embed',
+            llm__manager_dot_v1_dot_llm__manager__service__pb2.EmbedRequest.SerializeToString,
+            llm__manager_dot_v1_dot_llm__manager__service__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

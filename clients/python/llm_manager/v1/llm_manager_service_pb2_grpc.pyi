@@ -44,6 +44,8 @@ class LLMManagerServiceStub:
     """Generates an answer and streams its text as the model produces it."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_llm_manager_service_pb2.ListModelsRequest, _llm_manager_service_pb2.ListModelsResponse]
     """Lists the configured models with their provider, health and price."""
+    Embed: _grpc.UnaryUnaryMultiCallable[_llm_manager_service_pb2.EmbedRequest, _llm_manager_service_pb2.EmbedResponse]
+    """Turns texts into vectors (one per input, in order) with an embedding model."""
 
 @_typing.type_check_only
 class LLMManagerServiceAsyncStub(LLMManagerServiceStub):
@@ -61,6 +63,8 @@ class LLMManagerServiceAsyncStub(LLMManagerServiceStub):
     """Generates an answer and streams its text as the model produces it."""
     ListModels: _aio.UnaryUnaryMultiCallable[_llm_manager_service_pb2.ListModelsRequest, _llm_manager_service_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Lists the configured models with their provider, health and price."""
+    Embed: _aio.UnaryUnaryMultiCallable[_llm_manager_service_pb2.EmbedRequest, _llm_manager_service_pb2.EmbedResponse]  # type: ignore[assignment]
+    """Turns texts into vectors (one per input, in order) with an embedding model."""
 
 class LLMManagerServiceServicer(metaclass=_abc_1.ABCMeta):
     """One API over OpenAI GPT, Anthropic Claude and local Llama-family models.
@@ -93,5 +97,13 @@ class LLMManagerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_manager_service_pb2.ListModelsResponse, _abc.Awaitable[_llm_manager_service_pb2.ListModelsResponse]]:
         """Lists the configured models with their provider, health and price."""
+
+    @_abc_1.abstractmethod
+    def Embed(
+        self,
+        request: _llm_manager_service_pb2.EmbedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_manager_service_pb2.EmbedResponse, _abc.Awaitable[_llm_manager_service_pb2.EmbedResponse]]:
+        """Turns texts into vectors (one per input, in order) with an embedding model."""
 
 def add_LLMManagerServiceServicer_to_server(servicer: LLMManagerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,35 @@
+"""Embeds a validated request within the call's deadline: through the response cache's policy
+(``ResponseCache.embeddings``) when there is a cache, else straight from the router. Both
+transports (gRPC ``Embed``, HTTP ``/v1/embeddings``) call :meth:`Embedder.embed`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from opentelemetry import trace
+
+from .. import genai
+from ..cache import ResponseCache
+from ..domain.call_context import deadline_var
+from ..domain.embeddings import EmbeddingRequest, Embeddings
+from ..routing.router import Router
+
+
+class Embedder:
+    def __init__(self, router: Router, cache: ResponseCache | None = None) -> None:
+        self._router = router
+        self._cache = cache
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """One vector per input of ``request``, in order, with usage, cost and how they were
+        made (``metadata.cached`` for vectors the cache had: no upstream call, cost 0)."""
+        deadline = deadline_var.get()
+        if request.model is None:
+            # Resolved before the cache key is made: the key covers the model that embeds.
+            request = replace(request, model=self._router.embedding_model())
+        if self._cache is None:
+            return await self._router.embed(request, deadline)
+        result = await self._cache.embeddings(request, lambda: self._router.embed(request, deadline), deadline)
+        if result.metadata.cached:
+            trace.get_current_span().set_attribute(genai.CACHE_HIT, True)
+        return result
