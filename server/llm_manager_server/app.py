@@ -232,9 +232,10 @@ class Application:
         self.limiter = build_limiter(settings.limits_store_url, self.meter_provider.get_meter("llm_manager.limits"))
         self.usage_ledger = UsageLedger(conversation_store)
         self.usage_ledger.start()
-        generator = Generator(router, self.response_cache, UsageMeter(self.limiter, self.usage_ledger))
+        meter = UsageMeter(self.limiter, self.usage_ledger)
+        generator = Generator(router, self.response_cache, meter)
         # Embeds texts for every transport (gRPC Embed, HTTP /v1/embeddings).
-        self.embedder = Embedder(router, self.response_cache)
+        self.embedder = Embedder(router, self.response_cache, meter)
         # Admits every API call, whatever transport carries it (and authenticates it, with keys on).
         self.gate = CallGate(settings.routing.timeout_ms / 1000, max_concurrent_calls=settings.max_concurrent_calls, keys=settings.api_keys)
         self.health = HealthServicer()

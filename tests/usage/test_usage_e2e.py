@@ -235,3 +235,22 @@ async def test_the_readme_grpcurl_commands_read_usage_and_show_a_quota_refusal(
     )
     assert code != 0 and "ResourceExhausted" in output and "QUOTA_EXCEEDED" in output, output
     assert keys["dashboards"] not in output
+
+
+async def test_embeddings_are_limited_and_booked_like_generations(
+    fake: FakeOpenAI, start_app: StartApp, connect: Callable[..., Stubs], tmp_path: Path
+) -> None:
+    keys = write_keys_file(tmp_path / "keys.yaml", {"search": {"requests_per_minute": 2}})
+    stubs = connect(await start_app(**cloud_env(fake, tmp_path / "keys.yaml")))
+    await same_minute()
+    request = api.EmbedRequest(inputs=["disk full on node-7", "checkout p99 latency spiked"], model="text-embedding-3-small")
+    first = await stubs.llm.Embed(request, metadata=auth(keys["search"]), timeout=10)
+    hit = await stubs.llm.Embed(request, metadata=auth(keys["search"]), timeout=10)  # the response cache's
+    assert first.usage.prompt_tokens > 0 and first.usage.cost_usd > 0
+    refusal = await quota_refusal(stubs.llm.Embed(request, metadata=auth(keys["search"]), timeout=10))
+    assert refusal.limit == "requests_per_minute" and len(fake.embedding_requests) == 1
+    rows = (await usage_stub(stubs).GetUsage(usage.GetUsageRequest(), metadata=auth(keys["search"]), timeout=10)).rows
+    assert [(r.model, r.requests, r.cache_hits, r.prompt_tokens, r.completion_tokens) for r in rows] == [
+        (first.model, 2, 1, first.usage.prompt_tokens, 0)
+    ]
+    assert rows[0].cost_usd == pytest.approx(first.usage.cost_usd) and hit.usage.cost_usd == 0

@@ -1,9 +1,11 @@
 """The engine's one hook for callers' usage: admit a call against its caller's limits before
-the router is asked, book its usage (limits and ledger) once it is answered."""
+the router is asked, book its usage (limits and ledger) once it is answered. Generations
+(``Generator``) and embeddings (``Embedder``) are booked alike."""
 
 from __future__ import annotations
 
 from ..domain.caller import Caller, caller_var
+from ..domain.embeddings import Embeddings
 from ..domain.types import Answer
 from .ledger import UsageLedger
 from .limits import Limiter
@@ -26,7 +28,7 @@ class UsageMeter:
             await self._limiter.admit(caller)
         return caller
 
-    async def book(self, caller: Caller | None, answer: Answer) -> None:
+    async def book(self, caller: Caller | None, answer: Answer | Embeddings) -> None:
         """Books an answered call. A cache hit spent no tokens or money upstream: it counts as a
         request and a cache hit only (its usage is the original call's, booked back then)."""
         hit = answer.metadata.cached
