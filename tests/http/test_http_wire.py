@@ -103,7 +103,7 @@ def test_every_error_kind_has_a_status() -> None:
     expected = {
         ErrorKind.INVALID_REQUEST: 400, ErrorKind.CONTEXT_TOO_LARGE: 400, ErrorKind.AUTHENTICATION_FAILED: 401, ErrorKind.PERMISSION_DENIED: 403,
         ErrorKind.CONVERSATION_NOT_FOUND: 404, ErrorKind.RATE_LIMIT_EXCEEDED: 429, ErrorKind.TIMEOUT: 504,
-        ErrorKind.ALL_MODELS_UNAVAILABLE: 503,
+        ErrorKind.ALL_MODELS_UNAVAILABLE: 503, ErrorKind.QUOTA_EXCEEDED: 429,
     }
     for kind, status in expected.items():
         assert http_status(LLMError(kind, "x")).status == status

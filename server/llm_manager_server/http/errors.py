@@ -42,6 +42,8 @@ STATUSES: dict[ErrorKind, HttpStatus] = {
     ErrorKind.CONVERSATION_NOT_FOUND: HttpStatus(404, "not_found_error"),
     ErrorKind.RATE_LIMIT_EXCEEDED: HttpStatus(429, "rate_limit_error"),
     ErrorKind.RESOURCE_EXHAUSTED: HttpStatus(429, "rate_limit_error"),
+    # The caller is over its key's limit or budget (LLM_API_KEYS_FILE); retry-after says when it resets.
+    ErrorKind.QUOTA_EXCEEDED: HttpStatus(429, "rate_limit_error"),
     ErrorKind.TIMEOUT: HttpStatus(504, "timeout_error"),
     ErrorKind.MODEL_UNAVAILABLE: HttpStatus(503, "service_unavailable_error"),
     ErrorKind.NETWORK_ERROR: HttpStatus(503, "service_unavailable_error"),
