@@ -25,6 +25,7 @@ from llm_manager.v1 import common_pb2, llm_manager_service_pb2 as api
 from llm_manager.v1 import llm_manager_service_pb2_grpc
 from llm_manager_server.app import Application
 from llm_manager_server.config import ConfigError, load_settings
+from llm_manager_server.tls import CertificateReloader
 
 from .conftest import BASE_ENV, StartApp
 from .fakes import FakeOpenAI
@@ -451,3 +452,20 @@ async def test_the_readme_tls_commands_work_as_written(start_app: StartApp, tmp_
         assert code == 0 and "stream:" in output, output
     finally:
         await local.stop()
+
+
+def test_a_refresh_by_another_transport_does_not_hide_the_change_from_grpc(pki: Pki) -> None:
+    """One reload state serves every transport: whichever refreshes first, grpc's fetcher still
+    hands grpc the new set (once), because it compares generations, not file stamps."""
+    reloader = CertificateReloader(load_settings(_tls_env(**pki.env())).tls)
+    assert reloader.generation == 0 and reloader.fetch() is None
+    rotated = pki.ca.issue("server-next")
+    replace_file(pki.server.cert_file, rotated.cert)
+    replace_file(pki.server.key_file, rotated.key)
+
+    reloader.refresh()  # as the HTTPS side does, before any grpc handshake
+    assert reloader.generation == 1 and reloader.current.chain == rotated.cert
+    reloader.refresh()  # nothing changed since: no new generation
+    assert reloader.generation == 1
+    assert reloader.fetch() is not None, "grpc gets the set another transport loaded"
+    assert reloader.fetch() is None, "and only once"

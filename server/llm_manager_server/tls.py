@@ -3,13 +3,16 @@
 ``LLM_TLS_CERT_FILE`` / ``LLM_TLS_KEY_FILE`` (PEM) turn TLS on; with ``LLM_TLS_CLIENT_CA_FILE``
 only clients presenting a certificate that CA signed get through the handshake (mutual TLS).
 
-Rotation is by file change, not by signal: grpc asks :meth:`CertificateReloader.fetch` for the
-certificates before each new connection's handshake, and the files are re-read only when their
-inode, size or modification time changed (three ``stat`` calls per connection, not per call).
-That follows cert-manager and Kubernetes secret mounts (an atomic symlink swap changes the
-inode) with nothing to signal. Connections already open keep the certificate they were made
-with, so their streams run on. A new set that does not load (half written, key not matching)
-is not served: the current one stays and one line is logged, once per change.
+Rotation is by file change, not by signal: :meth:`CertificateReloader.refresh` re-reads the
+files only when their inode, size or modification time changed (three ``stat`` calls), and each
+loaded set gets the next *generation*. grpc asks :meth:`CertificateReloader.fetch` before each
+new connection's handshake (a refresh, then the current set if grpc serves an older
+generation); other transports refresh on their own schedule and compare generations too, so
+whichever side sees a change first, every side serves it. That follows cert-manager and
+Kubernetes secret mounts (an atomic symlink swap changes the inode) with nothing to signal.
+Connections already open keep the certificate they were made with, so their streams run on. A
+new set that does not load (half written, key not matching) is not served: the current one
+stays and one line is logged, once per change.
 """
 
 from __future__ import annotations
@@ -112,7 +115,12 @@ _Stamp = tuple[tuple[int, int, int] | None, ...]
 
 
 class CertificateReloader:
-    """The server's TLS credentials; serves a rotated certificate from the next handshake on."""
+    """The server's TLS credentials; serves a rotated certificate from the next handshake on.
+
+    One reload state for every transport: ``current`` is the newest set that loaded and
+    ``generation`` counts the sets loaded so far (0: the one read at start-up). A transport
+    remembers the generation it serves and picks up ``current`` when it falls behind, so one
+    transport's refresh never hides a change from another."""
 
     def __init__(self, settings: TlsSettings) -> None:
         assert settings.cert_file is not None and settings.key_file is not None, "TLS is on"
@@ -120,6 +128,8 @@ class CertificateReloader:
         self._lock = threading.Lock()  # grpc calls fetch on its own threads, concurrently
         self._stamp = self._stamp_now()  # taken before the read: a change during it is seen next time
         self.current = read_certificates(*self._paths)
+        self.generation = 0
+        self._grpc_generation = 0
         self._rejected: _Stamp | None = None
         self.mutual = settings.client_ca_file is not None
 
@@ -142,25 +152,39 @@ class CertificateReloader:
                 stamps.append((status.st_ino, status.st_size, status.st_mtime_ns))
         return tuple(stamps)
 
-    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        """grpc's fetcher: a new configuration when the files changed and load, else ``None``
-        (keep serving the current one)."""
+    def refresh(self) -> None:
+        """Loads the files into ``current`` (and the next ``generation``) when they changed and
+        load; otherwise keeps the current set. Blocking (file reads): call it off the event loop."""
         with self._lock:
-            stamp = self._stamp_now()
-            if stamp in (self._stamp, self._rejected):
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> None:
+        stamp = self._stamp_now()
+        if stamp in (self._stamp, self._rejected):
+            return
+        try:
+            loaded = read_certificates(*self._paths)
+        except CertificateProblem as problem:
+            if self._stamp_now() == stamp:  # settled, not still being written: say so once
+                self._rejected = stamp
+                log.warning("TLS: keeping the current certificate; the changed files do not load: %s", problem)
+            return
+        if self._stamp_now() != stamp:
+            return  # written to while read: the next refresh reads the settled files
+        self._stamp, self._rejected, self.current = stamp, None, loaded
+        self.generation += 1
+        log.info("TLS: serving the certificate now in %s to new connections", self._paths[0])
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """grpc's fetcher: the current configuration when grpc serves an older generation (the
+        files changed and load, seen now or by another transport's refresh), else ``None``
+        (keep serving the one it has)."""
+        with self._lock:
+            self._refresh_locked()
+            if self._grpc_generation == self.generation:
                 return None
-            try:
-                loaded = read_certificates(*self._paths)
-            except CertificateProblem as problem:
-                if self._stamp_now() == stamp:  # settled, not still being written: say so once
-                    self._rejected = stamp
-                    log.warning("TLS: keeping the current certificate; the changed files do not load: %s", problem)
-                return None
-            if self._stamp_now() != stamp:
-                return None  # written to while read: the next handshake reads the settled files
-            self._stamp, self._rejected, self.current = stamp, None, loaded
-            log.info("TLS: serving the certificate now in %s to new connections", self._paths[0])
-            return loaded.configuration()
+            self._grpc_generation = self.generation
+            return self.current.configuration()
 
 
 __all__ = ["CertificateProblem", "CertificateReloader", "Certificates", "read_certificates"]
