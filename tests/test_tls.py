@@ -383,12 +383,17 @@ async def test_the_server_exits_2_before_listening_on_a_bad_certificate(pki: Pki
 async def test_the_readme_tls_commands_work_as_written(start_app: StartApp, tmp_path: Path) -> None:
     """The "TLS and mutual TLS" section's commands, run as written: its openssl lines make the
     certificates, then grpcurl, grpc-health-probe, the Python example and the Go peer reach a
-    mutual-TLS server (only the port differs)."""
+    mutual-TLS server, and its HTTPS part's curl lines and SDK example reach the same server's
+    HTTP API (only the ports differ)."""
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("### TLS and mutual TLS") :]
     section = section[: re.search(r"\n##+ ", section).start()]  # type: ignore[union-attr]  # to the next section or subsection
     make_certificates, calls, go_run = re.findall(r"```sh\n(.*?)```", section, re.S)
     program = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    https = readme[readme.index("#### HTTPS on the HTTP API port") :]
+    https = https[: re.search(r"\n##+ ", https).start()]  # type: ignore[union-attr]
+    (https_calls,) = re.findall(r"```sh\n(.*?)```", https, re.S)
+    (https_program,) = re.findall(r"```python\n(.*?)```", https, re.S)
     assert "make run" in make_certificates
     make_certificates = make_certificates.replace(
         "LLM_TLS_CERT_FILE=server.pem LLM_TLS_KEY_FILE=server.key LLM_TLS_CLIENT_CA_FILE=ca.pem make run", ""
@@ -405,6 +410,7 @@ async def test_the_readme_tls_commands_work_as_written(start_app: StartApp, tmp_
             LLM_TLS_CERT_FILE=str(tmp_path / "server.pem"),
             LLM_TLS_KEY_FILE=str(tmp_path / "server.key"),
             LLM_TLS_CLIENT_CA_FILE=str(tmp_path / "ca.pem"),
+            LLM_HTTP_PORT="0",
         )
         address = f"localhost:{app.port}"
         for command in calls.strip().splitlines():
@@ -419,6 +425,17 @@ async def test_the_readme_tls_commands_work_as_written(start_app: StartApp, tmp_
         command = go_run.strip().replace("localhost:50051", address).replace("../../", f"{tmp_path}/").replace("cd clients/go", f"cd {REPO / 'clients' / 'go'}")
         code, output = await run(tool("bash"), "-euo", "pipefail", "-c", command, env=shell_env, timeout_s=300)
         assert code == 0 and "stream:" in output, output
+
+        assert app.http is not None
+        https_address = f"localhost:{app.http.port}"
+        lines = https_calls.replace("\\\n", "").strip().splitlines()
+        assert lines[0].endswith("make run") and len(lines) == 3, lines
+        for command, expected in zip(lines[1:], ('"auto"', '"choices"'), strict=True):
+            code, output = await run(tool("bash"), "-euo", "pipefail", "-c", command.replace("localhost:8443", https_address), cwd=tmp_path, env=shell_env)
+            assert code == 0 and expected in output, f"{command}\n{output}"
+        (tmp_path / "https_example.py").write_text(https_program.replace("localhost:8443", https_address))
+        code, output = await run(str(REPO / ".venv" / "bin" / "python"), "https_example.py", cwd=tmp_path, timeout_s=60)
+        assert code == 0 and "'auto'" in output, output
     finally:
         await local.stop()
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -132,6 +134,13 @@ async def test_https_serves_the_openai_sdk_and_curl_and_refuses_plaintext(
     assert "CERTIFICATE_VERIFY_FAILED" in str(await refused(sdk(app, pki.stranger_ca.cert_file)))
     assert app.http is not None
     await refused(sdk(app, pki.ca.cert_file, base_url=f"http://127.0.0.1:{app.http.port}/v1"))
+
+    # The SDK's default client, unconfigured, trusts the CA in SSL_CERT_FILE (a process of its own).
+    program = "from openai import OpenAI\nprint([model.id for model in OpenAI(max_retries=0).models.list()])\n"
+    env = {**os.environ, "OPENAI_BASE_URL": https_url(app, "localhost"), "OPENAI_API_KEY": "unused"}
+    for roots, expected in ((pki.ca.cert_file, 0), (pki.stranger_ca.cert_file, 1)):
+        code, output = await run(sys.executable, "-c", program, env={**env, "SSL_CERT_FILE": str(roots)}, timeout_s=60)
+        assert code == expected and ("'auto'" in output) == (expected == 0), output
 
     # curl by name (SNI "localhost", which the certificate names) and by address (no SNI).
     for host in ("localhost", "127.0.0.1"):
