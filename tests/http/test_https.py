@@ -23,7 +23,7 @@ from llm_manager_server.tls import HTTPS_CHECK_INTERVAL_S
 from ..fakes import FakeOpenAI, TokenCounts
 from ..support.certificates import Authority, Issued, Pki, replace_file
 from ..support.tools import run, tool
-from .conftest import OPENAI_KEY, start_served
+from .conftest import start_served
 
 CALL_TIMEOUT_S = 10
 # A rotation shows within one check interval; the margin is for a loaded machine.
@@ -33,20 +33,13 @@ StartHttps = Callable[..., Awaitable[Application]]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOpenAI]:
-    upstream = await FakeOpenAI(api_key=OPENAI_KEY).start()
-    yield upstream
-    await upstream.stop()
-
-
-@pytest.fixture
-async def start_https(fake: FakeOpenAI, data_dir: str, pki: Pki) -> AsyncIterator[StartHttps]:
+async def start_https(openai_fake: FakeOpenAI, data_dir: str, pki: Pki) -> AsyncIterator[StartHttps]:
     """Starts the server with its HTTP port on and the TLS variables set (``mutual``: with the
     client CA)."""
     started: list[Application] = []
 
     async def start(*, mutual: bool = False) -> Application:
-        app = await start_served(fake, data_dir, **pki.tls_env(mutual=mutual))
+        app = await start_served(openai_fake, data_dir, **pki.tls_env(mutual=mutual))
         started.append(app)
         return app
 
@@ -112,7 +105,7 @@ async def curl(*args: str) -> tuple[int, str]:
 
 
 async def test_https_serves_the_openai_sdk_and_curl_and_refuses_plaintext(
-    start_https: StartHttps, fake: FakeOpenAI, pki: Pki, caplog: pytest.LogCaptureFixture
+    start_https: StartHttps, openai_fake: FakeOpenAI, pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="llm_manager_server")
     app = await start_https()
@@ -120,15 +113,15 @@ async def test_https_serves_the_openai_sdk_and_curl_and_refuses_plaintext(
         f"OpenAI-compatible HTTP API on https://{app.http_address}/v1 (TLS)"
     ]
 
-    fake.reply_text("Bonjour", TokenCounts(prompt=9, completion=2))
-    fake.stream_text(["Bon", "jour"], TokenCounts(prompt=9, completion=2))
+    openai_fake.reply_text("Bonjour", TokenCounts(prompt=9, completion=2))
+    openai_fake.stream_text(["Bon", "jour"], TokenCounts(prompt=9, completion=2))
     async with sdk(app, pki.ca.cert_file) as client:
         completion = await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=20)
         assert completion.choices[0].message.content == "Bonjour"
         stream = await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi again"}], max_tokens=20, stream=True)
         assert "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]) == "Bonjour"
         assert "auto" in [model.id async for model in client.models.list()]
-    assert len(fake.generation_requests) == 2
+    assert len(openai_fake.generation_requests) == 2
 
     # An SDK that does not trust the server's CA, or speaks plaintext to the TLS port, gets nothing.
     assert "CERTIFICATE_VERIFY_FAILED" in str(await refused(sdk(app, pki.stranger_ca.cert_file)))
@@ -152,11 +145,11 @@ async def test_https_serves_the_openai_sdk_and_curl_and_refuses_plaintext(
     assert code == 60 and "certificate" in output, output
     code, output = await curl(f"http://127.0.0.1:{app.http.port}/v1/models")  # plaintext: the handshake fails, no answer
     assert code != 0 and '"object"' not in output, output
-    assert len(fake.generation_requests) == 2
+    assert len(openai_fake.generation_requests) == 2
 
 
 async def test_mutual_tls_on_https_admits_only_certificates_from_the_client_ca(
-    start_https: StartHttps, fake: FakeOpenAI, pki: Pki, caplog: pytest.LogCaptureFixture
+    start_https: StartHttps, openai_fake: FakeOpenAI, pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="llm_manager_server")
     app = await start_https(mutual=True)
@@ -164,13 +157,13 @@ async def test_mutual_tls_on_https_admits_only_certificates_from_the_client_ca(
         f"OpenAI-compatible HTTP API on https://{app.http_address}/v1 (mutual TLS: client certificates required)"
     ]
 
-    fake.reply_text("Bonjour", TokenCounts(prompt=9, completion=2))
+    openai_fake.reply_text("Bonjour", TokenCounts(prompt=9, completion=2))
     async with sdk(app, pki.ca.cert_file, pki.client) as client:
         completion = await client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], max_tokens=20)
     assert completion.choices[0].message.content == "Bonjour"
     await refused(sdk(app, pki.ca.cert_file))  # no client certificate
     await refused(sdk(app, pki.ca.cert_file, pki.stranger_client))  # one from another CA
-    assert len(fake.generation_requests) == 1
+    assert len(openai_fake.generation_requests) == 1
 
     ca, url = str(pki.ca.cert_file), f"{https_url(app, 'localhost')}/models"
     code, output = await curl("--cacert", ca, "--cert", str(pki.client.cert_file), "--key", str(pki.client.key_file), url)
