@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from llm_manager.v1 import conversation_service_pb2_grpc, llm_manager_service_pb
 from llm_manager_server.app import Application
 from llm_manager_server.config import load_settings
 
+from .support.certificates import Pki
 from .support.processes import LlamaServer
 
 # Small and deterministic enough for CI on 2 cores: one llama.cpp thread per engine, so the
@@ -47,6 +49,12 @@ def embedding_llama_server() -> Iterator[LlamaServer]:
     server = LlamaServer(threads=1, parallel=1, embedding=True).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A CA with a server and a client certificate, and a stranger CA with a client one."""
+    return Pki.issue(tmp_path)
 
 
 @pytest.fixture

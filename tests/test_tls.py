@@ -12,7 +12,6 @@ import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -25,11 +24,12 @@ from llm_manager.v1 import common_pb2, llm_manager_service_pb2 as api
 from llm_manager.v1 import llm_manager_service_pb2_grpc
 from llm_manager_server.app import Application
 from llm_manager_server.config import ConfigError, load_settings
+from llm_manager_server.tls import CertificateReloader
 
 from .conftest import BASE_ENV, StartApp
 from .fakes import FakeOpenAI
 from .fakes.http_fake import PlannedReply, TokenCounts
-from .support.certificates import Authority, Issued, other_key, replace_file
+from .support.certificates import Authority, Issued, Pki, other_key, replace_file
 from .support.tools import REPO, run, tool
 
 OPENAI_KEY = "sk-test-tls-0123456789abcdef"
@@ -42,39 +42,9 @@ def _unused_loopback_url() -> str:
         return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
-@dataclass(frozen=True)
-class Pki:
-    """Two unrelated CAs; the server's certificate and a client's come from the first."""
-
-    ca: Authority
-    stranger_ca: Authority
-    server: Issued
-    client: Issued
-    stranger_client: Issued
-
-    def env(self, *, mutual: bool = False) -> dict[str, str]:
-        env = {
-            # A local endpoint nothing listens on: no in-process model is loaded.
-            "LM_STUDIO_ENDPOINT": _unused_loopback_url(),
-            "LLM_TLS_CERT_FILE": str(self.server.cert_file),
-            "LLM_TLS_KEY_FILE": str(self.server.key_file),
-        }
-        if mutual:
-            env["LLM_TLS_CLIENT_CA_FILE"] = str(self.ca.cert_file)
-        return env
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    ca, stranger_ca = Authority(tmp_path, "platform"), Authority(tmp_path, "stranger")
-    return Pki(
-        ca,
-        stranger_ca,
-        # Valid for client authentication too: the container probe presents it under mutual TLS.
-        ca.issue("server", server=True, client=True),
-        ca.issue("client", server=False, client=True),
-        stranger_ca.issue("stranger-client", server=False, client=True),
-    )
+def server_env(pki: Pki, *, mutual: bool = False) -> dict[str, str]:
+    # A local endpoint nothing listens on: no in-process model is loaded.
+    return {"LM_STUDIO_ENDPOINT": _unused_loopback_url(), **pki.tls_env(mutual=mutual)}
 
 
 def secure_channel(app: Application, roots: bytes, client: Issued | None = None) -> grpc.aio.Channel:
@@ -96,7 +66,7 @@ async def refused(channel: grpc.aio.Channel) -> grpc.StatusCode:
 
 
 async def test_tls_serves_the_python_client_and_stubs_and_refuses_plaintext(start_app: StartApp, pki: Pki) -> None:
-    app = await start_app(**pki.env())
+    app = await start_app(**server_env(pki))
     assert app.certificates is not None and not app.certificates.mutual
 
     async with LLMManagerClient(app.address, root_certificates=pki.ca.cert) as client:
@@ -129,7 +99,7 @@ async def test_tls_serves_the_python_client_and_stubs_and_refuses_plaintext(star
 
 
 async def test_mutual_tls_admits_only_certificates_from_the_client_ca(start_app: StartApp, pki: Pki) -> None:
-    app = await start_app(**pki.env(mutual=True))
+    app = await start_app(**server_env(pki, mutual=True))
     assert app.certificates is not None and app.certificates.mutual
 
     assert await refused(secure_channel(app, pki.ca.cert)) == grpc.StatusCode.UNAVAILABLE  # no client certificate
@@ -148,7 +118,7 @@ async def test_mutual_tls_admits_only_certificates_from_the_client_ca(start_app:
 
 async def test_grpcurl_over_tls_and_mutual_tls(start_app: StartApp, pki: Pki) -> None:
     grpcurl = tool("grpcurl")
-    app = await start_app(**pki.env(mutual=True))
+    app = await start_app(**server_env(pki, mutual=True))
     ca, cert, key = str(pki.ca.cert_file), str(pki.client.cert_file), str(pki.client.key_file)
 
     code, output = await run(grpcurl, "-cacert", ca, "-cert", cert, "-key", key, app.address, "list")
@@ -177,26 +147,26 @@ async def _probe(env: dict[str, str]) -> tuple[int, str]:
 
 async def test_container_probe_follows_the_server_onto_tls(start_app: StartApp, pki: Pki, tmp_path: Path) -> None:
     # The Dockerfile's HEALTHCHECK runs this probe with the server's own environment.
-    app = await start_app(**pki.env(mutual=True))
-    server_env = {**pki.env(mutual=True), "LLM_GRPC_PORT": str(app.port)}
+    app = await start_app(**server_env(pki, mutual=True))
+    probe_env = {**server_env(pki, mutual=True), "LLM_GRPC_PORT": str(app.port)}
 
     # Defaults: trusts the server's certificate and the client CA, presents the server's own
     # certificate (valid for client authentication here).
-    code, output = await _probe(server_env)
+    code, output = await _probe(probe_env)
     assert code == 0 and output.strip() == "SERVING", output
     # Its own client certificate and CA.
     own = {"LLM_TLS_HEALTHCHECK_CERT_FILE": str(pki.client.cert_file), "LLM_TLS_HEALTHCHECK_KEY_FILE": str(pki.client.key_file)}
-    code, output = await _probe({**server_env, **own, "LLM_TLS_HEALTHCHECK_CA_FILE": str(pki.ca.cert_file)})
+    code, output = await _probe({**probe_env, **own, "LLM_TLS_HEALTHCHECK_CA_FILE": str(pki.ca.cert_file)})
     assert code == 0 and output.strip() == "SERVING", output
 
     # A certificate from another CA is refused; a wrong name or an unreadable file says why.
     stranger = {"LLM_TLS_HEALTHCHECK_CERT_FILE": str(pki.stranger_client.cert_file), "LLM_TLS_HEALTHCHECK_KEY_FILE": str(pki.stranger_client.key_file)}
-    code, output = await _probe({**server_env, **stranger})
+    code, output = await _probe({**probe_env, **stranger})
     assert code == 1 and output.startswith("unhealthy: UNAVAILABLE"), output
-    code, output = await _probe({**server_env, "LLM_TLS_HEALTHCHECK_SERVER_NAME": "llm-manager.example"})
+    code, output = await _probe({**probe_env, "LLM_TLS_HEALTHCHECK_SERVER_NAME": "llm-manager.example"})
     assert code == 1 and output.startswith("unhealthy: UNAVAILABLE"), output
     missing = str(tmp_path / "missing.pem")
-    code, output = await _probe({**server_env, "LLM_TLS_HEALTHCHECK_CA_FILE": missing})
+    code, output = await _probe({**probe_env, "LLM_TLS_HEALTHCHECK_CA_FILE": missing})
     assert code == 1 and output.strip() == f"unhealthy: LLM_TLS_HEALTHCHECK_CA_FILE: cannot read {missing!r}: No such file or directory", output
 
     # Plaintext still probes a plaintext server.
@@ -208,7 +178,7 @@ async def test_container_probe_follows_the_server_onto_tls(start_app: StartApp, 
 async def test_go_example_peer_over_mutual_tls(start_app: StartApp, pki: Pki, tmp_path: Path) -> None:
     openai = await FakeOpenAI(api_key=OPENAI_KEY).start()
     try:
-        env = {**pki.env(mutual=True), "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": f"{openai.url}/v1", "LLM_CACHE_ENABLED": "false"}
+        env = {**server_env(pki, mutual=True), "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": f"{openai.url}/v1", "LLM_CACHE_ENABLED": "false"}
         app = await start_app(**env)
         go = tool("go")
         go_env = {**os.environ, "GOFLAGS": "-mod=readonly"}
@@ -285,7 +255,7 @@ async def test_rotation_keeps_open_streams_and_new_connections_get_the_new_certi
     start_app: StartApp, pki: Pki, held_openai: HeldStreamOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="llm_manager_server.tls")
-    env = {**pki.env(), "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": f"{held_openai.url}/v1", "LLM_CACHE_ENABLED": "false"}
+    env = {**server_env(pki), "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": f"{held_openai.url}/v1", "LLM_CACHE_ENABLED": "false"}
     app = await start_app(**env)
     held_openai.stream_text(["Hello", " from", " before", " the", " rotation"], TokenCounts(prompt=9, completion=5))
 
@@ -336,7 +306,7 @@ async def test_rotation_keeps_open_streams_and_new_connections_get_the_new_certi
 
 
 async def test_mutual_tls_reloads_the_client_ca(start_app: StartApp, pki: Pki) -> None:
-    app = await start_app(**pki.env(mutual=True))
+    app = await start_app(**server_env(pki, mutual=True))
     assert await refused(secure_channel(app, pki.ca.cert, pki.stranger_client)) == grpc.StatusCode.UNAVAILABLE
     replace_file(pki.ca.cert_file, pki.stranger_ca.cert)  # the clients' CA changes
     assert await health(secure_channel(app, pki.ca.cert, pki.stranger_client)) == "SERVING"
@@ -413,12 +383,17 @@ async def test_the_server_exits_2_before_listening_on_a_bad_certificate(pki: Pki
 async def test_the_readme_tls_commands_work_as_written(start_app: StartApp, tmp_path: Path) -> None:
     """The "TLS and mutual TLS" section's commands, run as written: its openssl lines make the
     certificates, then grpcurl, grpc-health-probe, the Python example and the Go peer reach a
-    mutual-TLS server (only the port differs)."""
+    mutual-TLS server, and its HTTPS part's curl lines and SDK example reach the same server's
+    HTTP API (only the ports differ)."""
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("### TLS and mutual TLS") :]
     section = section[: re.search(r"\n##+ ", section).start()]  # type: ignore[union-attr]  # to the next section or subsection
     make_certificates, calls, go_run = re.findall(r"```sh\n(.*?)```", section, re.S)
     program = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    https = readme[readme.index("#### HTTPS on the HTTP API port") :]
+    https = https[: re.search(r"\n##+ ", https).start()]  # type: ignore[union-attr]
+    (https_calls,) = re.findall(r"```sh\n(.*?)```", https, re.S)
+    (https_program,) = re.findall(r"```python\n(.*?)```", https, re.S)
     assert "make run" in make_certificates
     make_certificates = make_certificates.replace(
         "LLM_TLS_CERT_FILE=server.pem LLM_TLS_KEY_FILE=server.key LLM_TLS_CLIENT_CA_FILE=ca.pem make run", ""
@@ -435,6 +410,7 @@ async def test_the_readme_tls_commands_work_as_written(start_app: StartApp, tmp_
             LLM_TLS_CERT_FILE=str(tmp_path / "server.pem"),
             LLM_TLS_KEY_FILE=str(tmp_path / "server.key"),
             LLM_TLS_CLIENT_CA_FILE=str(tmp_path / "ca.pem"),
+            LLM_HTTP_PORT="0",
         )
         address = f"localhost:{app.port}"
         for command in calls.strip().splitlines():
@@ -449,5 +425,33 @@ async def test_the_readme_tls_commands_work_as_written(start_app: StartApp, tmp_
         command = go_run.strip().replace("localhost:50051", address).replace("../../", f"{tmp_path}/").replace("cd clients/go", f"cd {REPO / 'clients' / 'go'}")
         code, output = await run(tool("bash"), "-euo", "pipefail", "-c", command, env=shell_env, timeout_s=300)
         assert code == 0 and "stream:" in output, output
+
+        assert app.http is not None
+        https_address = f"localhost:{app.http.port}"
+        lines = https_calls.replace("\\\n", "").strip().splitlines()
+        assert lines[0].endswith("make run") and len(lines) == 3, lines
+        for command, expected in zip(lines[1:], ('"auto"', '"choices"'), strict=True):
+            code, output = await run(tool("bash"), "-euo", "pipefail", "-c", command.replace("localhost:8443", https_address), cwd=tmp_path, env=shell_env)
+            assert code == 0 and expected in output, f"{command}\n{output}"
+        (tmp_path / "https_example.py").write_text(https_program.replace("localhost:8443", https_address))
+        code, output = await run(str(REPO / ".venv" / "bin" / "python"), "https_example.py", cwd=tmp_path, timeout_s=60)
+        assert code == 0 and "'auto'" in output, output
     finally:
         await local.stop()
+
+
+def test_a_refresh_by_another_transport_does_not_hide_the_change_from_grpc(pki: Pki) -> None:
+    """One reload state serves every transport: whichever refreshes first, grpc's fetcher still
+    hands grpc the new set (once), because it compares generations, not file stamps."""
+    reloader = CertificateReloader(load_settings(_tls_env(**server_env(pki))).tls)
+    assert reloader.generation == 0 and reloader.fetch() is None
+    rotated = pki.ca.issue("server-next")
+    replace_file(pki.server.cert_file, rotated.cert)
+    replace_file(pki.server.key_file, rotated.key)
+
+    reloader.refresh()  # as the HTTPS side does, before any grpc handshake
+    assert reloader.generation == 1 and reloader.current.chain == rotated.cert
+    reloader.refresh()  # nothing changed since: no new generation
+    assert reloader.generation == 1
+    assert reloader.fetch() is not None, "grpc gets the set another transport loaded"
+    assert reloader.fetch() is None, "and only once"

@@ -295,7 +295,7 @@ class Application:
                 max_body_bytes=settings.http_max_body_bytes, max_json_depth=settings.http_max_json_depth, access_log=settings.access_log,
             )
             try:
-                await http.start(settings.host, settings.http_port, grace_s=settings.grace_period_s)
+                await http.start(settings.host, settings.http_port, grace_s=settings.grace_period_s, tls=self.certificates)
             except OSError as error:
                 raise ConfigError("LLM_HTTP_PORT", f"cannot listen on {settings.host}:{settings.http_port}: {error.strerror or error}") from None
             self.http = http
@@ -306,7 +306,8 @@ class Application:
         self.server = server
         log.info("listening on %s%s with models %s", self.address, self._transport, ", ".join(self.registry.models) or "(none)")
         if self.http is not None:
-            log.info("OpenAI-compatible HTTP API on http://%s/v1", self.http_address)
+            scheme = "http" if self.certificates is None else "https"
+            log.info("OpenAI-compatible HTTP API on %s://%s/v1%s", scheme, self.http_address, self._transport)
         if settings.api_keys is not None:
             log.info("API keys on (LLM_API_KEYS_FILE): %d keys of callers %s", len(settings.api_keys), ", ".join(sorted(settings.api_keys.callers)))
         # Load in-process models and open connection pools after the port is up, so health

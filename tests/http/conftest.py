@@ -57,14 +57,20 @@ def data_dir() -> Iterator[str]:
 
 
 @pytest.fixture
-async def served(data_dir: str) -> AsyncIterator[Served]:
+async def openai_fake() -> AsyncIterator[FakeOpenAI]:
+    """The cloud upstream the server's calls reach."""
     fake = await FakeOpenAI(api_key=OPENAI_KEY).start()
-    app = await start_served(fake, data_dir)
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def served(openai_fake: FakeOpenAI, data_dir: str) -> AsyncIterator[Served]:
+    app = await start_served(openai_fake, data_dir)
     try:
-        yield Served(app, fake)
+        yield Served(app, openai_fake)
     finally:
         await app.stop(grace_s=0)
-        await fake.stop()
 
 
 @pytest.fixture

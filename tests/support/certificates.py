@@ -99,3 +99,33 @@ class Authority:
 def other_key() -> bytes:
     """A private key that belongs to no certificate (PEM)."""
     return _key_pem(ec.generate_private_key(ec.SECP256R1()))
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Two unrelated CAs; the server's certificate and a client's come from the first."""
+
+    ca: Authority
+    stranger_ca: Authority
+    server: Issued
+    client: Issued
+    stranger_client: Issued
+
+    @classmethod
+    def issue(cls, directory: Path) -> Pki:
+        ca, stranger_ca = Authority(directory, "platform"), Authority(directory, "stranger")
+        return cls(
+            ca,
+            stranger_ca,
+            # Valid for client authentication too: the container probe presents it under mutual TLS.
+            ca.issue("server", server=True, client=True),
+            ca.issue("client", server=False, client=True),
+            stranger_ca.issue("stranger-client", server=False, client=True),
+        )
+
+    def tls_env(self, *, mutual: bool = False) -> dict[str, str]:
+        """The server's TLS variables (with the client CA: mutual TLS)."""
+        env = {"LLM_TLS_CERT_FILE": str(self.server.cert_file), "LLM_TLS_KEY_FILE": str(self.server.key_file)}
+        if mutual:
+            env["LLM_TLS_CLIENT_CA_FILE"] = str(self.ca.cert_file)
+        return env

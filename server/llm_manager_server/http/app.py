@@ -9,6 +9,9 @@ by the same ``Generator`` (routing, fallbacks, cache, telemetry); the call is op
 admitted by the same ``CallGate`` (request id, deadline, concurrency cap). The middleware does
 for HTTP what ``interceptors.ApiInterceptor`` does for gRPC: the gate, a SERVER span, error
 mapping (``http.errors``), ``x-request-id`` on every response and one access-log line.
+
+With TLS configured it is HTTPS on the same certificates as the gRPC port (and mutual TLS with
+a client CA), rotating with them: ``tls.CertificateReloader`` gives the context and its watch.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ..domain.caller import caller_var
 from ..interceptors import CALLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE
 from ..routing.registry import ModelRegistry
 from ..telemetry import PrometheusMetrics
+from ..tls import CertificateReloader
 from . import chat, embeddings
 from .errors import HttpError, http_error_body, internal_error_body, llm_error_body
 
@@ -129,23 +133,30 @@ class HttpApi:
         self.app.router.add_get("/v1/models/{model:.+}", self._model)
         self.app.router.add_get("/metrics", self._scrape)
         self._runner: web.AppRunner | None = None
+        self._watch: asyncio.Task[None] | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int, *, grace_s: float) -> None:
+    async def start(self, host: str, port: int, *, grace_s: float, tls: CertificateReloader | None = None) -> None:
+        """Binds ``host:port``: HTTPS with ``tls``'s certificates, following their rotation."""
         # handler_cancellation: a caller that disconnects cancels its handler, and with it the
         # upstream work (as a cancelled gRPC call does).
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=grace_s, handler_cancellation=True)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port, reuse_port=False).start()
+            await web.TCPSite(runner, host, port, reuse_port=False, ssl_context=tls.https_context() if tls else None).start()
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
         self.port = runner.addresses[0][1]
+        if tls is not None:
+            self._watch = asyncio.create_task(tls.watch(), name="https-certificate-watch")
 
     async def stop(self) -> None:
         """Stops listening, lets requests in flight finish within the grace period, closes."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
