@@ -336,3 +336,22 @@ async def test_the_readme_api_key_commands_work_as_written(start_app: StartApp, 
     assert code == 0 and output.strip() == fake.text, output
     code, output = await run(tool("bash"), "-euo", "pipefail", "-c", go_run.strip().replace("127.0.0.1:50051", app.address), cwd=REPO, env=env, timeout_s=300)
     assert code == 0 and "stream:" in output and "smollm2-135m-instruct" in output, output
+
+
+@pytest.mark.parametrize(
+    ("authorization", "api_key"),
+    [(None, None), ("Basic dXNlcjpwYXNz", None), ("Bearer llmm_aaaaaaaaaaaa", "llmm_bbbbbbbbbbbb"), ("Bearer a b", None)],
+    ids=["missing", "other-scheme", "two-keys", "malformed"],
+)
+def test_refusals_read_the_same_after_redaction(authorization: str | None, api_key: str | None) -> None:
+    """Every status message goes through the redaction of "Bearer <token>" and "x-api-key:
+    <token>": a refusal worded with a word after either would reach the caller as
+    "[redacted]" nonsense, so each says what to send without tripping it."""
+    from llm_manager_server.calls import presented_key
+    from llm_manager_server.domain.errors import LLMError
+    from llm_manager_server.redaction import redact
+
+    with pytest.raises(LLMError) as refused:
+        presented_key(authorization, api_key)
+    assert redact(refused.value.message) == refused.value.message
+    assert "[redacted]" not in refused.value.message

@@ -42,7 +42,9 @@ _BEARER = "bearer "
 
 
 def _refused(reason: str) -> LLMError:
-    """UNAUTHENTICATED; the message says what was wrong with the credentials, never what they were."""
+    """UNAUTHENTICATED; the message says what was wrong with the credentials, never what they
+    were. (Worded so that the redaction of "Bearer <token>" and "x-api-key: <token>", which
+    every status goes through, leaves it readable: no word after "Bearer " or "x-api-key ".)"""
     return LLMError(ErrorKind.AUTHENTICATION_FAILED, reason)
 
 
@@ -54,13 +56,13 @@ def presented_key(authorization: str | None, api_key: str | None) -> str:
     if authorization is not None:
         # The scheme is case-insensitive (RFC 9110 11.1); anything but Bearer is refused.
         if authorization[:7].lower() != _BEARER:
-            raise _refused("the authorization header must be 'Bearer <API key>'")
+            raise _refused("the authorization header must use the scheme Bearer, followed by the API key")
         bearer = authorization[7:].strip()
     if bearer is not None and api_key is not None and bearer != api_key:
-        raise _refused("authorization and x-api-key carry different keys")
+        raise _refused("two different keys: one in the authorization header, another in the header x-api-key")
     key = bearer if bearer is not None else api_key
     if key is None:
-        raise _refused("this server requires an API key: send 'authorization: Bearer <key>' or 'x-api-key: <key>'")
+        raise _refused("this server requires an API key: give it in the authorization header (scheme Bearer) or in the header x-api-key")
     if PRESENTED_KEY.fullmatch(key) is None:
         raise _refused("the API key is not valid")
     return key
