@@ -76,7 +76,9 @@ async def test_no_two_callers_share_a_cache_entry_or_a_conversation(store: str, 
             llm = llm_manager_service_pb2_grpc.LLMManagerServiceStub(channel)
             conversations = conversation_service_pb2_grpc.ConversationServiceStub(channel)
 
-            @settings(max_examples=EXAMPLES[store], deadline=None, suppress_health_check=[HealthCheck.too_slow])
+            # derandomize: the same examples every run, so "the property was exercised" below
+            # cannot fail on an unlucky draw of few creates (it did once in CI-like runs).
+            @settings(max_examples=EXAMPLES[store], deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
             @given(OPERATIONS)
             def check(operations: list[tuple[str, str, int]]) -> None:
                 for caller, verb, which in operations:

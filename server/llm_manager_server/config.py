@@ -121,8 +121,8 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """TLS on the gRPC port (all unset: plaintext). Paths only: tls.py reads the files, and
-    re-reads them when they change."""
+    """TLS on the gRPC port and the HTTP API port (all unset: plaintext). Paths only: tls.py
+    reads the files, and re-reads them when they change."""
 
     cert_file: str | None = None
     key_file: str | None = None

@@ -93,7 +93,9 @@ async def quota_refusal(call: Any) -> Quota:
     assert any(packed.Unpack(quota) for packed in status.details), "a QuotaFailure detail"
     details = error_details(error)
     assert details.retry_delay_s is not None
-    return Quota(details.reason, details.metadata["limit"], [(v.subject, v.description) for v in quota.violations], details.retry_delay_s)
+    violations = [(v.subject, v.description) for v in quota.violations]
+    assert details.quota_violations == violations, "the Python client unpacks QuotaFailure"
+    return Quota(details.reason, details.metadata["limit"], violations, details.retry_delay_s)
 
 
 def usage_stub(stubs: Stubs) -> usage_service_pb2_grpc.UsageServiceStub:

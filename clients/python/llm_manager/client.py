@@ -109,10 +109,12 @@ class ErrorDetails:
     metadata: dict[str, str] = field(default_factory=dict)
     retry_delay_s: float | None = None
     field_violations: dict[str, str] = field(default_factory=dict)
+    # QUOTA_EXCEEDED: who is over which limit (subject -> description), from QuotaFailure.
+    quota_violations: list[tuple[str, str]] = field(default_factory=list)
 
 
 def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
-    """Unpacks ``ErrorInfo``, ``RetryInfo`` and ``BadRequest`` from a failed call."""
+    """Unpacks ``ErrorInfo``, ``RetryInfo``, ``BadRequest`` and ``QuotaFailure`` from a failed call."""
     details = ErrorDetails(code=error.code(), message=error.details() or "")
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     if status is None:
@@ -120,17 +122,21 @@ def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
     reason, domain, metadata = "", "", {}
     retry_delay: float | None = None
     violations: dict[str, str] = {}
+    quota_violations: list[tuple[str, str]] = []
     for packed in status.details:
         info = error_details_pb2.ErrorInfo()
         retry = error_details_pb2.RetryInfo()
         bad_request = error_details_pb2.BadRequest()
+        quota = error_details_pb2.QuotaFailure()
         if packed.Unpack(info):
             reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
         elif packed.Unpack(retry):
             retry_delay = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
         elif packed.Unpack(bad_request):
             violations = {v.field: v.description for v in bad_request.field_violations}
-    return ErrorDetails(details.code, details.message, reason, domain, metadata, retry_delay, violations)
+        elif packed.Unpack(quota):
+            quota_violations = [(v.subject, v.description) for v in quota.violations]
+    return ErrorDetails(details.code, details.message, reason, domain, metadata, retry_delay, violations, quota_violations)
 
 
 # Struct numbers are doubles; whole numbers within this bound come back as int.
