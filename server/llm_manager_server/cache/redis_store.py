@@ -39,6 +39,19 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+
+def redis_client(url: str, command_timeout_s: float) -> Redis:
+    """The client every Redis user here opens (the cache, the limits): connections open lazily
+    on the first command, so start-up never waits on Redis; a command that does not answer in
+    ``command_timeout_s`` fails at once, without retries (the caller falls back and counts it)."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=command_timeout_s,
+        socket_timeout=command_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+
 class RedisCacheStore:
     def __init__(
         self,
@@ -56,14 +69,7 @@ class RedisCacheStore:
         self._down_for_s = down_for_s
         self._clock = clock
         self._down_until: float | None = None
-        # Connections open lazily on the first command, so start-up never waits on Redis.
-        self._client = Redis.from_url(
-            url,
-            socket_connect_timeout=command_timeout_s,
-            socket_timeout=command_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
-        )
+        self._client = redis_client(url, command_timeout_s)
 
     @property
     def evictions(self) -> int:

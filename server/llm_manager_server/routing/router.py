@@ -524,7 +524,7 @@ class Router:
 
         async def attempt(entry: ModelEntry, route: Route, metadata: CallMetadata, progress: AttemptProgress) -> AsyncGenerator[StreamDelta, None]:
             call = self._call(entry, request, deadline)
-            with self._observe(entry, route, call, plan, metadata, streaming=streaming) as observed:
+            with self._observe(route, call, plan, metadata, streaming=streaming) as observed:
                 call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
                 final: Answer | None = None
                 if streaming:
@@ -559,16 +559,7 @@ class Router:
 
         async def attempt(entry: ModelEntry, route: Route, metadata: CallMetadata, progress: AttemptProgress) -> AsyncGenerator[Embeddings, None]:
             call = EmbeddingCall(entry.name, request.inputs, timeout_s=self._remaining(deadline))
-            with self._telemetry.attempt(
-                call,
-                route.deployment.kind,
-                deployment=route.deployment.name,
-                attempt=len(metadata.model_chain),
-                fallback=metadata.fallback_used,
-                streaming=False,
-                candidates=metadata.candidates,
-                strategy=plan.strategy.value,
-            ) as observed:
+            with self._observe(route, call, plan, metadata, streaming=False) as observed:
                 call = replace(call, trace_headers=self._telemetry.trace_headers(observed))
                 try:
                     embeddings = await embed_with(route.deployment.provider, call)
@@ -656,7 +647,7 @@ class Router:
             raise self._out_of_time(plan, failures) from None
 
     def _observe(
-        self, entry: ModelEntry, route: Route, call: ModelCall, plan: RoutePlan, metadata: CallMetadata, *, streaming: bool
+        self, route: Route, call: ModelCall | EmbeddingCall, plan: RoutePlan, metadata: CallMetadata, *, streaming: bool
     ) -> AbstractContextManager[Attempt]:
         return self._telemetry.attempt(
             call,

@@ -32,12 +32,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from ..cache.redis_store import COMMAND_TIMEOUT_S, DOWN_FOR_S, redacted_url
+from ..cache.redis_store import COMMAND_TIMEOUT_S, DOWN_FOR_S, redacted_url, redis_client
 from ..domain.caller import Caller
 from .limits import BUDGET, DAY_S, MINUTE_S, REQUESTS, TOKENS, LimitStoreError, Windows
 
@@ -141,14 +138,7 @@ class RedisLimitStore:
         self._claiming: dict[str, asyncio.Lock] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
-        # Connections open lazily on the first command, so start-up never waits on Redis.
-        self._client = Redis.from_url(
-            url,
-            socket_connect_timeout=command_timeout_s,
-            socket_timeout=command_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
-        )
+        self._client = redis_client(url, command_timeout_s)
         self._claim = self._client.register_script(CLAIM)
 
     def _lease(self, caller: Caller, windows: Windows) -> _Lease:
