@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .types import BilledAttempt
 
 
 class ErrorKind(enum.Enum):
@@ -84,6 +88,9 @@ class LLMError(Exception):
     # False when retrying the same model cannot help although the kind is retryable
     # (e.g. HTTP 404 "no such model": unavailable, but not transiently).
     transient: bool = True
+    # Attempts of the failed call the providers answered in full (so charged for) but whose
+    # answers were rejected: booked to the caller although the call failed (see usage/meter.py).
+    billed_attempts: list[BilledAttempt] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

@@ -230,6 +230,17 @@ class Usage:
     cache_creation_tokens: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class BilledAttempt:
+    """An attempt the provider answered in full (and so charged for) whose answer the router
+    rejected: structured output or tool arguments that did not validate. Its usage and cost
+    are booked to the caller besides the answer's, under the model that gave it."""
+
+    model: str
+    usage: Usage
+    cost_usd: float
+
+
 @dataclass
 class CallMetadata:
     """How an answer was produced (filled by the router)."""
@@ -244,6 +255,8 @@ class CallMetadata:
     routing_reason: str = ""
     # The deployment (named endpoint) that answered.
     deployment: str = ""
+    # Complete answers rejected before this one (the answer's own usage is not among them).
+    billed_attempts: list[BilledAttempt] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ class Embedder:
         made (``metadata.cached`` for vectors the cache had: no upstream call, cost 0)."""
         if self._meter is None:
             return await self._embed(request)
-        caller = await self._meter.admit()
+        caller = await self._meter.admit(lambda: self._router.plan_embedding(request))
         result = await self._embed(request)
         await self._meter.book(caller, result)
         return result

@@ -3,7 +3,10 @@
 
 With a ``UsageMeter`` every call is admitted against its caller's limits before the router is
 asked, and its usage booked once answered (a stream's from its final delta's answer, booked
-before that delta goes out; a stream cut after it started is booked as a request without usage)."""
+before that delta goes out; a stream cut after it started is booked as a request without usage).
+A failed call books what its rejected-but-charged attempts cost (``LLMError.billed_attempts``).
+A call the router's plan refuses (a model the caller may not use, none able to serve it, a
+prompt too large for every window) is refused before it is admitted: it spends no request."""
 
 from __future__ import annotations
 
@@ -14,10 +17,10 @@ from opentelemetry import trace
 from .. import genai
 from ..cache import ResponseCache
 from ..domain.call_context import deadline_var
+from ..domain.errors import LLMError
 from ..domain.types import Answer, GenerationRequest, StreamDelta
 from ..routing.router import Router
 from ..usage.meter import UsageMeter
-
 
 class Generator:
     def __init__(self, router: Router, cache: ResponseCache | None = None, meter: UsageMeter | None = None) -> None:
@@ -51,19 +54,24 @@ class Generator:
 
     async def generate(self, request: GenerationRequest) -> Answer:
         meter = self._meter
-        caller = None if meter is None else await meter.admit()
+        caller = None if meter is None else await meter.admit(lambda: self._router.plan(request))
         deadline = deadline_var.get()
-        if self._cache is None:
-            answer = await self._router.generate(request, deadline)
-        else:
-            answer = self._mark(await self._cache.answer(request, lambda: self._router.generate(request, deadline), deadline))
+        try:
+            if self._cache is None:
+                answer = await self._router.generate(request, deadline)
+            else:
+                answer = self._mark(await self._cache.answer(request, lambda: self._router.generate(request, deadline), deadline))
+        except LLMError as error:
+            if meter is not None:
+                await meter.book_failed(caller, error)
+            raise
         if meter is not None:
             await meter.book(caller, answer)
         return answer
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
         meter = self._meter
-        caller = None if meter is None else await meter.admit()
+        caller = None if meter is None else await meter.admit(lambda: self._router.plan(request))
         deadline = deadline_var.get()
         if self._cache is None:
             source = self._router.stream(request, deadline)
@@ -80,6 +88,10 @@ class Generator:
                         await meter.book(caller, delta.answer)
                     booked = True
                 yield delta
+        except LLMError as error:
+            if meter is not None:
+                await meter.book_failed(caller, error)
+            raise
         finally:
             if meter is not None and started is not None and not booked:
                 meter.book_cut(caller, started)

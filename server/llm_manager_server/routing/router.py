@@ -38,6 +38,7 @@ from ..domain.embeddings import EmbeddingCall, EmbeddingRequest, Embeddings
 from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
 from ..domain.types import (
     Answer,
+    BilledAttempt,
     CallMetadata,
     Capability,
     ResponseFormat,
@@ -542,7 +543,13 @@ class Router:
                         raise LLMError(ErrorKind.MODEL_UNAVAILABLE, f"model {entry.name!r} ended its stream without an answer", model=entry.name)
                 else:
                     final = await route.deployment.provider.generate(call)
-                answer = check.answer(final, entry.name, tool_calls_checked=streaming)
+                try:
+                    answer = check.answer(final, entry.name, tool_calls_checked=streaming)
+                except LLMError:
+                    # The provider answered in full, so it charged for it: the rejected
+                    # answer's usage is the caller's to pay, whatever the call's outcome.
+                    metadata.billed_attempts.append(BilledAttempt(final.model, final.usage, entry.price.cost(final.usage)))
+                    raise
                 answer.cost_usd = entry.price.cost(answer.usage)
                 answer.metadata = metadata
                 self._telemetry.succeeded(observed, answer=answer, streaming=streaming)
@@ -644,7 +651,13 @@ class Router:
             running = metadata.model_chain[-1] if metadata.model_chain else None
             if running is not None and (not failures or failures[-1][0] != running):
                 failures.append((running, LLMError(ErrorKind.TIMEOUT, "still answering when the time ran out", model=running)))
-            raise self._out_of_time(plan, failures) from None
+            timed_out = self._out_of_time(plan, failures)
+            timed_out.billed_attempts = metadata.billed_attempts
+            raise timed_out from None
+        except LLMError as error:
+            # A failed call still owes what its rejected attempts cost upstream.
+            error.billed_attempts = metadata.billed_attempts
+            raise
 
     def _observe(
         self, route: Route, call: ModelCall | EmbeddingCall, plan: RoutePlan, metadata: CallMetadata, *, streaming: bool

@@ -19,7 +19,11 @@ What is booked (``book``):
 - a stream cut after it started (failure or cancellation): one request with whatever usage
   was reported, which is none (providers report usage only in a stream's final event), so the
   upstream's charge for a cut stream's tokens cannot be booked;
-- calls refused or failed before answering: nothing.
+- an attempt a provider answered in full whose answer the router rejected (structured output
+  or tool arguments that did not validate), in an answered or a failed call: its tokens and
+  cost under its own model, without a request (``requests`` counts calls, each under the
+  model that answered it). Upstream charged for it, so limits and the ledger see it;
+- calls refused or failed without such an attempt: nothing.
 With authentication off the caller is ``""`` (anonymous), booked like any other.
 """
 
@@ -109,11 +113,14 @@ class UsageLedger:
         self._failing = False
         self._lock = asyncio.Lock()
 
-    def book(self, caller: str, model: str, *, prompt_tokens: int, completion_tokens: int, cost_usd: float, cache_hit: bool) -> None:
-        """Adds one call (no await: safe in a stream's ``finally``)."""
+    def book(
+        self, caller: str, model: str, *, prompt_tokens: int, completion_tokens: int, cost_usd: float, cache_hit: bool, requests: int = 1
+    ) -> None:
+        """Adds one call, or a rejected attempt's usage (``requests=0``); no await: safe in a
+        stream's ``finally``."""
         day = utc_day(self._clock())
         key = (caller, day, model)
-        row = UsageRow(caller, day, model, 1, prompt_tokens, completion_tokens, cost_usd, int(cache_hit))
+        row = UsageRow(caller, day, model, requests, prompt_tokens, completion_tokens, cost_usd, int(cache_hit))
         found = self._pending.get(key)
         self._pending[key] = row if found is None else found.plus(row)
 
