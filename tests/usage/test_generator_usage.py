@@ -1,6 +1,7 @@
 """The engine's usage hook (``Generator`` with a ``UsageMeter``) in front of a fake router:
 admission before the router is asked, booking of answers, of streams (before their final
-delta goes out; a cut stream as a request without usage) and of cache hits."""
+delta goes out; a cut stream as a request without usage), of cache hits, and of attempts
+rejected but charged upstream."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from llm_manager_server.cache import MemoryCacheStore, ResponseCache
 from llm_manager_server.conversations import MemoryConversationStore
 from llm_manager_server.domain.caller import Caller, caller_var
 from llm_manager_server.domain.errors import ErrorKind, LLMError
-from llm_manager_server.domain.types import RoutingStrategy
+from llm_manager_server.domain.types import Answer, BilledAttempt, CallMetadata, RoutingStrategy, Usage
 from llm_manager_server.engine import Generator
 from llm_manager_server.usage import Limiter, MemoryLimitStore, UsageLedger, UsageMeter, UsageRow, utc_day
 
@@ -110,3 +111,37 @@ async def test_cache_hits_are_requests_and_hits_without_tokens_or_cost(ledger: U
     assert await ledger.read("", first_day=None, last_day=None, model=None) == [
         UsageRow("", utc_day(time.time()), MODEL, 3, USAGE.prompt_tokens, USAGE.completion_tokens, COST, 2)
     ]
+
+
+class RejectingFirstRouter(FakeRouter):
+    """Answers after one rejected-but-charged attempt of another model (a fallback)."""
+
+    def _answer(self, metadata: CallMetadata) -> Answer:
+        metadata.billed_attempts.append(BilledAttempt(OTHER, REJECTED, REJECTED_COST))
+        return super()._answer(metadata)
+
+
+OTHER = "other-model"
+REJECTED = Usage(prompt_tokens=100, completion_tokens=40, total_tokens=140)
+REJECTED_COST = 0.001
+
+
+async def test_rejected_but_charged_attempts_are_booked_under_their_model_once_and_not_on_a_cache_hit(ledger: UsageLedger) -> None:
+    router = RejectingFirstRouter()
+    engine = generator(router, ledger, cached=True)
+    caller = Caller("etl", tokens_per_minute=USAGE.total_tokens + REJECTED.total_tokens + 1)
+    answer = await as_caller(caller, lambda: engine.generate(request()))
+    assert answer.usage == USAGE and answer.cost_usd == COST  # the answering model's own
+    hit = await as_caller(caller, lambda: engine.generate(request()))  # one token under the limit
+    assert hit.metadata.cached and not hit.metadata.billed_attempts and router.calls == 1
+    by_model = {r.model: (r.requests, r.prompt_tokens, r.completion_tokens, r.cost_usd, r.cache_hits) for r in await ledger.read("etl", first_day=None, last_day=None, model=None)}
+    assert by_model == {MODEL: (2, USAGE.prompt_tokens, USAGE.completion_tokens, COST, 1), OTHER: (0, REJECTED.prompt_tokens, REJECTED.completion_tokens, REJECTED_COST, 0)}
+    # A failed call's charged attempts spend the limit too: the next call is refused.
+    router.error = LLMError(ErrorKind.INVALID_MODEL_OUTPUT, "no model gave a valid answer", billed_attempts=[BilledAttempt(OTHER, REJECTED, REJECTED_COST)])
+    with pytest.raises(LLMError) as failed:
+        await as_caller(caller, lambda: engine.generate(request(no_cache=True)))
+    assert failed.value.kind is ErrorKind.INVALID_MODEL_OUTPUT
+    with pytest.raises(LLMError) as refused:
+        await as_caller(caller, lambda: engine.generate(request(no_cache=True)))
+    assert refused.value.kind is ErrorKind.QUOTA_EXCEEDED and router.calls == 2
+    assert (await ledger.read("etl", first_day=None, last_day=None, model=OTHER))[0].prompt_tokens == 2 * REJECTED.prompt_tokens

@@ -1,8 +1,8 @@
 """Embeds a validated request within the call's deadline: through the response cache's policy
 (``ResponseCache.embeddings``) when there is a cache, else straight from the router. Both
 transports (gRPC ``Embed``, HTTP ``/v1/embeddings``) call :meth:`Embedder.embed`. With a
-``UsageMeter`` a call is admitted against its caller's limits first and booked once answered,
-as generations are."""
+``UsageMeter`` a call is admitted against its caller's limits first (a call the router's plan
+refuses before it is counted) and booked once answered, as generations are."""
 
 from __future__ import annotations
 
