@@ -707,28 +707,27 @@ class Bench:
 import asyncio, json, statistics, time
 from llm_manager_server.cache import build_response_cache
 from llm_manager_server.config import load_settings
-from llm_manager_server.servicers.llm_manager import Generator
-from llm_manager_server.interceptors import deadline_var
-from llm_manager_server.domain.types import CallMetadata, GenerationRequest, Message, Role, SamplingOptions, Completion, Usage, FinishReason
+from llm_manager_server.engine import Generator
+from llm_manager_server.domain.call_context import deadline_var
+from llm_manager_server.domain.types import Answer, GenerationRequest, Message, Role, SamplingOptions, Usage, FinishReason
 
 class Router:
     calls = 0
-    async def generate(self, request, deadline, metadata):
+    async def generate(self, request, deadline):
         Router.calls += 1
-        metadata.model_chain.append("mock-model")
-        return Completion(text="x" * 120, model="mock-model", usage=Usage(12, 20, 32), finish_reason=FinishReason.STOP)
+        return Answer(text="x" * 120, model="mock-model", usage=Usage(12, 20, 32), finish_reason=FinishReason.STOP)
 
 async def main():
     settings = load_settings({"LLM_CACHE_ENABLED": "true"})
     cache = build_response_cache(settings.cache, default_strategy=settings.routing.strategy)
     generator = Generator(Router(), cache)
-    request = GenerationRequest(messages=(Message(Role.USER, "Say hello to the benchmark."),), sampling=SamplingOptions(max_tokens=64))
+    request = GenerationRequest(messages=(Message.of(Role.USER, "Say hello to the benchmark."),), sampling=SamplingOptions(max_tokens=64))
     deadline_var.set(asyncio.get_running_loop().time() + 600)
-    await generator.generate(request, CallMetadata())
+    await generator.generate(request)
     samples = []
     for _ in range(20000):
         t = time.perf_counter_ns()
-        await generator.generate(request, CallMetadata())
+        await generator.generate(request)
         samples.append(time.perf_counter_ns() - t)
     samples.sort()
     print(json.dumps({"calls": len(samples), "router_calls": Router.calls, "p50_us": samples[len(samples)//2] / 1000,
