@@ -85,7 +85,7 @@ async def one_request(provider: Any, index: int, max_tokens: int) -> dict[str, f
 async def _one_request(provider: Any, index: int, max_tokens: int) -> dict[str, float]:
     call = ModelCall(
         model=MODEL,
-        messages=(Message(Role.USER, f"(request {index}) {PROMPT}"),),
+        messages=(Message.of(Role.USER, f"(request {index}) {PROMPT}"),),
         sampling=SamplingOptions(max_tokens=max_tokens, temperature=0.0, seed=1),
         timeout_s=120,
     )
@@ -95,8 +95,8 @@ async def _one_request(provider: Any, index: int, max_tokens: int) -> dict[str, 
     async for delta in provider.stream(call):
         if delta.text and ttft is None:
             ttft = time.perf_counter() - started
-        if delta.usage is not None:
-            tokens = delta.usage.completion_tokens
+        if delta.answer is not None:  # the last delta carries the whole answer and its usage
+            tokens = delta.answer.usage.completion_tokens
     total = time.perf_counter() - started
     return {"ttft_s": ttft or total, "total_s": total, "tokens": tokens}
 
