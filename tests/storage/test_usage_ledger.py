@@ -84,3 +84,27 @@ async def test_the_ledger_reads_through_its_buffer_and_keeps_rows_a_failed_write
     assert read == [UsageRow("a", "2025-12-02", "m", 1, 3, 4, 0.25, 0)]
     await ledger.close()  # writes the rest
     assert len(backing.rows) == 3
+
+
+class SlowStore(FailingStore):
+    """Writes take a while, as a busy database's do: a shutdown arrives during one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.healthy = True
+        self.writing = asyncio.Event()
+
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        self.writing.set()
+        await asyncio.sleep(0.2)
+        await super().add_usage(rows)
+
+
+async def test_a_shutdown_during_a_flush_loses_and_doubles_nothing() -> None:
+    backing = SlowStore()
+    ledger = UsageLedger(backing, flush_interval_s=0.01)
+    ledger.book("a", "m", prompt_tokens=10, completion_tokens=5, cost_usd=0.5, cache_hit=False)
+    ledger.start()
+    await asyncio.wait_for(backing.writing.wait(), 5)  # the periodic flush is writing
+    await ledger.close()
+    assert [(r.caller, r.requests, r.prompt_tokens) for r in backing.rows] == [("a", 1, 10)]

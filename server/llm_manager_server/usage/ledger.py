@@ -30,7 +30,6 @@ With authentication off the caller is ``""`` (anonymous), booked like any other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -110,6 +109,9 @@ class UsageLedger:
         self._clock = clock
         self._pending: dict[tuple[str, str, str], UsageRow] = {}
         self._task: asyncio.Task[None] | None = None
+        # Set by close(): the flush loop ends between flushes, never in one (a flush cancelled
+        # while the store writes would lose its rows, or write them twice).
+        self._stopping = asyncio.Event()
         self._failing = False
         self._lock = asyncio.Lock()
 
@@ -128,9 +130,11 @@ class UsageLedger:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-ledger-flush")
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_interval_s)
-            await self.flush()
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._flush_interval_s)
+            except TimeoutError:
+                await self.flush()
 
     async def flush(self) -> None:
         """Writes what is pending; on failure keeps it for the next flush."""
@@ -164,8 +168,7 @@ class UsageLedger:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            await self._task  # a flush under way finishes first
             self._task = None
         await self.flush()
