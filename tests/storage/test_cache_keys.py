@@ -230,3 +230,29 @@ def test_fields_that_cannot_change_the_answer_share_a_key(request: GenerationReq
 def test_the_server_default_strategy_is_part_of_the_key() -> None:
     request = GenerationRequest(messages=(Message.of(Role.USER, "hi"),))
     assert cache_key(request, RoutingStrategy.COST) != cache_key(request, RoutingStrategy.PERFORMANCE)
+
+
+def test_a_callers_cache_scope_follows_the_models_its_key_allows() -> None:
+    """A key whose models list an operator shortened is never served an answer cached (in a
+    shared Redis, say) while it still allowed a model it has lost: the list is in the scope."""
+    from llm_manager_server.cache.response_cache import ResponseCache
+    from llm_manager_server.cache.stores import MemoryCacheStore
+    from llm_manager_server.domain.caller import Caller, caller_var
+    from llm_manager_server.domain.types import RoutingStrategy
+
+    def scope(cache: ResponseCache, caller: Caller | None) -> str:
+        token = caller_var.set(caller)
+        try:
+            return cache.scope()
+        finally:
+            caller_var.reset(token)
+
+    own = ResponseCache(MemoryCacheStore(max_entries=10, max_bytes=1 << 20, ttl_s=60), default_strategy=RoutingStrategy.BALANCED)
+    wide, narrow = Caller("x", frozenset({"gpt-4o", "gpt-4o-mini"})), Caller("x", frozenset({"gpt-4o-mini"}))
+    assert scope(own, wide) != scope(own, narrow)
+    assert scope(own, narrow) != scope(own, Caller("y", frozenset({"gpt-4o-mini"})))  # never another caller's
+    assert scope(own, None) == ""
+    shared = ResponseCache(
+        MemoryCacheStore(max_entries=10, max_bytes=1 << 20, ttl_s=60), default_strategy=RoutingStrategy.BALANCED, shared_across_callers=True
+    )
+    assert scope(shared, narrow) == scope(shared, Caller("y", frozenset({"gpt-4o-mini"}))) != scope(shared, wide)

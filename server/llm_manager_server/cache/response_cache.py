@@ -13,6 +13,7 @@ same models (a caller limited to some models is never handed an answer of anothe
 from __future__ import annotations
 
 import asyncio
+import functools
 import base64
 import binascii
 import json
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from ..domain.call_context import deadline_exceeded
-from ..domain.caller import caller_var
+from ..domain.caller import Caller, caller_var
 from ..domain.embeddings import EmbeddingRequest, Embeddings
 from ..domain.types import Answer, CallMetadata, FinishReason, GenerationRequest, ProviderKind, RoutingStrategy, StreamDelta, ToolCall, Usage
 from .keys import KEY_VERSION, cache_key, embedding_cache_key
@@ -214,6 +215,12 @@ def embeddings_from_bytes(data: bytes) -> Embeddings:
 EMBEDDINGS: Codec[Embeddings] = Codec(embeddings_to_bytes, embeddings_from_bytes, lambda _: True)
 
 
+@functools.lru_cache(maxsize=4096)
+def _scope_of(caller: Caller, shared_across_callers: bool) -> str:
+    models = "" if caller.models is None else "models:" + ",".join(sorted(caller.models))
+    return models if shared_across_callers else f"caller:{caller.name}|{models}"
+
+
 class ResponseCache:
     """A :class:`CacheStore` plus keys, counters and single-flight."""
 
@@ -226,13 +233,13 @@ class ResponseCache:
 
     def scope(self) -> str:
         """The calling caller's share of the cache: ``""`` with authentication off (one
-        scope); the caller's name; or, shared across callers, the models its key allows."""
+        scope); the caller's name and the models its key allows; or, shared across callers,
+        only those models. The models are part of it so that a key whose list an operator
+        shortens is never served an answer (from a shared Redis, say) of a model it lost."""
         caller = caller_var.get()
         if caller is None:
             return ""
-        if not self._shared_across_callers:
-            return "caller:" + caller.name
-        return "" if caller.models is None else "models:" + ",".join(sorted(caller.models))
+        return _scope_of(caller, self._shared_across_callers)
 
     def key_for(self, request: GenerationRequest) -> str:
         return cache_key(request, self._default_strategy, self.scope())
