@@ -167,7 +167,7 @@ class Flight(Generic[Value]):
 # HTTP reply): 2048 x 1536 of them take seconds of base64 and JSON, a stall for every other call.
 LARGE_EMBEDDINGS_FLOATS = 65_536
 # Cache entries larger than this are decoded off the event loop.
-OFF_LOOP_ENTRY_BYTES = 1 << 20
+OFF_LOOP_ENTRY_BYTES = 1 << 19
 
 
 def large_embeddings(embeddings: Embeddings) -> bool:
