@@ -405,3 +405,34 @@ async def test_the_server_span_carries_the_request_id_and_log_lines_the_trace_id
     assert dict(server.attributes or {})["llm_manager.request_id"] == "req-span-7"
     access = [line for line in stream.getvalue().splitlines() if "llm_manager_server.access" in line and "req-span-7" in line]
     assert access and f"[req-span-7 trace={server.context.trace_id:032x}]" in access[0], access
+
+
+async def test_a_client_streaming_method_is_refused_not_let_past_the_gate() -> None:
+    """The API has no client-streaming RPC; one added later must not skip the call gate
+    (authentication, deadline, concurrency cap) by being passed through unwrapped."""
+    from grpc import aio
+
+    from llm_manager_server.calls import CallGate
+    from llm_manager_server.interceptors import ApiInterceptor
+
+    reached: list[str] = []
+
+    async def upload(requests: object, context: object) -> bytes:
+        reached.append("servicer")
+        return b""
+
+    server = aio.server(interceptors=[ApiInterceptor(CallGate(5.0), access_log=False)])
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("llm_manager.v1.Future", {"Upload": grpc.stream_unary_rpc_method_handler(upload)}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.stream_unary("/llm_manager.v1.Future/Upload")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(iter([b"x"]), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert reached == []
+    finally:
+        await server.stop(0)

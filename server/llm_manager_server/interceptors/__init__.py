@@ -129,7 +129,9 @@ class ApiInterceptor(aio.ServerInterceptor):
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
         if handler.request_streaming:
-            return handler  # no client-streaming RPCs in this API
+            # No client-streaming RPC in this API. One added later is refused until it is
+            # wrapped here too: it must not skip the gate (authentication, deadline, the cap).
+            return self._refused_stream(method, handler)
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(method, cast(StreamBehavior, handler.unary_stream)),
@@ -141,6 +143,14 @@ class ApiInterceptor(aio.ServerInterceptor):
             request_deserializer=_tolerant(handler.request_deserializer, method),
             response_serializer=handler.response_serializer,
         )
+
+    @staticmethod
+    def _refused_stream(method: str, handler: Handler) -> Handler:
+        async def refuse(requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method}: client-streaming calls are not served by this server's API interceptor")
+
+        make = grpc.stream_stream_rpc_method_handler if handler.response_streaming else grpc.stream_unary_rpc_method_handler
+        return make(refuse, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
 
     async def _begin(self, request: Any, context: aio.ServicerContext[Any, Any]) -> None:
         """Opens the call and sends ``x-request-id`` in the initial metadata (and sets it for
