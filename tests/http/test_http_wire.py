@@ -87,6 +87,8 @@ async def test_body_limits_and_bad_json(served: Served, data_dir: str) -> None:
                 assert response.status == 400 and (await response.json())["error"]["code"] == "json_too_deep"
             async with session.post(url, json=["not", "an", "object"]) as response:
                 assert response.status == 400 and (await response.json())["error"]["param"] == "body"
+            async with session.post(url) as response:  # no body at all
+                assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json"
     finally:
         await app.stop(grace_s=0)
 

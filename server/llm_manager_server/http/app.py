@@ -298,7 +298,7 @@ class HttpApi:
 
     def _body(self, request: web.Request) -> Any:
         """The request's JSON (its bytes read by the middleware), within the nesting limit."""
-        data: bytes = request[_BODY]
+        data = request.get(_BODY, b"")  # none sent: not JSON, answered so below
         try:
             body = json.loads(data)
         except RecursionError:
