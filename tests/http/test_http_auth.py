@@ -21,7 +21,7 @@ from ..providers.conftest import OPENAI_KEY
 
 @pytest.fixture
 async def keyed(tmp_path: Path) -> AsyncIterator[tuple[Application, FakeOpenAI, dict[str, str]]]:
-    keys = write_keys_file(tmp_path / "keys.yaml", {"alice": {}, "bob": {"models": ["gpt-4o"]}})
+    keys = write_keys_file(tmp_path / "keys.yaml", {"alice": {}, "bob": {"models": ["gpt-4o"]}, "carol": {"models": ["local-model"]}})
     fake = await FakeOpenAI(api_key=OPENAI_KEY).start()
     app = await start_served(fake, str(tmp_path), LLM_API_KEYS_FILE=str(tmp_path / "keys.yaml"))
     try:
@@ -63,3 +63,35 @@ async def test_a_model_the_key_may_not_use_is_403(keyed: tuple[Application, Fake
             await bob.chat.completions.create(model=OPENAI_MODEL, messages=[{"role": "user", "content": "hi"}])
     assert raised.value.status_code == 403 and raised.value.code == "permission_denied" and raised.value.type == "permission_error"
     assert fake.generation_requests == []
+
+
+async def test_a_key_sees_only_the_models_it_may_use_on_both_transports(keyed: tuple[Application, FakeOpenAI, dict[str, str]]) -> None:
+    """carol's key lists local-model: GET /v1/models shows her that one (and "auto"), as gRPC
+    ListModels does; GET /v1/models/<another> is the 404 of a model that is not there."""
+    import grpc
+
+    from llm_manager.v1 import llm_manager_service_pb2 as api, llm_manager_service_pb2_grpc
+
+    app, _, keys = keyed
+    base_url = f"http://{app.http_address}/v1"
+    assert {OPENAI_MODEL, "local-model"} <= set(app.registry.models)
+    channel = grpc.aio.insecure_channel(app.address)
+    try:
+        stub = llm_manager_service_pb2_grpc.LLMManagerServiceStub(channel)
+        seen: dict[str, tuple[set[str], set[str]]] = {}
+        for name in ("alice", "carol"):
+            async with openai.AsyncOpenAI(api_key=keys[name], base_url=base_url, max_retries=0) as sdk:
+                over_http = {m.id async for m in sdk.models.list()}
+            listed = await stub.ListModels(api.ListModelsRequest(page_size=1000), metadata=(("authorization", f"Bearer {keys[name]}"),), timeout=10)
+            seen[name] = over_http, {m.name for m in listed.models}
+    finally:
+        await channel.close()
+    assert seen["carol"] == ({"auto", "local-model"}, {"local-model"})
+    assert seen["alice"][0] == {"auto", *app.registry.models} and seen["alice"][1] == set(app.registry.models)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base_url}/models/{OPENAI_MODEL}", headers={"x-api-key": keys["carol"]}) as response:
+            assert response.status == 404 and (await response.json())["error"]["code"] == "model_not_found"
+        async with session.get(f"{base_url}/models/local-model", headers={"x-api-key": keys["carol"]}) as response:
+            assert response.status == 200 and (await response.json())["id"] == "local-model"
+        async with session.get(f"{base_url}/models/{OPENAI_MODEL}", headers={"x-api-key": keys["alice"]}) as response:
+            assert response.status == 200

@@ -12,10 +12,12 @@ import subprocess
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from llm_manager_server.app import Application
 from llm_manager_server.config import load_settings
@@ -85,6 +87,8 @@ async def test_body_limits_and_bad_json(served: Served, data_dir: str) -> None:
                 assert response.status == 400 and (await response.json())["error"]["code"] == "json_too_deep"
             async with session.post(url, json=["not", "an", "object"]) as response:
                 assert response.status == 400 and (await response.json())["error"]["param"] == "body"
+            async with session.post(url) as response:  # no body at all
+                assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json"
     finally:
         await app.stop(grace_s=0)
 
@@ -218,3 +222,106 @@ async def test_the_sdks_timeout_header_is_the_callers_deadline(served: Served) -
             error = (await response.json())["error"]
     assert response.status == 504 and error["code"] == "timeout"
     assert "caller's deadline" in error["message"] and error["metadata"]["limit"] == "client_deadline"
+
+
+async def _http_reply(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str], bytes]:
+    """(status line, headers, body) of one HTTP/1.1 response read off a raw socket."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines if line)}
+    return status_line.encode(), headers, await reader.readexactly(int(headers["content-length"]))
+
+
+async def test_a_body_that_stalls_holds_no_slot_and_is_answered_408(served: Served, data_dir: str) -> None:
+    """A caller that sends its headers and then stops sending its body is not admitted while it
+    does: the one slot (LLM_MAX_CONCURRENT_CALLS=1) stays free for other calls on both
+    transports, and the stalled call is answered 408 when its deadline passes."""
+    import grpc
+
+    from llm_manager.v1 import common_pb2, llm_manager_service_pb2 as api, llm_manager_service_pb2_grpc
+
+    app = await start_served(served.fake, data_dir, LLM_MAX_CONCURRENT_CALLS="1")
+    assert app.gate is not None
+    host, port = app.http_address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    channel = grpc.aio.insecure_channel(app.address)
+    try:
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: llm-manager\r\ncontent-type: application/json\r\n"
+            b"content-length: 1000\r\nx-stainless-timeout: 3\r\nx-request-id: req-stalled\r\n\r\n{\"model\": "
+        )
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.3)  # the server has the headers and waits for the rest of the body
+        assert app.gate.in_flight == 0
+        served.fake.reply_text("over http", TokenCounts(prompt=3, completion=2))
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://{app.http_address}/v1/chat/completions", json=CHAT) as response:
+                assert response.status == 200, await response.text()
+        served.fake.reply_text("over grpc", TokenCounts(prompt=3, completion=2))
+        stub = llm_manager_service_pb2_grpc.LLMManagerServiceStub(channel)
+        reply = await stub.Generate(api.GenerateRequest(prompt="not the http call's prompt", preferences=common_pb2.GenerationPreferences(model=OPENAI_MODEL)), timeout=10)
+        assert reply.text == "over grpc"
+        status_line, headers, body = await asyncio.wait_for(_http_reply(reader), timeout=10)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        writer.close()
+        await channel.close()
+        await app.stop(grace_s=0)
+    assert status_line.startswith(b"HTTP/1.1 408 "), status_line
+    assert headers["x-request-id"] == "req-stalled" and headers["content-type"].startswith("application/json")
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_timeout" and error["type"] == "timeout_error"
+    assert "the caller's deadline (3 s)" in error["message"]
+    assert 2.5 < waited < 8
+
+
+async def test_a_stream_that_fails_mid_way_is_an_error_on_its_span_metric_and_log_line(served: Served, data_dir: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The 200 went out before the failure; the span (ERROR, error.type), the duration metric's
+    error.type and the access-log line still say the call failed, and with what."""
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    app = Application.from_settings(load_settings({**HTTP_ENV, "OPENAI_BASE_URL": f"{served.fake.url}/v1", "LLM_DATA_DIR": data_dir}))
+    app.tracer_provider = tracer_provider
+    await app.start()
+    try:
+        caplog.set_level(logging.INFO, logger="llm_manager_server.access")
+        served.fake.error_mid_stream(["Once"])
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://{app.http_address}/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+                assert response.status == 200
+                events = [e for e in (await response.read()).split(b"\n\n") if e]
+            kind = json.loads(events[-1].removeprefix(b"data: "))["error"]["code"].upper()
+            async with session.get(f"http://{app.http_address}/metrics") as response:
+                scrape = await response.text()
+    finally:
+        await app.stop(grace_s=0)
+    span = next(s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER and s.name == "POST /v1/chat/completions")
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})["error.type"] == kind and dict(span.attributes or {})["http.response.status_code"] == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "llm_manager_server.access"]
+    assert any(re.fullmatch(rf"http POST /v1/chat/completions -> 200 in \d+\.\d ms error={kind}", line) for line in lines), lines
+    assert re.search(rf'http_server_request_duration_seconds_count\{{[^}}]*error_type="{kind}"[^}}]*http_route="/v1/chat/completions"[^}}]*\}} 1\.0', scrape), scrape
+
+
+async def test_a_connection_reset_while_writing_is_a_499_not_an_unexpected_error(served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    """The caller's connection is gone when the handler writes (a reset between two SSE
+    events): the call is logged 499, as a cancelled one, with no "unexpected error"."""
+    api = served.app.http
+    assert api is not None
+    host, port = served.app.http_address.rsplit(":", 1)
+    transport, _ = await asyncio.get_running_loop().create_connection(asyncio.Protocol, host, int(port))
+    transport.close()  # a real transport, closing: what aiohttp's write sees after a reset
+    request = make_mocked_request("GET", "/v1/models", app=api.app, transport=transport)
+    request._match_info = await api.app.router.resolve(request)  # the route, as aiohttp resolves it
+
+    async def writes_to_a_gone_caller(_: web.Request) -> web.StreamResponse:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    caplog.set_level(logging.INFO)
+    response = await api._middleware(request, writes_to_a_gone_caller)
+    assert response.status == 499
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert not [m for name, m in messages if name == "llm_manager_server.errors"], messages
+    assert any(name == "llm_manager_server.access" and m.startswith("http GET /v1/models -> 499") for name, m in messages), messages

@@ -164,13 +164,30 @@ class Flight(Generic[Value]):
         return await asyncio.shield(self._result)
 
 
+# Embeddings with more numbers than this are encoded off the event loop (the cache entry, the
+# HTTP reply): 2048 x 1536 of them take seconds of base64 and JSON, a stall for every other call.
+LARGE_EMBEDDINGS_FLOATS = 65_536
+# Cache entries larger than this are decoded off the event loop.
+OFF_LOOP_ENTRY_BYTES = 1 << 19
+
+
+def large_embeddings(embeddings: Embeddings) -> bool:
+    return sum(len(vector) for vector in embeddings.vectors) > LARGE_EMBEDDINGS_FLOATS
+
+
+def _never(_: object) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Codec(Generic[Value]):
-    """How one kind of cached result is stored: bytes each way, and whether it may be."""
+    """How one kind of cached result is stored: bytes each way, whether it may be, and
+    whether it is large enough to encode in a thread."""
 
     encode: Callable[[Value], bytes]
     decode: Callable[[bytes], Value]
     cacheable: Callable[[Value], bool]
+    large: Callable[[Value], bool] = _never
 
 
 ANSWERS: Codec[Answer] = Codec(answer_to_bytes, answer_from_bytes, cacheable)
@@ -212,7 +229,7 @@ def embeddings_from_bytes(data: bytes) -> Embeddings:
 
 
 # Every embedding result is complete: there is no partial or filtered one.
-EMBEDDINGS: Codec[Embeddings] = Codec(embeddings_to_bytes, embeddings_from_bytes, lambda _: True)
+EMBEDDINGS: Codec[Embeddings] = Codec(embeddings_to_bytes, embeddings_from_bytes, lambda _: True, large_embeddings)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -276,7 +293,7 @@ class ResponseCache:
             self.stats.misses += 1
             return None
         try:
-            found = codec.decode(data)
+            found = await asyncio.to_thread(codec.decode, data) if len(data) > OFF_LOOP_ENTRY_BYTES else codec.decode(data)
         except ValueError as error:
             log.warning("response cache: ignoring entry %s…: %s", key[:12], error)
             self.stats.errors += 1
@@ -289,7 +306,8 @@ class ResponseCache:
             self.stats.store_skipped += 1
             return
         try:
-            stored = await self.store.set(key, codec.encode(result))
+            data = await asyncio.to_thread(codec.encode, result) if codec.large(result) else codec.encode(result)
+            stored = await self.store.set(key, data)
         except CacheStoreError:
             self.stats.store_errors += 1
             return

@@ -30,13 +30,14 @@ from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import __version__
+from ..cache.response_cache import large_embeddings
 from ..calls import CallGate
-from ..domain.call_context import request_id_var
+from ..domain.call_context import deadline_var, request_id_var, time_limit_var
 from ..domain.errors import ErrorKind, LLMError
 from ..engine import Embedder, Generator
 from ..domain.caller import caller_var
 from ..interceptors import CALLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE
-from ..routing.registry import ModelRegistry
+from ..routing.registry import ModelEntry, ModelRegistry, visible_models
 from ..telemetry import PrometheusMetrics
 from ..tls import CertificateReloader
 from . import chat, embeddings
@@ -49,10 +50,22 @@ errors_log = logging.getLogger("llm_manager_server.errors")
 CLIENT_TIMEOUT_HEADER = "x-stainless-timeout"
 _SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Where the middleware leaves the request's body (read before the call is admitted) and what a
+# stream that failed after its 200 went out failed with.
+_BODY = web.RequestKey("llm_manager.body", bytes)
+_STREAM_ERROR = web.RequestKey("llm_manager.stream_error", str)
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=json.dumps(body, ensure_ascii=False).encode(), content_type="application/json", headers=headers)
+    return _bytes_response(status, _encode(body), headers)
+
+
+def _bytes_response(status: int, data: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=data, content_type="application/json", headers=headers)
 
 
 def _sse(payload: Any) -> bytes:
@@ -93,6 +106,12 @@ def _client_timeout(request: web.Request) -> float | None:
     except ValueError:
         return None
     return seconds if seconds > 0 else None
+
+
+def _disconnected(request: web.Request) -> bool:
+    """The caller's connection is gone or going: a ConnectionResetError is then its leaving,
+    not a fault of ours."""
+    return request.transport is None or request.transport.is_closing()
 
 
 class HttpApi:
@@ -169,6 +188,7 @@ class HttpApi:
         request_id = self._gate.open(request.headers.get("x-request-id"), _client_timeout(request))
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         status = 500
+        error_type: str | None = None
         with self._tracer.start_as_current_span(
             f"{request.method} {route}",
             context=propagate.extract(request.headers),
@@ -186,6 +206,10 @@ class HttpApi:
                             caller = self._gate.authenticate(_joined(request, "authorization"), _joined(request, "x-api-key"))
                             if caller is not None:
                                 span.set_attribute(CALLER_ATTRIBUTE, caller.name)
+                        if request.can_read_body:
+                            # Before admission: a caller trickling its body must not hold one
+                            # of the slots every transport shares while it does.
+                            request[_BODY] = await self._read_body(request)
                         self._gate.admit()
                         counted = True
                     response = await handler(request)
@@ -198,35 +222,57 @@ class HttpApi:
                     response = _json_response(error.status, http_error_body(HttpError(error.status, f"{error.reason}: {request.method} {request.path[:200]}", code=error.reason.lower().replace(" ", "_"))))
                 except HttpError as error:
                     response = _json_response(error.status, http_error_body(error))
+                    if error.status == 408:
+                        response.force_close()  # the rest of the body is not waited for
                 except LLMError as error:
                     code, body, headers = llm_error_body(error)
-                    span.set_attribute("error.type", error.kind.value)
+                    error_type = error.kind.value
                     response = _json_response(code, body, headers)
                 except Exception as error:  # noqa: BLE001 - answered as a bare 500, logged once
+                    if isinstance(error, ConnectionResetError) and _disconnected(request):
+                        # The caller went away while its reply (an SSE stream) was being
+                        # written: as CancelledError above. Nothing can be sent; aiohttp's
+                        # write of this stand-in fails quietly and drops the connection.
+                        status = 499
+                        response = web.Response(status=499)
+                        response.force_close()
+                        return response
                     errors_log.error("unexpected error, request_id=%s", request_id, exc_info=error)
-                    span.set_attribute("error.type", type(error).__name__)
+                    error_type = type(error).__name__
                     response = _json_response(500, internal_error_body())
                 if not response.prepared:
                     response.headers["x-request-id"] = request_id
                 status = response.status
+                # A stream that failed after its 200 went out: the status stays, the error is told.
+                error_type = request.get(_STREAM_ERROR, error_type)
                 return response
             finally:
                 if counted:
                     self._gate.release()
                 span.set_attribute("http.response.status_code", status)
-                if status >= 500:
+                attributes: dict[str, str | int] = {"http.request.method": request.method, "http.route": route, "http.response.status_code": status}
+                if error_type is not None:
+                    span.set_attribute("error.type", error_type)
+                    attributes["error.type"] = error_type
+                if status >= 500 or request.get(_STREAM_ERROR) is not None:
                     span.set_status(Status(StatusCode.ERROR))
                 elapsed = time.perf_counter() - started
-                self._duration.record(elapsed, {"http.request.method": request.method, "http.route": route, "http.response.status_code": status})
+                self._duration.record(elapsed, attributes)
                 if self._access_log:
                     caller = caller_var.get()
-                    if caller is None:
-                        log.info("http %s %s -> %d in %.1f ms", request.method, route, status, elapsed * 1000)
-                    else:
-                        log.info("http %s %s -> %d in %.1f ms caller=%s", request.method, route, status, elapsed * 1000, caller.name)
+                    line = "http %s %s -> %d in %.1f ms"
+                    args: list[object] = [request.method, route, status, elapsed * 1000]
+                    if caller is not None:
+                        line += " caller=%s"
+                        args.append(caller.name)
+                    if request.get(_STREAM_ERROR) is not None:
+                        line += " error=%s"
+                        args.append(request[_STREAM_ERROR])
+                    log.info(line, *args)
 
-    async def _body(self, request: web.Request) -> Any:
-        """The request's JSON, within the size and nesting limits."""
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The request's bytes, within the size limit and the call's deadline: a caller that
+        stops sending is answered 408 when its time is up, not waited for."""
         too_large = HttpError(
             413,
             f"the request body exceeds {self._max_body_bytes} bytes (LLM_HTTP_MAX_BODY_BYTES)",
@@ -235,11 +281,24 @@ class HttpApi:
         if request.content_length is not None and request.content_length > self._max_body_bytes:
             raise too_large
         try:
-            data = await request.read()
+            async with asyncio.timeout_at(deadline_var.get()):
+                data = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
+        except TimeoutError:
+            raise HttpError(
+                408,
+                f"the request body did not arrive within {time_limit_var.get().description}",
+                code="request_timeout",
+                error_type="timeout_error",
+            ) from None
         if len(data) > self._max_body_bytes:
             raise too_large
+        return data
+
+    def _body(self, request: web.Request) -> Any:
+        """The request's JSON (its bytes read by the middleware), within the nesting limit."""
+        data = request.get(_BODY, b"")  # none sent: not JSON, answered so below
         try:
             body = json.loads(data)
         except RecursionError:
@@ -256,7 +315,7 @@ class HttpApi:
     # --- routes ----------------------------------------------------------------------------
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
+        body = self._body(request)
         generation = chat.generation_request(body, task_header=request.headers.get(chat.TASK_HEADER))
         started = time.perf_counter()
         request_id = request_id_var.get()
@@ -293,6 +352,7 @@ class HttpApi:
             if response is None:
                 raise
             _, body, _ = llm_error_body(error)
+            request[_STREAM_ERROR] = error.kind.value
             await response.write(_sse(body))
             return response
         except (asyncio.CancelledError, ConnectionResetError):
@@ -301,6 +361,7 @@ class HttpApi:
             if response is None:
                 raise
             errors_log.error("unexpected error mid-stream, request_id=%s", request_id, exc_info=error)
+            request[_STREAM_ERROR] = type(error).__name__
             await response.write(_sse(internal_error_body()))
             return response
         if response is None:
@@ -310,27 +371,36 @@ class HttpApi:
         return response
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        embedding, encoding = embeddings.request_from_json(await self._body(request))
+        embedding, encoding = embeddings.request_from_json(self._body(request))
         started = time.perf_counter()
         result = await self._embedder.embed(embedding)
         latency_ms = int((time.perf_counter() - started) * 1000)
-        return _json_response(200, embeddings.embeddings_json(result, encoding, request_id=request_id_var.get(), latency_ms=latency_ms))
+        request_id = request_id_var.get()
+
+        def reply() -> bytes:
+            return _encode(embeddings.embeddings_json(result, encoding, request_id=request_id, latency_ms=latency_ms))
+
+        # 2048 x 1536 floats are ~4 s of json.dumps (measured): off the loop every call shares.
+        return _bytes_response(200, await asyncio.to_thread(reply) if large_embeddings(result) else reply())
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         data = [{"id": chat.AUTO_MODEL, "object": "model", "created": 0, "owned_by": "llm-manager"}]
-        data += [self._model_json(name) for name in self._registry.models]
+        data += [self._model_json(entry) for entry in visible_models(self._registry, caller_var.get())]
         return _json_response(200, {"object": "list", "data": data})
 
     async def _model(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["model"]
         if name == chat.AUTO_MODEL:
             return _json_response(200, {"id": chat.AUTO_MODEL, "object": "model", "created": 0, "owned_by": "llm-manager"})
-        if name not in self._registry.models:
+        # A model the caller's key may not use is not there for it (as GET /v1/models and gRPC
+        # ListModels do not list it): the same 404 as an unknown one, so a key cannot probe.
+        entry = next((e for e in visible_models(self._registry, caller_var.get()) if e.name == name), None)
+        if entry is None:
             raise HttpError(404, f"the model {name[:256]!r} is not configured here (GET /v1/models lists them)", code="model_not_found", param="model")
-        return _json_response(200, self._model_json(name))
+        return _json_response(200, self._model_json(entry))
 
-    def _model_json(self, name: str) -> dict[str, Any]:
-        entry = self._registry.models[name]
+    def _model_json(self, entry: ModelEntry) -> dict[str, Any]:
+        name = entry.name
         return {
             "id": name,
             "object": "model",

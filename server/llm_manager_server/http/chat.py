@@ -62,7 +62,9 @@ _FINISH = {
 }
 # OpenAI's field names for the sampling options (the rules use the domain's).
 _SAMPLING_FIELDS = {"response_schema": "response_format.json_schema.schema"}
-_EXTENSION_KEYS = frozenset({"task_type", "strategy", "no_cache", "no_store"})
+# The ``llm_manager`` keys each route reads (embeddings are not routed by task or strategy).
+CHAT_EXTENSION_KEYS = frozenset({"task_type", "strategy", "no_cache", "no_store"})
+EMBEDDINGS_EXTENSION_KEYS = frozenset({"no_cache", "no_store"})
 
 
 def _sampling_field(name: str) -> str:
@@ -268,10 +270,21 @@ def _stop(reader: _Reader, value: Any) -> tuple[str, ...]:
     return tuple(reader.string(s, f"stop[{i}]") or "" for i, s in enumerate(reader.array(value, "stop")))
 
 
-def _routing(reader: _Reader, body: Mapping[str, Any], task_header: str | None) -> tuple[TaskType, RoutingStrategy | None, bool, bool]:
+def read_extension(violations: list[FieldViolation], body: Mapping[str, Any], keys: frozenset[str]) -> tuple[Mapping[str, Any], bool, bool]:
+    """The ``llm_manager`` object of a request body, read by one rule for every route: an
+    object whose keys are among ``keys`` (another is a violation, not silently ignored), and its
+    ``no_cache`` and ``no_store``, each true or false (anything else is a violation)."""
+    reader = _Reader(violations)
     extension = reader.object(body.get(EXTENSION), EXTENSION) or {}
-    for key in sorted(set(extension) - _EXTENSION_KEYS):
-        reader.bad(f"{EXTENSION}.{key}"[:80], f"unknown field (use {', '.join(sorted(_EXTENSION_KEYS))})")
+    for key in sorted(set(extension) - keys):
+        reader.bad(f"{EXTENSION}.{key}"[:80], f"unknown field (use {', '.join(sorted(keys))})")
+    no_cache = reader.boolean(extension.get("no_cache"), f"{EXTENSION}.no_cache")
+    no_store = reader.boolean(extension.get("no_store"), f"{EXTENSION}.no_store")
+    return extension, no_cache, no_store
+
+
+def _routing(reader: _Reader, body: Mapping[str, Any], task_header: str | None) -> tuple[TaskType, RoutingStrategy | None, bool, bool]:
+    extension, no_cache, no_store = read_extension(reader.violations, body, CHAT_EXTENSION_KEYS)
     task = TaskType.GENERAL
     task_name, field = (extension.get("task_type"), f"{EXTENSION}.task_type")
     if task_name is None and task_header is not None:
@@ -289,8 +302,6 @@ def _routing(reader: _Reader, body: Mapping[str, Any], task_header: str | None) 
             strategy = RoutingStrategy(strategy_name.strip().lower().removeprefix("routing_strategy_"))
         except ValueError:
             reader.bad(f"{EXTENSION}.strategy", f"must be one of {', '.join(s.value for s in RoutingStrategy)}")
-    no_cache = reader.boolean(extension.get("no_cache"), f"{EXTENSION}.no_cache")
-    no_store = reader.boolean(extension.get("no_store"), f"{EXTENSION}.no_store")
     return task, strategy, no_cache, no_store
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..domain.embeddings import EmbeddingRequest, Embeddings, embedding_request
 from ..domain.errors import ErrorKind, FieldViolation, LLMError, invalid_request
-from .chat import AUTO_MODEL, EXTENSION, metadata_json
+from .chat import AUTO_MODEL, EMBEDDINGS_EXTENSION_KEYS, EXTENSION, metadata_json, read_extension
 
 _ENCODINGS = frozenset({"float", "base64"})
 
@@ -48,10 +48,7 @@ def request_from_json(body: Any) -> tuple[EmbeddingRequest, str]:
         violations.append(FieldViolation("encoding_format", "must be float or base64"))
     if body.get("dimensions") is not None:
         violations.append(FieldViolation("dimensions", "is not supported: each model's vectors keep their size"))
-    extension = body.get(EXTENSION)
-    if not isinstance(extension, dict):
-        extension = {}
-    no_cache, no_store = extension.get("no_cache") is True, extension.get("no_store") is True
+    _, no_cache, no_store = read_extension(violations, body, EMBEDDINGS_EXTENSION_KEYS)
     if violations:
         raise invalid_request(*violations)
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..catalog import Price, capabilities_for, facts_for, provider_for_model
 from ..config import ConfigError, DeploymentSettings, Settings
+from ..domain.caller import Caller
 from ..domain.errors import ErrorKind, LLMError
 from ..domain.types import MODEL_NAME_RULE, Capability, ProviderKind, is_valid_model_name
 from ..providers.base import Provider
@@ -302,3 +303,9 @@ def _inprocess_name(path: str, bundled: bool) -> str:
         return BUNDLED_MODEL_NAME
     stem = Path(path).name.removesuffix(".gguf")
     return stem.lower()
+
+
+def visible_models(registry: ModelRegistry, caller: Caller | None) -> list[ModelEntry]:
+    """The configured models a caller is shown (every transport's model listing): those its
+    key may use (``Caller.may_use``), all of them with authentication off (``caller`` None)."""
+    return [entry for entry in registry.models.values() if caller is None or caller.may_use(entry.name)]

@@ -14,7 +14,7 @@ from ..domain.call_context import request_id_var
 from ..domain.caller import caller_var
 from ..domain.errors import FieldViolation, invalid_request
 from ..engine import Embedder, Generator
-from ..routing.registry import HealthState, ModelRegistry
+from ..routing.registry import HealthState, ModelRegistry, visible_models
 from . import convert
 
 DEFAULT_PAGE_SIZE = 50
@@ -76,9 +76,7 @@ class LLMManagerServicer(llm_manager_service_pb2_grpc.LLMManagerServiceServicer)
     async def ListModels(
         self, request: llm_manager_service_pb2.ListModelsRequest, context: aio.ServicerContext[Any, Any]
     ) -> llm_manager_service_pb2.ListModelsResponse:
-        # A caller whose key lists models sees those (the only ones it may use), no others.
-        caller = caller_var.get()
-        entries = [e for e in self._registry.models.values() if caller is None or caller.may_use(e.name)]
+        entries = visible_models(self._registry, caller_var.get())
         start, end = page_bounds(request.page_size, request.page_token, len(entries))
         circuit = {e.name: self._generator.router.circuit_detail(e) for e in entries[start:end]}
         models = [
