@@ -10,7 +10,7 @@ prompt too large for every window) is refused before it is admitted: it spends n
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import Callable, AsyncGenerator, AsyncIterator
 
 from opentelemetry import trace
 
@@ -52,9 +52,17 @@ class Generator:
             trace.get_current_span().set_attribute(genai.CACHE_HIT, True)
         return answer
 
+    def _refusal_check(self, request: GenerationRequest) -> Callable[[], object] | None:
+        """What the meter runs before it counts a limited caller's request, so that a call
+        refused anyway spends none: the key's permission for a pinned model. (The whole plan
+        would catch more, but costs a limited caller ~130 k instructions a call, ~5 %: a call
+        refused later by the plan, e.g. a prompt too large for every window, is counted.)"""
+        model = request.model
+        return None if not model else lambda: self._router.check_allowed(model)
+
     async def generate(self, request: GenerationRequest) -> Answer:
         meter = self._meter
-        caller = None if meter is None else await meter.admit(lambda: self._router.plan(request))
+        caller = None if meter is None else await meter.admit(self._refusal_check(request))
         deadline = deadline_var.get()
         try:
             if self._cache is None:
@@ -71,7 +79,7 @@ class Generator:
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[StreamDelta, None]:
         meter = self._meter
-        caller = None if meter is None else await meter.admit(lambda: self._router.plan(request))
+        caller = None if meter is None else await meter.admit(self._refusal_check(request))
         deadline = deadline_var.get()
         if self._cache is None:
             source = self._router.stream(request, deadline)

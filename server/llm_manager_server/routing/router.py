@@ -205,15 +205,19 @@ class Router:
             names.extend(llama.general_models)
         return [n for n in dict.fromkeys(names) if n in self._registry.models]
 
+    @staticmethod
+    def check_allowed(model: str) -> None:
+        """PERMISSION_DENIED when the calling key may not use ``model`` (a pinned one)."""
+        caller = caller_var.get()
+        if caller is not None and not caller.may_use(model):
+            raise LLMError(ErrorKind.PERMISSION_DENIED, f"this API key may not use model {model!r}", model=model)
+
     def plan(self, request: GenerationRequest, *, streaming: bool = False) -> RoutePlan:
         strategy = request.strategy or self._settings.strategy
         caller = caller_var.get()
         allowed = None if caller is None else caller.models  # None: any model
         if request.model:
-            if allowed is not None and request.model not in allowed:
-                raise LLMError(
-                    ErrorKind.PERMISSION_DENIED, f"this API key may not use model {request.model!r}", model=request.model
-                )
+            self.check_allowed(request.model)
             # A pinned model is tried even when its last probe failed: the caller asked for
             # it, and its own error says more than "no model available". An open circuit
             # still fails fast.
@@ -310,9 +314,7 @@ class Router:
         different models are not comparable, so no other model ever stands in for it; its
         deployments, retries and breakers work as for answers."""
         name = request.model or self.embedding_model()
-        caller = caller_var.get()
-        if caller is not None and not caller.may_use(name):
-            raise LLMError(ErrorKind.PERMISSION_DENIED, f"this API key may not use model {name!r}", model=name)
+        self.check_allowed(name)
         entry = self._registry.resolve(name)
         if Capability.EMBEDDINGS not in entry.capabilities:
             why = {
